@@ -1,0 +1,5 @@
+"""``python -m convdoctor``."""
+
+from .cli import main
+
+main()

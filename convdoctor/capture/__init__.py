@@ -1,0 +1,1 @@
+"""Capture layer: load models, build inputs, and trace a module into an op graph."""

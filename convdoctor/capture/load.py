@@ -1,0 +1,261 @@
+"""Turn a MODEL spec into an ``nn.Module``.
+
+Specs: ``torchvision:NAME[?key=value,...]``, ``pkg.module:factory[?kw=v]``,
+``path/to/file.py:factory[?kw=v]``, a TorchScript ``.pt`` file, or an exported ``.pt2``.
+Checkpoints (``--weights``) load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import importlib
+import importlib.util
+import os
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelLoadError, UsageError
+
+
+@dataclass
+class LoadedModel:
+    """A module built from a spec.
+
+    Attributes:
+        module: the model (on the meta device when ``on_meta``).
+        spec: the spec it came from.
+        default_input_size: the input the spec suggests (a torchvision model's eval crop), if any.
+        rebuild: builds a fresh real-weight CPU copy, for paths that must run real tensors.
+        on_meta: the module's parameters live on the meta device (no weights allocated).
+    """
+
+    module: nn.Module
+    spec: str
+    default_input_size: tuple[int, ...] | None = None
+    rebuild: Callable[[], nn.Module] | None = None
+    on_meta: bool = False
+
+
+def _parse_kwargs(text: str, spec: str) -> dict[str, Any]:
+    """``a=1,b=true,c=x`` -> ``{"a": 1, "b": True, "c": "x"}`` (Python literals where they parse)."""
+    out: dict[str, Any] = {}
+    if not text:
+        return out
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise UsageError(f"bad keyword {part!r} in {spec!r}: expected key=value")
+        key, raw = (s.strip() for s in part.split("=", 1))
+        if not key.isidentifier():
+            raise UsageError(f"bad keyword name {key!r} in {spec!r}")
+        lowered = raw.lower()
+        if lowered in ("true", "false"):
+            out[key] = lowered == "true"
+        elif lowered == "none":
+            out[key] = None
+        else:
+            try:
+                out[key] = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                out[key] = raw
+    return out
+
+
+def _check_module(obj: Any, spec: str) -> nn.Module:
+    if not isinstance(obj, nn.Module):
+        raise ModelLoadError(f"{spec!r} gave a {type(obj).__name__}, not a torch.nn.Module")
+    return obj
+
+
+def _call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], spec: str, meta: bool) -> nn.Module:
+    try:
+        ctx = torch.device("meta") if meta else contextlib.nullcontext()
+        with ctx:
+            obj = factory(**kwargs)
+    except Exception as exc:  # a user factory can raise anything; report it in one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ModelLoadError(f"factory in {spec!r} raised {type(exc).__name__}: {first}") from exc
+    return _check_module(obj, spec)
+
+
+def _torchvision(name: str, kwargs: dict[str, Any], spec: str, meta: bool) -> LoadedModel:
+    import torchvision.models as tvm
+
+    available = tvm.list_models()
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see torchvision.models.list_models()"
+        raise ModelLoadError(f"unknown torchvision model {name!r}{hint}")
+    if kwargs.get("weights") not in (None, "None"):
+        raise UsageError("torchvision weights cannot be downloaded here; load a checkpoint with --weights")
+    kwargs = {k: v for k, v in kwargs.items() if k != "weights"}
+    default_size: tuple[int, ...] | None = None
+    try:
+        weights = tvm.get_model_weights(name).DEFAULT  # metadata only: nothing is downloaded
+        crop = getattr(weights.transforms, "keywords", {}).get("crop_size")
+        if crop and "num_classes" not in kwargs:
+            default_size = (1, 3, int(crop), int(crop))
+    except (ValueError, AttributeError, KeyError):
+        pass
+
+    def factory(**kw: Any) -> nn.Module:
+        return tvm.get_model(name, weights=None, **kw)
+
+    module = _call_factory(factory, kwargs, spec, meta)
+    return LoadedModel(module, spec, default_size, lambda: _call_factory(factory, kwargs, spec, False), meta)
+
+
+def _import_factory(target: str, attr: str, spec: str) -> Callable[..., Any]:
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {target}")
+        mod_name = f"_convdoctor_user_{abs(hash(path.resolve()))}"
+        mod_spec = importlib.util.spec_from_file_location(mod_name, path)
+        if mod_spec is None or mod_spec.loader is None:
+            raise ModelLoadError(f"cannot import {target}")
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ModelLoadError(f"importing {target} raised {type(exc).__name__}: {exc}") from exc
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+    else:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ModelLoadError(f"cannot import module {target!r}: {exc}") from exc
+        except Exception as exc:
+            raise ModelLoadError(f"importing {target!r} raised {type(exc).__name__}: {exc}") from exc
+    if not hasattr(module, attr):
+        names = [n for n in dir(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(attr, names, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ModelLoadError(f"{target!r} has no attribute {attr!r}{hint}")
+    return getattr(module, attr)  # type: ignore[no-any-return]
+
+
+def _load_file(path: Path, spec: str) -> LoadedModel:
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.suffix == ".pt2":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load exported program {path}: {type(exc).__name__}: {exc}") from exc
+        module = program.module()
+        return LoadedModel(module, spec, _example_size(program), lambda: torch.export.load(str(path)).module())
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path} is not a TorchScript archive (use pkg.module:factory for Python models)")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{path} is not a TorchScript model ({type(exc).__name__}); "
+            "for a state_dict checkpoint use MODEL --weights CKPT"
+        ) from exc
+    return LoadedModel(module, spec, None, lambda: torch.jit.load(str(path), map_location="cpu"))
+
+
+def _example_size(program: Any) -> tuple[int, ...] | None:
+    try:
+        args = program.example_inputs[0]
+        if args and isinstance(args[0], torch.Tensor):
+            return tuple(int(d) for d in args[0].shape)
+    except (AttributeError, TypeError, IndexError):
+        pass
+    return None
+
+
+def load_model(spec: str, *, meta: bool = False) -> LoadedModel:
+    """Build the module a MODEL spec names.
+
+    Args:
+        spec: the MODEL spec (see module docstring).
+        meta: build Python models on the meta device (no weights allocated). Files
+            (``.pt``/``.pt2``) always load real.
+
+    Returns:
+        The loaded model.
+
+    Raises:
+        ModelLoadError: unknown name, missing file, failing factory, not a module.
+        UsageError: malformed spec.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise UsageError("empty MODEL spec: give torchvision:NAME, pkg.module:factory, file.py:factory or a .pt/.pt2 file")
+    base, _, query = spec.partition("?")
+    kwargs = _parse_kwargs(query, spec)
+    if base.startswith("torchvision:"):
+        return _torchvision(base.split(":", 1)[1], kwargs, spec, meta)
+    if base.endswith((".pt", ".pt2", ".pth", ".ts")) and ":" not in base.replace(":\\", ""):
+        return _load_file(Path(base), spec)
+    if ":" not in base:
+        raise UsageError(
+            f"cannot read MODEL {spec!r}: expected torchvision:NAME, pkg.module:factory, "
+            "path/file.py:factory, or a .pt/.pt2 file"
+        )
+    target, attr = base.rsplit(":", 1)
+    factory = _import_factory(target, attr, spec)
+    if isinstance(factory, nn.Module):
+        return LoadedModel(factory, spec, None, None, False)
+    if not callable(factory):
+        raise ModelLoadError(f"{spec!r} names a {type(factory).__name__}, not a factory or module")
+    module = _call_factory(factory, kwargs, spec, meta)
+    on_meta = meta and _all_meta(module)
+    return LoadedModel(module, spec, None, lambda: _call_factory(factory, kwargs, spec, False), on_meta)
+
+
+def _all_meta(module: nn.Module) -> bool:
+    tensors = list(module.parameters()) + list(module.buffers())
+    return bool(tensors) and all(t.device.type == "meta" for t in tensors)
+
+
+def load_weights(model: LoadedModel, checkpoint: str | os.PathLike[str]) -> LoadedModel:
+    """Load a state_dict checkpoint (``weights_only=True``) into the model.
+
+    Accepts a raw state_dict or a dict with a ``state_dict``/``model`` entry. On a meta
+    model the tensors are assigned, so no random init is ever computed.
+
+    Raises:
+        ModelLoadError: unreadable file, or keys/shapes that do not match.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ModelLoadError(f"cannot read checkpoint {path} with weights_only=True: {type(exc).__name__}: {first}") from exc
+    state = obj
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                state = obj[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"checkpoint {path} does not hold a state_dict of tensors")
+    module = model.module if not model.on_meta or model.rebuild is None else model.rebuild()
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [""])
+        detail = " ".join(line.strip() for line in first[:3])
+        raise ModelLoadError(f"checkpoint {path} does not match the model: {detail}") from exc
+    return LoadedModel(module, model.spec, model.default_input_size, None, False)

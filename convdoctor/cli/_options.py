@@ -1,0 +1,47 @@
+"""Options shared by several verbs, and the common output step."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..report import Format, render
+from ..results.base import ReportBase
+from ._exit import FailOn, exit_code
+
+
+def input_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--input NxCxHxW``."""
+    return click.option("--input", "input_size", default=None, metavar="NxCxHxW",
+                        help="Input size, e.g. 1x3x224x224 (CxHxW means batch 1).")(fn)
+
+
+def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``, ``--html FILE``, ``--fail-on``, ``--width``."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")(fn)
+    fn = click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                      help="Also write a self-contained HTML report to FILE.")(fn)
+    fn = click.option("--fail-on", type=click.Choice([f.value for f in FailOn]), default="error",
+                      show_default=True, help="Lowest finding severity that makes the exit code 1.")(fn)
+    fn = click.option("--width", type=int, default=None, help="Terminal width for tables.")(fn)
+    return fn
+
+
+def emit(report: ReportBase, *, as_json: bool, html_file: Path | None, fail_on: str, width: int | None) -> None:
+    """Print the report, write the HTML file if asked, and exit with the policy's code."""
+    if html_file is not None:
+        html_file.write_text(render(report, Format.HTML), encoding="utf-8")
+    if as_json:
+        click.echo(render(report, Format.JSON))
+    else:
+        color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        width = width or (None if sys.stdout.isatty() else 120)
+        click.echo(render(report, Format.TERMINAL, width=width, color=color), nl=False)
+        if html_file is not None:
+            click.echo(f"HTML report written to {html_file}")
+    sys.exit(exit_code(report.findings, FailOn(fail_on)))
