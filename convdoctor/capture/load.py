@@ -15,7 +15,7 @@ import importlib.util
 import os
 import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ class LoadedModel:
         default_input_size: the input the spec suggests (a torchvision model's eval crop), if any.
         rebuild: builds a fresh real-weight CPU copy, for paths that must run real tensors.
         on_meta: the module's parameters live on the meta device (no weights allocated).
+        fresh: built just now by a factory, so its train/eval flags are the constructor's
+            defaults and say nothing about how the user runs it (mode lints are skipped).
     """
 
     module: nn.Module
@@ -43,6 +45,7 @@ class LoadedModel:
     default_input_size: tuple[int, ...] | None = None
     rebuild: Callable[[], nn.Module] | None = None
     on_meta: bool = False
+    fresh: bool = False
 
 
 def _parse_kwargs(text: str, spec: str) -> dict[str, Any]:
@@ -77,11 +80,48 @@ def _check_module(obj: Any, spec: str) -> nn.Module:
     return obj
 
 
-def _call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], spec: str, meta: bool) -> nn.Module:
+@contextlib.contextmanager
+def _params_on_meta() -> Iterator[None]:
+    """Move every parameter and buffer to meta as it is registered.
+
+    The fallback for factories that compute with tensors (RegNet derives its widths with
+    ``torch.pow(...).tolist()``), which a meta default device breaks. Tensors are still
+    allocated empty on the CPU first (no init compute), then dropped.
+    """
+    register_parameter = nn.Module.register_parameter
+    register_buffer = nn.Module.register_buffer
+
+    def reg_param(self: nn.Module, name: str, param: Any) -> None:
+        register_parameter(self, name, param)
+        p = self._parameters.get(name)
+        if p is not None and p.device.type != "meta":
+            self._parameters[name] = type(p)(p.to("meta"), requires_grad=p.requires_grad)
+
+    def reg_buffer(self: nn.Module, name: str, tensor: Any, persistent: bool = True) -> None:
+        register_buffer(self, name, tensor.to("meta") if isinstance(tensor, torch.Tensor) else tensor, persistent)
+
+    nn.Module.register_parameter = reg_param  # type: ignore[method-assign]
+    nn.Module.register_buffer = reg_buffer  # type: ignore[method-assign]
     try:
-        ctx = torch.device("meta") if meta else contextlib.nullcontext()
-        with ctx:
-            obj = factory(**kwargs)
+        yield
+    finally:
+        nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+        nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
+
+
+def _call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], spec: str, meta: bool) -> nn.Module:
+    if meta:
+        # cheapest first: a meta default device; then meta-on-registration; then real
+        for ctx in (lambda: torch.device("meta"), _params_on_meta):
+            try:
+                with ctx():
+                    return _check_module(factory(**kwargs), spec)
+            except ModelLoadError:
+                raise
+            except Exception:  # retried below, and reported from the real build if that fails too
+                continue
+    try:
+        obj = factory(**kwargs)
     except Exception as exc:  # a user factory can raise anything; report it in one line
         first = (str(exc).strip().splitlines() or [""])[0]
         raise ModelLoadError(f"factory in {spec!r} raised {type(exc).__name__}: {first}") from exc
@@ -112,7 +152,10 @@ def _torchvision(name: str, kwargs: dict[str, Any], spec: str, meta: bool) -> Lo
         return tvm.get_model(name, weights=None, **kw)
 
     module = _call_factory(factory, kwargs, spec, meta)
-    return LoadedModel(module, spec, default_size, lambda: _call_factory(factory, kwargs, spec, False), meta)
+    native = getattr(module, "image_size", None)  # ViTs are built for one size; the weights may use another
+    if isinstance(native, int):
+        default_size = (1, 3, native, native)
+    return LoadedModel(module, spec, default_size, lambda: _call_factory(factory, kwargs, spec, False), meta and _all_meta(module), True)
 
 
 def _import_factory(target: str, attr: str, spec: str) -> Callable[..., Any]:
@@ -218,7 +261,7 @@ def load_model(spec: str, *, meta: bool = False) -> LoadedModel:
         raise ModelLoadError(f"{spec!r} names a {type(factory).__name__}, not a factory or module")
     module = _call_factory(factory, kwargs, spec, meta)
     on_meta = meta and _all_meta(module)
-    return LoadedModel(module, spec, None, lambda: _call_factory(factory, kwargs, spec, False), on_meta)
+    return LoadedModel(module, spec, None, lambda: _call_factory(factory, kwargs, spec, False), on_meta, True)
 
 
 def _all_meta(module: nn.Module) -> bool:
@@ -258,4 +301,4 @@ def load_weights(model: LoadedModel, checkpoint: str | os.PathLike[str]) -> Load
         first = (str(exc).strip().splitlines() or [""])
         detail = " ".join(line.strip() for line in first[:3])
         raise ModelLoadError(f"checkpoint {path} does not match the model: {detail}") from exc
-    return LoadedModel(module, model.spec, model.default_input_size, None, False)
+    return LoadedModel(module, model.spec, model.default_input_size, None, False, model.fresh)

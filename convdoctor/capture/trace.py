@@ -180,6 +180,9 @@ def _module_table(model: nn.Module, flags: dict[str, bool]) -> dict[str, ModuleI
         attrs = {a: _plain(getattr(m, a)) for a in _MODULE_ATTRS if hasattr(m, a) and not callable(getattr(m, a))}
         if hasattr(m, "bias") and isinstance(getattr(m, "bias", None), (torch.Tensor, type(None))):
             attrs["has_bias"] = getattr(m, "bias", None) is not None
+        # role flags by isinstance, never by class-name substrings
+        attrs["is_batchnorm"] = isinstance(m, nn.modules.batchnorm._BatchNorm)
+        attrs["is_dropout"] = isinstance(m, nn.modules.dropout._DropoutNd)
         own = tuple(f"{path}.{n}" if path else n for n, _ in m.named_parameters(recurse=False))
         table[path] = ModuleInfo(path, type(m).__name__, flags.get(path, m.training), own, attrs)
     return table

@@ -32,7 +32,8 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def emit(report: ReportBase, *, as_json: bool, html_file: Path | None, fail_on: str, width: int | None) -> None:
+def emit(report: ReportBase, *, as_json: bool, html_file: Path | None, fail_on: str, width: int | None,
+         **options: Any) -> None:
     """Print the report, write the HTML file if asked, and exit with the policy's code."""
     if html_file is not None:
         html_file.write_text(render(report, Format.HTML), encoding="utf-8")
@@ -41,7 +42,7 @@ def emit(report: ReportBase, *, as_json: bool, html_file: Path | None, fail_on: 
     else:
         color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
         width = width or (None if sys.stdout.isatty() else 120)
-        click.echo(render(report, Format.TERMINAL, width=width, color=color), nl=False)
+        click.echo(render(report, Format.TERMINAL, width=width, color=color, **options), nl=False)
         if html_file is not None:
             click.echo(f"HTML report written to {html_file}")
     sys.exit(exit_code(report.findings, FailOn(fail_on)))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from ..results.base import ReportBase
 
@@ -19,7 +20,7 @@ class Format(str, enum.Enum):
 
 
 def render(report: ReportBase, fmt: Format | str = Format.TERMINAL, *, width: int | None = None,
-           color: bool = False) -> str:
+           color: bool = False, **options: Any) -> str:
     """Render a report as text.
 
     Args:
@@ -27,6 +28,7 @@ def render(report: ReportBase, fmt: Format | str = Format.TERMINAL, *, width: in
         fmt: terminal, json or html.
         width: terminal width (terminal format only).
         color: emit ANSI colour codes (terminal format only).
+        **options: passed to the kind's terminal renderer (e.g. ``depth`` for inspect).
 
     Returns:
         The rendered document.
@@ -42,4 +44,4 @@ def render(report: ReportBase, fmt: Format | str = Format.TERMINAL, *, width: in
         return _html.render(report)
     from . import terminal
 
-    return terminal.render(report, width=width, color=color)
+    return terminal.render(report, width=width, color=color, **options)

@@ -63,13 +63,13 @@ def to_text(renderables: Iterable[Any], *, width: int | None = None, color: bool
     return buf.getvalue()
 
 
-def render(report: ReportBase, *, width: int | None = None, color: bool = False) -> str:
-    """Header, the kind's body, then the findings."""
+def render(report: ReportBase, *, width: int | None = None, color: bool = False, **options: Any) -> str:
+    """Header, the kind's body (given ``options``), then the findings."""
     _load_renderers()
     body = RENDERERS.get(report.kind)
     parts: list[Any] = [Text(f"convdoctor {report.kind}: {report.model}", style="bold")]
     if body is not None:
-        parts.extend(body(report))
+        parts.extend(body(report, **options))
     parts.append(findings_table(report.findings))
     return to_text(parts, width=width, color=color)
 
