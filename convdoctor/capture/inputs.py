@@ -19,6 +19,9 @@ DEFAULT_INPUT_SIZE: tuple[int, ...] = (1, 3, 224, 224)
 def parse_input_spec(spec: str | Sequence[int] | None) -> tuple[int, ...] | None:
     """Parse ``"1x3x224x224"`` (or ``"3x224x224"``, meaning batch 1) into a shape tuple.
 
+    A three-part *string* gets a batch of 1 (the CLI convention); a sequence of ints is
+    taken literally, so ``(2, 5, 16)`` stays a batch of 2 sequences.
+
     Args:
         spec: a string like ``1x3x224x224``, a sequence of ints, or None.
 
@@ -46,7 +49,7 @@ def parse_input_spec(spec: str | Sequence[int] | None) -> tuple[int, ...] | None
         raise UsageError(f"input size {spec!r} has {len(dims)} dim(s); give at least CxL, e.g. 3x224x224")
     if any(d <= 0 for d in dims):
         raise UsageError(f"input size {spec!r} has a dimension <= 0; every dimension must be positive")
-    if len(dims) == 3:
+    if len(dims) == 3 and isinstance(spec, str):
         dims = (1, *dims)
     return dims
 

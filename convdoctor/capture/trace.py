@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.nn.parameter import is_lazy
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
 
@@ -196,7 +197,8 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
-def _param_table(model: nn.Module) -> tuple[ParamInfo, ...]:
+def _param_table(model: nn.Module, dtype: torch.dtype | None = None) -> tuple[ParamInfo, ...]:
+    """Unique parameters and buffers; floating ones as ``dtype`` when the analysis casts."""
     seen: dict[int, ParamInfo] = {}
     for is_buffer, items in ((False, model.named_parameters(remove_duplicate=False)),
                              (True, model.named_buffers(remove_duplicate=False))):
@@ -209,8 +211,10 @@ def _param_table(model: nn.Module) -> tuple[ParamInfo, ...]:
                 seen[key] = ParamInfo(old.name, old.shape, old.dtype, old.numel, old.nbytes,
                                       old.trainable, old.is_buffer, (*old.aliases, name))
                 continue
+            as_dtype = dtype if dtype is not None and t.is_floating_point() else t.dtype
+            itemsize = torch.empty((), dtype=as_dtype).element_size()
             seen[key] = ParamInfo(
-                name, tuple(t.shape), _dtype_name(t.dtype), t.numel(), t.numel() * t.element_size(),
+                name, tuple(t.shape), _dtype_name(as_dtype), t.numel(), t.numel() * itemsize,
                 bool(t.requires_grad) and not is_buffer, is_buffer,
             )
     return tuple(seen.values())
@@ -254,6 +258,8 @@ def _run(
     rec = _Recorder()
     handles = []
     for path, m in model.named_modules():
+        if isinstance(m, torch.jit.ScriptModule):
+            continue  # no Python hooks on compiled modules: their ops belong to the nearest Python module
         handles.append(m.register_forward_pre_hook(rec.pre_hook(path, type(m).__name__)))
         handles.append(m.register_forward_hook(rec.post_hook(path), always_call=True))
     try:
@@ -265,7 +271,8 @@ def _run(
                     rec.new_value(t, (PARAM, len(by_id)), name)
         else:
             for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
-                rec.new_value(t, (PARAM, 0), name)
+                if not is_lazy(t):  # lazy ones materialise during the call and show up as constants
+                    rec.new_value(t, (PARAM, 0), name)
         for i, t in enumerate(a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)):
             rec.new_value(t, (INPUT, i), str(i))
         with torch.no_grad(), rec:
@@ -316,8 +323,10 @@ def capture(
     """
     kwargs = dict(kwargs or {})
     flags = {path: m.training for path, m in model.named_modules()}
+    if any(is_lazy(p) for p in itertools.chain(model.parameters(), model.buffers())):
+        model = _materialized_copy(model, args, kwargs)
     modules = _module_table(model, flags)
-    params = _param_table(model)
+    params = _param_table(model, dtype)
     with preserve_model_state(model):
         _set_mode(model, mode)
         fallback: str | None = None
@@ -347,6 +356,19 @@ def capture(
     )
 
 
+def _materialized_copy(model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> nn.Module:
+    """Lazy modules get their shapes from a first real call: make it on a copy, never on the user's model."""
+    clone = copy.deepcopy(model)
+    real = _cast_inputs(tuple(args), None, meta=False)
+    rkw = dict(zip(kwargs, _cast_inputs(tuple(kwargs.values()), None, meta=False)))
+    try:
+        with torch.no_grad():
+            clone.eval()(*real, **rkw)
+    except Exception as exc:
+        raise CaptureError(f"the lazy model failed on its first call: {type(exc).__name__}: {_first_line(exc)}") from exc
+    return clone
+
+
 def _inputs_of(rec: _Recorder) -> list[TensorInfo]:
     found = {}
     for node in rec.nodes:
@@ -357,10 +379,13 @@ def _inputs_of(rec: _Recorder) -> list[TensorInfo]:
 
 
 def _set_mode(model: nn.Module, mode: str) -> None:
-    if mode == "eval":
-        model.eval()
-    elif mode == "train":
-        model.train()
+    try:
+        if mode == "eval":
+            model.eval()
+        elif mode == "train":
+            model.train()
+    except NotImplementedError:
+        pass  # an exported program's module has its mode baked into the graph
 
 
 def _real_run(
