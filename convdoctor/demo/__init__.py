@@ -1,0 +1,1 @@
+"""The embedded demo: everything on scikit-learn's digits, no downloads."""
