@@ -1,0 +1,134 @@
+"""Small real training runs for the monitor tests: tiny CNNs on 8x8 digits, one fault each.
+
+Every run is seeded and single-threaded-friendly (a few hundred steps of a model with a
+few thousand parameters: about a second on one core).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from convdoctor.monitor import Monitor
+from convdoctor.monitor.demo import digits
+
+_DATA: dict[int, tuple[torch.Tensor, ...]] = {}
+
+
+def data(seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """(x_train, y_train, x_val, y_val), cached."""
+    if seed not in _DATA:
+        _DATA[seed] = digits(seed)
+    return _DATA[seed]
+
+
+def plain_cnn(width: int = 16, bn: bool = False) -> nn.Module:
+    """conv-(BN)-ReLU x2, max-pool, linear: a plain CNN for 1x8x8 inputs."""
+    norm = (lambda c: nn.BatchNorm2d(c)) if bn else (lambda c: nn.Identity())
+    return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), norm(width), nn.ReLU(),
+                         nn.Conv2d(width, 2 * width, 3, padding=1), norm(2 * width), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * width * 16, 10))
+
+
+class Block(nn.Module):
+    """A basic residual block (two 3x3 conv-BN, identity shortcut, functional ReLU)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(x + self.bn2(self.conv2(y)))
+
+
+class ResNetTiny(nn.Module):
+    """Stem, three residual blocks, global average pool, linear head."""
+
+    def __init__(self, c: int = 16, blocks: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.blocks = nn.Sequential(*[Block(c) for _ in range(blocks)])
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def deep_stack(depth: int, act: Callable[[], nn.Module], bn: bool = False, width: int = 8) -> nn.Module:
+    """A plain (no shortcut) stack of ``depth`` 3x3 convs: the classic vanishing/exploding setting."""
+    layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1)]
+    for _ in range(depth - 1):
+        layers += [nn.BatchNorm2d(width)] if bn else []
+        layers += [act(), nn.Conv2d(width, width, 3, padding=1)]
+    layers += [act(), nn.Flatten(), nn.Linear(width * 64, 10)]
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class Run:
+    """One training run's settings; :func:`train` executes it."""
+
+    model: Callable[[], nn.Module]
+    optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+    steps: int = 300
+    batch_size: int = 32
+    seed: int = 0
+    every: int = 1
+    epochs_val: bool = True
+    subset: int | None = None
+    transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    before: Callable[[nn.Module], Any] | None = None
+    schedule: Callable[[torch.optim.Optimizer], Any] | None = None
+    backward_sign: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def train(run: Run) -> tuple[Monitor, nn.Module]:
+    """Train ``run`` under a monitor (step after backward, before optimizer.step) and return both."""
+    torch.manual_seed(run.seed)
+    x, y, xv, yv = data(0)
+    if run.subset is not None:
+        x, y = x[:run.subset], y[:run.subset]
+    if run.transform is not None:
+        x, y = run.transform(x, y)
+    model = run.model()
+    if run.before is not None:
+        run.before(model)
+    opt = run.optimizer(model)
+    sched = run.schedule(opt) if run.schedule else None
+    mon = Monitor(model, num_classes=10, every=run.every)
+    gen = torch.Generator().manual_seed(run.seed)
+    step = 0
+    while step < run.steps:
+        model.train()
+        for idx in torch.randperm(len(y), generator=gen).split(run.batch_size):
+            out = model(x[idx])
+            loss = F.cross_entropy(out, y[idx])
+            opt.zero_grad()
+            (run.backward_sign * loss).backward()
+            mon.step(loss=loss, outputs=out, targets=y[idx], optimizer=opt)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            step += 1
+            if step >= run.steps:
+                break
+        if run.epochs_val:
+            _validate(mon, model, xv, yv)
+    mon.close()
+    return mon, model
+
+
+@torch.no_grad()
+def _validate(mon: Monitor, model: nn.Module, xv: torch.Tensor, yv: torch.Tensor) -> None:
+    model.eval()
+    out = model(xv)
+    model.train()
+    mon.end_epoch(val_loss=float(F.cross_entropy(out, yv)), val_acc=float((out.argmax(1) == yv).float().mean()))
