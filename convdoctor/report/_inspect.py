@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..results.inspect import ModelReport
 from ._units import binary_bytes, shape, si
+from .html import html_section, png_img, table
 from .terminal import renderer
 
 #: rows deeper than this are folded into their parent unless the caller asks for more.
@@ -63,3 +64,52 @@ def body(report: ModelReport, depth: int = DEFAULT_DEPTH) -> Iterable[Any]:
     """Layer table then totals."""
     yield layer_table(report, depth)
     yield totals_table(report)
+
+
+def _cost_plot(report: ModelReport, depth: int) -> bytes | None:
+    """Horizontal bars of MACs and parameters per module at ``depth`` (None without matplotlib)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    import io
+
+    rows = [r for r in report.layers if r.depth == depth and (r.macs or r.params)]
+    if not rows:
+        return None
+    fig = Figure(figsize=(9, 0.28 * len(rows) + 1.2), dpi=100)
+    ax_m, ax_p = fig.subplots(1, 2, sharey=True)
+    names = [r.name for r in rows][::-1]
+    ax_m.barh(names, [r.macs for r in rows][::-1], color="#1c7ed6")
+    ax_m.set_xlabel("MACs")
+    ax_p.barh(names, [r.params for r in rows][::-1], color="#f59f00")
+    ax_p.set_xlabel("parameters")
+    for ax in (ax_m, ax_p):
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+@html_section("inspect")
+def html_body(report: ModelReport, depth: int = DEFAULT_DEPTH) -> str:
+    """Totals, a MACs/params chart per top-level module, and the layer table."""
+    t = report.totals
+    totals = table(["total", "value"], [
+        ["input", ", ".join(shape(s) for s in report.input_shapes) + f" ({report.mode} mode)"],
+        ["parameters", f"{t['params']:,} ({t['trainable_params']:,} trainable)"],
+        ["MACs", f"{t['macs']:,} ({si(t['macs'])}); FLOPs = {si(t['flops'])}"],
+        ["other FLOPs", f"{t['other_flops']:,}"],
+        ["parameter memory", binary_bytes(t["param_bytes"])],
+        ["peak live activations", binary_bytes(t["peak_activation_bytes"])],
+        ["uncounted ops", ", ".join(f"{k} x{v}" for k, v in report.uncounted_ops.items()) or "none"],
+    ])
+    png = _cost_plot(report, 1)
+    chart = f"<h3>MACs and parameters per module</h3>{png_img(png, 'MACs and parameters per module')}" if png else ""
+    rows = [[("\u00a0\u00a0" * (r.depth - 1)) + r.name, r.type, shape(r.output_shape), f"{r.params:,}",
+             f"{r.macs:,}", f"{r.other_flops:,}", binary_bytes(r.activation_bytes)]
+            for r in report.layers if 0 < r.depth <= depth]
+    layers = table(["layer", "type", "output", "params", "MACs", "other FLOPs", "act. mem"], rows, {3, 4, 5, 6})
+    return f"{totals}{chart}<h3>Layers</h3>{layers}"
