@@ -46,3 +46,28 @@ def emit(report: ReportBase, *, as_json: bool, html_file: Path | None, fail_on: 
         if html_file is not None:
             click.echo(f"HTML report written to {html_file}")
     sys.exit(exit_code(report.findings, FailOn(fail_on)))
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def parse_bytes(text: str | None) -> int | None:
+    """``"8GiB"``, ``"512MB"``, ``"1e9"`` -> bytes.
+
+    Raises:
+        UsageError: not a size.
+    """
+    import re
+
+    from ..errors import UsageError
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise UsageError(f"cannot read memory size {text!r}: use e.g. 8GiB, 512MB or 1e9")
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if value <= 0:
+        raise UsageError(f"memory size {text!r} must be positive")
+    return int(value)

@@ -59,11 +59,31 @@ def totals_table(report: ModelReport) -> Table:
     return table
 
 
+def training_memory_table(tm: dict[str, Any]) -> Table:
+    """The training-step estimate: its parts, and the batch that fits the budget."""
+    table = Table(title=f"Training memory at batch {tm['batch_size']} (estimate)", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, label in (("param_bytes", "parameters"), ("grad_bytes", "gradients"),
+                       ("optimizer_bytes", "optimizer state"), ("saved_activation_bytes", "activations saved for backward"),
+                       ("total_bytes", "total")):
+        table.add_row(label, binary_bytes(tm[key]))
+    table.add_row("per extra sample", binary_bytes(tm["per_sample_bytes"]))
+    if tm.get("max_batch") is not None:
+        table.add_row(f"largest batch in {binary_bytes(tm['budget_bytes'])}", f"{tm['max_batch']:,}")
+    if tm.get("accumulation_steps") is not None:
+        table.add_row(f"to train at batch {tm['target_batch']:,}",
+                      f"{tm['accumulation_steps']} x {tm['max_batch']} (convdoctor.fix.GradAccumulator)")
+    return table
+
+
 @renderer("inspect")
 def body(report: ModelReport, depth: int = DEFAULT_DEPTH) -> Iterable[Any]:
-    """Layer table then totals."""
+    """Layer table, totals, and the training-memory estimate when there is one."""
     yield layer_table(report, depth)
     yield totals_table(report)
+    if report.training_memory:
+        yield training_memory_table(report.training_memory)
 
 
 def _cost_plot(report: ModelReport, depth: int) -> bytes | None:

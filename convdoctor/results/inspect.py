@@ -24,6 +24,8 @@ class ModelReport(ReportBase):
         layers: one row per module, in definition order.
         size_as: parameter bytes if stored as fp32/fp16/int8.
         bytes_by_dtype: parameter bytes per dtype.
+        training_memory: the training-step memory estimate, when asked for
+            (``convdoctor.advice.TrainingMemory.to_dict()``).
         graph: the captured graph (not serialised).
     """
 
@@ -36,6 +38,7 @@ class ModelReport(ReportBase):
     layers: tuple[LayerRow, ...] = ()
     size_as: dict[str, int] = field(default_factory=dict)
     bytes_by_dtype: dict[str, int] = field(default_factory=dict)
+    training_memory: dict[str, Any] | None = None
     graph: Graph | None = field(default=None, repr=False, compare=False)
 
     def layer(self, name: str) -> LayerRow:
@@ -59,4 +62,5 @@ class ModelReport(ReportBase):
             "size_as": dict(self.size_as),
             "bytes_by_dtype": dict(self.bytes_by_dtype),
             "layers": [row.to_dict() for row in self.layers],
+            **({"training_memory": dict(self.training_memory)} if self.training_memory else {}),
         }

@@ -71,3 +71,21 @@ def test_bad_checkpoint_exit_2(tmp_path: Path) -> None:
     bad.write_bytes(b"not a checkpoint")
     code, _, err = run("inspect", "tests.fixtures.user_models:tiny", "--input", "1x3x8x8", "--weights", str(bad))
     assert code == 2 and "weights_only" in err and len(err.strip().splitlines()) == 1
+
+
+def test_layers_command_json() -> None:
+    code, out, _ = run("layers", "64", "128", "--json")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["depthwise-separable"]["params"] == 64 * 9 + 64 * 128
+
+
+def test_train_memory_in_json_and_bad_budget() -> None:
+    code, out, _ = run("inspect", "torchvision:resnet18", "--input", "4x3x64x64", "--budget", "1GiB",
+                       "--target-batch", "512", "--json")
+    assert code == 0
+    tm = json.loads(out)["training_memory"]
+    assert tm["batch_size"] == 4 and tm["max_batch"] > 4
+    assert tm["accumulation_steps"] * tm["max_batch"] >= 512
+    code, _, err = run("inspect", "torchvision:resnet18", "--budget", "lots")
+    assert code == 2 and "cannot read memory size" in err
