@@ -54,6 +54,7 @@ FINDING_CODES: dict[str, CodeInfo] = {
     "BN_STATS_EXTREME": _c("BatchNorm running stats extreme", "warning", "audit"),
     "FUSION_MISMATCH": _c("Conv-BN folding changes the output", "warning", "audit"),
     "QUANTIZATION_DROP": _c("INT8 model disagrees with FP32", "error", "audit"),
+    "QUANTIZATION_PARTIAL": _c("Most MACs still run in FP32", "warning", "audit"),
     "SYNTHETIC_DATA": _c("Audit ran on synthetic inputs", "info", "audit"),
     "UNCOUNTED_OPS": _c("Ops with unknown cost", "warning", "inspect"),
     "LARGE_KERNEL": _c("Large convolution kernel", "warning", "inspect"),
@@ -63,6 +64,7 @@ FINDING_CODES: dict[str, CodeInfo] = {
     "RF_TOO_LARGE": _c("Receptive field much larger than the object", "warning", "inspect", "rf"),
     "RF_MISALIGNED": _c("Merged paths with misaligned fields", "info", "rf"),
     "RF_EXCEEDS_INPUT": _c("Receptive field larger than the input", "info", "rf"),
+    "RF_UNCOUNTED": _c("Receptive field unknown past some ops", "warning", "rf"),
     # monitor
     "DEAD_RELU": _c("Dead units", "warning", "monitor"),
     "VANISHING_GRADIENT": _c("Vanishing gradients", "warning", "monitor"),
@@ -79,6 +81,8 @@ FINDING_CODES: dict[str, CodeInfo] = {
     "LR_MISMATCH": _c("Learning rate mismatched to a parameter group", "warning", "monitor"),
     # bench
     "BENCH_NOISY": _c("Noisy latency measurement", "warning", "bench"),
+    "COLD_START_SLOW": _c("First inference much slower than warm", "info", "bench"),
+    "MACS_NOT_LATENCY": _c("Fewer MACs did not mean lower latency", "info", "bench"),
 }
 
 

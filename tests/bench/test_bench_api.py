@@ -174,3 +174,14 @@ def test_cuda_bench_leaves_model_on_cpu(tiny: nn.Module) -> None:
     row = report.rows[0]
     assert row.device == "cuda" and row.peak_mem_bytes is not None
     assert all(p.device.type == "cpu" for p in tiny.parameters())
+
+
+def test_torchscript_module_benches_without_module_times() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(tiny_cnn(8).eval())
+    row = bench(scripted, "1x3x16x16", threads=1, **_no_cold()).rows[0]
+    assert row.layers == () and any("TorchScript" in w for w in row.warnings)
+    assert row.macs == tiny_macs(8) and row.peak_mem_bytes is not None

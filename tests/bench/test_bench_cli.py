@@ -37,7 +37,7 @@ def test_json_document_and_plot(tmp_path: Path) -> None:
 def test_terminal_table() -> None:
     code, out, err = _run(TINY_SPEC, *FAST_ARGS, "--width", "200", "--fail-on", "never")
     assert code == 0, err
-    assert "p50 ms" in out and "Where the time goes" in out
+    assert "Latency in ms on cpu, 1 threads, float32" in out and "Where the time goes" in out
 
 
 @pytest.mark.parametrize(

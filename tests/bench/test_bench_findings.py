@@ -105,3 +105,11 @@ def test_latency_plot_is_png_without_pyplot() -> None:
     png = latency_plot(_report())
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
     assert ("matplotlib.pyplot" in sys.modules) == had_pyplot  # no global backend switched
+
+
+def test_html_section_embeds_plot_and_tables() -> None:
+    page = render(_report(), "html")
+    assert page.count("data:image/png;base64,") == 1
+    assert "Ratios to a" in page and "10.00" in page and "6.00" in page
+    single = render(make_report(make_row(model="only", layers=_report().rows[1].layers)), "html")
+    assert "Where the time goes" in single and "features.1" in single

@@ -86,7 +86,7 @@ class Run:
     transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     before: Callable[[nn.Module], Any] | None = None
     schedule: Callable[[torch.optim.Optimizer], Any] | None = None
-    backward_sign: float = 1.0
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -110,9 +110,9 @@ def train(run: Run) -> tuple[Monitor, nn.Module]:
         model.train()
         for idx in torch.randperm(len(y), generator=gen).split(run.batch_size):
             out = model(x[idx])
-            loss = F.cross_entropy(out, y[idx])
+            loss = run.criterion(out, y[idx])
             opt.zero_grad()
-            (run.backward_sign * loss).backward()
+            loss.backward()
             mon.step(loss=loss, outputs=out, targets=y[idx], optimizer=opt)
             opt.step()
             if sched is not None:
@@ -132,3 +132,49 @@ def _validate(mon: Monitor, model: nn.Module, xv: torch.Tensor, yv: torch.Tensor
     out = model(xv)
     model.train()
     mon.end_epoch(val_loss=float(F.cross_entropy(out, yv)), val_acc=float((out.argmax(1) == yv).float().mean()))
+
+
+def ddp_worker(rank: int, world: int, init_file: str, out: str, steps: int) -> None:
+    """One rank of a 2-process gloo DDP run of :func:`train_global` (spawned by the DDP test)."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        mon, _ = train_global(steps, rank=rank, world=world)
+        torch.save({"findings": [f.to_dict() for f in mon.findings], "history": mon.history(),
+                    "report": mon.report().to_dict()}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def train_global(steps: int, rank: int = 0, world: int = 1, lr: float = 1e-6) -> tuple[Monitor, nn.Module]:
+    """Global batches of 32 from a fixed order; under DDP each rank takes its share of each batch.
+
+    ``lr=1e-6`` leaves the loss at chance (LOSS_AT_CHANCE) while staying numerically identical
+    between one process and two, so verdicts and curves can be compared exactly.
+    """
+    x, y, _, _ = data(0)
+    torch.manual_seed(0)
+    model: nn.Module = plain_cnn()
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    mon = Monitor(model, num_classes=10)
+    gen = torch.Generator().manual_seed(0)
+    step = 0
+    while step < steps:
+        for idx in torch.randperm(len(y) // 32 * 32, generator=gen).split(32):
+            local = idx.chunk(world)[rank]
+            out = model(x[local])
+            loss = F.cross_entropy(out, y[local])
+            opt.zero_grad()
+            loss.backward()
+            mon.step(loss=loss, outputs=out, targets=y[local], optimizer=opt)
+            opt.step()
+            step += 1
+            if step >= steps:
+                break
+        mon.end_epoch()
+    mon.close()
+    return mon, model

@@ -1,0 +1,39 @@
+"""Shared by the bench benchmarks: machine facts and the docs/_perf_bench.md fragment.
+
+Each script owns one section of the fragment, between ``<!-- NAME -->`` and
+``<!-- /NAME -->``; re-running a script replaces its section and leaves the other one.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import torch
+
+FRAGMENT = Path(__file__).resolve().parents[1] / "docs" / "_perf_bench.md"
+HEADER = ("<!-- measured by benchmarks/bench_stability.py and benchmarks/bench_compare.py; "
+          "merged into docs/performance.md -->\n")
+
+
+def machine_line(threads: int) -> str:
+    """One line on where the figures come from, with the load average as a contention hint."""
+    from convdoctor.bench.probe import device_name
+
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (f"{device_name('cpu')}, {os.cpu_count()} logical cores, {threads} intra-op threads, "
+            f"torch {torch.__version__}, Python {platform.python_version()}, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average (1/5/15 min) {load}")
+
+
+def update_section(name: str, markdown: str, path: Path = FRAGMENT) -> None:
+    """Replace (or append) the section ``name`` of the fragment file."""
+    body = f"<!-- {name} -->\n{markdown.rstrip()}\n<!-- /{name} -->\n"
+    text = path.read_text() if path.exists() else HEADER
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->\n?", re.S)
+    text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

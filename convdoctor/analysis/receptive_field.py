@@ -1,0 +1,310 @@
+"""Analytic receptive field of every tensor of a captured graph.
+
+One linear pass over :class:`~convdoctor.graph.Graph` nodes applies each op's rule from
+``RF_RULES`` (see :mod:`._rf_field` for the conventions, :mod:`.rf_window_rules` and
+:mod:`.rf_shape_rules` for the rules). Each op is
+
+* **counted** by its rule (elementwise ops PyTorch tags ``pointwise`` included),
+* **independent** of the input's values (``zeros_like``...: the result carries no field), or
+* **uncounted**: no rule, so every value downstream has an unknown field, reported with
+  the op's name (``RF_UNCOUNTED``), never passed through silently.
+
+Each module call reports the field of its (first) output, in pixels of the model's first
+input, per spatial axis, not clipped to the input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import torch
+from torch._ops import OpOverloadPacket
+
+from ..graph import Graph, ModuleCall, TensorInfo
+from . import rf_shape_rules, rf_window_rules
+from ._rf_field import (
+    Field,
+    Num,
+    Pieces,
+    hull_at,
+    input_field,
+    make_global,
+    plain_dim,
+    uncounted,
+)
+from ._rf_registry import RF_RULES, RFRule, rf_rule
+
+__all__ = ["RF_RULES", "RFAnalysis", "RFLayer", "analyze", "field_numbers", "rf_rule"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RFLayer:
+    """Receptive field of one module call's output, per spatial axis of the input.
+
+    Attributes:
+        name: module path (``""`` for the root).
+        type: module class name.
+        call: 0 for a module's first call, 1 for its second (shared modules)...
+        output_shape: shape of the output the field belongs to.
+        size: field size of the central unit per axis (None: no local path, or unknown).
+        jump: effective stride per axis (the largest one when misaligned paths merge).
+        start: first input pixel of unit 0's field per axis (``-start`` is the effective padding).
+        center: centre of unit 0's field per axis; unit ``i`` is centred at ``center + i*jump``.
+        global_: some path through a global reduction makes every unit see the whole input.
+        exact: False when a rule could only give an outer bound (upsampling, channel slices...).
+        aligned: False when merged paths have different jumps or centres.
+        whole: a flatten + linear read some axis whole.
+        uncounted: why the field is unknown (an op without a rule); None when known.
+        coverage: fraction of the input area the central unit's local field covers.
+        exceeds_input: the field is larger than the input along some axis.
+        leaf: the module has no submodules.
+        first_op: index of the module's first op (execution order).
+        last_op: index of its last op.
+        clipped: per axis, whether a *measured* field touched the input border (gradient method only).
+    """
+
+    name: str
+    type: str
+    call: int
+    output_shape: tuple[int, ...]
+    size: tuple[Num | None, ...]
+    jump: tuple[Num | None, ...]
+    start: tuple[Num | None, ...]
+    center: tuple[Num | None, ...]
+    global_: bool
+    exact: bool
+    aligned: bool
+    whole: bool
+    uncounted: str | None
+    coverage: float | None
+    exceeds_input: bool
+    leaf: bool
+    first_op: int
+    last_op: int
+    clipped: tuple[bool, ...] | None = None
+
+    @property
+    def local(self) -> bool:
+        """The output has a known local field on every axis."""
+        return self.uncounted is None and all(s is not None for s in self.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready entry with the DESIGN keys (``name``, ``size``, ``jump``, ``start``, ``global``)."""
+        doc: dict[str, Any] = {
+            "name": self.name, "type": self.type, "call": self.call, "output_shape": list(self.output_shape),
+            "size": _plain(self.size), "jump": _plain(self.jump), "start": _plain(self.start),
+            "center": _plain(self.center), "global": self.global_, "exact": self.exact,
+            "aligned": self.aligned, "whole": self.whole, "uncounted": self.uncounted,
+            "coverage": None if self.coverage is None else round(self.coverage, 6),
+            "exceeds_input": self.exceeds_input, "leaf": self.leaf,
+        }
+        if self.clipped is not None:
+            doc["clipped"] = list(self.clipped)
+        return doc
+
+
+def _plain(values: Sequence[Num | None]) -> list[int | float | None]:
+    out: list[int | float | None] = []
+    for v in values:
+        if v is None or isinstance(v, int):
+            out.append(v)
+        elif isinstance(v, Fraction) and v.denominator == 1:
+            out.append(int(v))
+        else:
+            out.append(round(float(v), 4))
+    return out
+
+
+@dataclass(frozen=True)
+class RFAnalysis:
+    """Everything the analytic pass found.
+
+    Attributes:
+        input_shape: shape of the model input the fields are measured in.
+        layers: one entry per module call, in execution order (parents before children).
+        uncounted_ops: op packet -> how many times it had no rule.
+        misaligned_at: module paths where paths with different jumps or centres merged.
+        spatial_ops: how many ops slid a window (conv, pool, pad, interpolation).
+        fields: the field of every value, keyed by ``(node, out)``.
+    """
+
+    input_shape: tuple[int, ...]
+    layers: tuple[RFLayer, ...]
+    uncounted_ops: dict[str, int]
+    misaligned_at: tuple[str, ...]
+    spatial_ops: int
+    fields: dict[tuple[int, int], Field] = field(repr=False, default_factory=dict)
+
+    def layer(self, name: str) -> RFLayer | None:
+        """The first call of the module ``name``, or None."""
+        return next((layer for layer in self.layers if layer.name == name), None)
+
+    def last_feature_layer(self) -> RFLayer | None:
+        """The last module (outermost on ties) whose output still has a local spatial field."""
+        best: RFLayer | None = None
+        for layer in self.layers:
+            if not layer.local or not _spatial_output(layer):
+                continue
+            if best is None or (layer.last_op, -layer.first_op) > (best.last_op, -best.first_op):
+                best = layer
+        return best
+
+
+def _spatial_output(layer: RFLayer) -> bool:
+    return len(layer.output_shape) >= 3 and any(int(n) > 1 for n in layer.output_shape[2:])
+
+
+def _is_pointwise(op: str) -> bool:
+    """PyTorch's own ``pointwise`` tag on the overload (an elementwise op)."""
+    try:
+        namespace, packet, overload = op.split(".")
+        fn = getattr(getattr(getattr(torch.ops, namespace), packet), overload)
+    except (ValueError, AttributeError, RuntimeError):
+        return False
+    return torch.Tag.pointwise in fn.tags
+
+
+def _propagate(
+    graph: Graph, rules: dict[str, RFRule]
+) -> tuple[dict[tuple[int, int], Field], Counter[str], list[str], int]:
+    image = graph.inputs[0]
+    fields: dict[tuple[int, int], Field] = {image.producer: input_field(image.shape)}
+    missing: Counter[str] = Counter()
+    misaligned_at: list[str] = []
+    spatial = 0
+    window_module = rf_window_rules.__name__
+
+    def field_of(t: TensorInfo) -> Field | None:
+        return fields.get(t.producer)
+
+    for node in graph.nodes:
+        ins = [f for f in (fields.get(t.producer) for t in node.inputs) if f is not None]
+        if not ins:
+            continue
+        bad = next((f for f in ins if f.uncounted), None)
+        rule = rules.get(node.packet)
+        if rule is None and _is_pointwise(node.op):
+            rule = rf_shape_rules.pointwise_rule
+        if bad is not None:
+            out: Any = bad
+        elif rule is None and all(not any(f.axes) for f in ins):
+            # only global paths reach this op: whatever it does, every unit still sees the whole input
+            out = [make_global(ins[0], tuple(plain_dim(n) for n in t.shape)) for t in node.outputs]
+        elif rule is None:
+            missing[node.packet] += 1
+            out = uncounted(f"no receptive-field rule for {node.packet}")
+        else:
+            spatial += rule.__module__ == window_module
+            try:
+                out = rule(node, field_of)
+            except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as exc:
+                log.debug("RF rule for %s failed: %s", node.op, exc)
+                missing[node.packet] += 1
+                out = uncounted(f"the receptive-field rule for {node.packet} failed: {exc}")
+        outs = list(out) if isinstance(out, (list, tuple)) else [out] * len(node.outputs)
+        for i, f in enumerate(outs[: len(node.outputs)]):
+            if f is not None:
+                fields[(node.index, i)] = f
+        first = outs[0] if outs else None
+        if first is not None and first.misaligned and not any(f.misaligned for f in ins):
+            misaligned_at.append(node.module)
+    return fields, missing, misaligned_at, spatial
+
+
+def field_numbers(f: Field, input_shape: Sequence[int]) -> dict[str, Any]:
+    """Size, jump, start and centre per axis of a field, for its central unit.
+
+    The central unit along an axis is unit ``(n-1)//2`` of the ``n`` units the value has
+    along it (unit 0 when the axis is not a dim of the value any more).
+    """
+    n_axes = len(input_shape) - 2
+    size: list[Num | None] = []
+    jump: list[Num | None] = []
+    start: list[Num | None] = []
+    center: list[Num | None] = []
+    coverage: float | None = 1.0
+    exceeds = False
+    for a in range(n_axes):
+        pieces: Pieces = f.axes[a] if not f.uncounted else ()
+        c = (f.axis_size(a) - 1) // 2 if not f.uncounted else 0
+        mid, zero = hull_at(pieces, c), hull_at(pieces, 0)
+        if mid is None or zero is None:
+            for values in (size, jump, start, center):
+                values.append(None)
+            coverage = None
+            continue
+        lo, hi = mid
+        size.append(hi - lo + 1)
+        jump.append(max((p.jump if p.jump >= 0 else -p.jump) for p in pieces))
+        start.append(zero[0])
+        center.append(Fraction(zero[0] + zero[1], 2) if (zero[0] + zero[1]) % 2 else (zero[0] + zero[1]) // 2)
+        extent = int(input_shape[2 + a])
+        seen = min(hi, extent - 1) - max(lo, 0) + 1
+        if coverage is not None:
+            coverage *= max(0.0, float(seen)) / extent
+        exceeds = exceeds or hi - lo + 1 > extent
+    return {"size": tuple(size), "jump": tuple(jump), "start": tuple(start), "center": tuple(center),
+            "coverage": coverage, "exceeds_input": exceeds}
+
+
+def _layers(graph: Graph, fields: dict[tuple[int, int], Field]) -> list[RFLayer]:
+    input_shape = graph.inputs[0].shape
+    parents = {p.rsplit(".", 1)[0] if "." in p else "" for p in graph.modules if p}
+    calls_seen: Counter[str] = Counter()
+    out: list[tuple[tuple[int, int], RFLayer]] = []
+    for call in graph.calls:
+        k = calls_seen[call.path]
+        calls_seen[call.path] += 1
+        value = _first_output(call)
+        if value is None or value.producer not in fields:
+            continue
+        f = fields[value.producer]
+        nums = field_numbers(f, input_shape)
+        leaf = call.path not in parents
+        layer = RFLayer(
+            name=call.path, type=call.type, call=k, output_shape=tuple(value.shape),
+            size=nums["size"], jump=nums["jump"], start=nums["start"], center=nums["center"],
+            global_=f.global_, exact=f.exact, aligned=not f.misaligned, whole=f.whole, uncounted=f.uncounted,
+            coverage=nums["coverage"], exceeds_input=nums["exceeds_input"], leaf=leaf, first_op=call.first, last_op=call.last,
+        )
+        out.append(((call.first, -call.last), layer))
+    out.sort(key=lambda item: item[0])
+    return [layer for _, layer in out]
+
+
+def _first_output(call: ModuleCall) -> TensorInfo | None:
+    return call.outputs[0] if call.outputs else None
+
+
+def analyze(graph: Graph, *, extra_rules: dict[OpOverloadPacket, RFRule] | None = None) -> RFAnalysis:
+    """Propagate receptive fields through a captured graph.
+
+    Args:
+        graph: the capture of the model (its first input is the image).
+        extra_rules: user rules by op packet, overriding the built-in ones.
+
+    Returns:
+        The per-module fields, the ops without a rule, and where paths merged misaligned.
+
+    Raises:
+        ValueError: the graph has no input with spatial dims (N, C, *spatial).
+    """
+    if not graph.inputs or len(graph.inputs[0].shape) < 3:
+        raise ValueError("the model's first input has no spatial dims (expected N x C x H x W)")
+    fields, missing, misaligned_at, spatial = _propagate(graph, RF_RULES.merged(extra_rules))
+    return RFAnalysis(
+        input_shape=tuple(graph.inputs[0].shape),
+        layers=tuple(_layers(graph, fields)),
+        uncounted_ops=dict(missing),
+        misaligned_at=tuple(dict.fromkeys(misaligned_at)),
+        spatial_ops=spatial,
+        fields=fields,
+    )
+

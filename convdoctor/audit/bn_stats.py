@@ -1,0 +1,148 @@
+"""BatchNorm running statistics: never updated, invalid, or too large to serve.
+
+A static check of the buffers eval mode will use (no forward pass):
+
+* invalid: NaN or Inf in ``running_mean``/``running_var``, or a negative variance.
+* never updated: ``running_mean`` all 0 and ``running_var`` all 1, the values
+  ``reset_running_stats`` leaves, in a layer that has been trained (its affine weight or
+  bias moved away from 1 and 0, or ``num_batches_tracked`` > 0). Eval mode then
+  normalises with mean 0 and variance 1 whatever the activations are.
+* untrained: default statistics *and* default affine parameters. When every layer is so,
+  the whole model is at random init (an ``info``, not an error: nothing was lost in a
+  hand-off); when only some are, those layers never saw a batch (a ``warning``).
+* extreme: a statistic beyond float16's largest finite value (65504). The model works in
+  float32 but ``model.half()`` turns that buffer into Inf and the layer's output into
+  NaN or 0, a common way to serve.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..findings import Finding, make_finding
+from .context import CheckContext
+from .registry import register_check
+
+#: float16's largest finite value: statistics beyond it overflow under ``model.half()``.
+EXTREME_STAT = 65504.0
+#: Layers listed in a finding's evidence.
+MAX_LAYERS = 10
+
+
+def _layer(name: str, m: nn.modules.batchnorm._NormBase) -> dict[str, Any]:
+    """Facts about one layer's statistics and affine parameters (the caller checked they exist)."""
+    assert m.running_mean is not None and m.running_var is not None
+    mean = m.running_mean.detach().double().cpu()
+    var = m.running_var.detach().double().cpu()
+    nbt = m.num_batches_tracked
+    finite = torch.isfinite(mean).all() and torch.isfinite(var).all()
+    affine_default = not m.affine or (
+        bool((m.weight.detach() == 1).all()) and bool((m.bias.detach() == 0).all()))
+    return {
+        "name": name,
+        "num_batches_tracked": None if nbt is None else int(nbt),
+        "mean_abs_max": float(mean.abs().max()) if mean.numel() else 0.0,
+        "var_min": float(var.min()) if var.numel() else 1.0,
+        "var_max": float(var.max()) if var.numel() else 1.0,
+        "invalid": bool(not finite or (var < 0).any()),
+        "default_stats": bool((mean == 0).all() and (var == 1).all()),
+        "affine_default": affine_default,
+    }
+
+
+def _summary(layer: dict[str, Any]) -> dict[str, Any]:
+    keys = ("name", "num_batches_tracked", "mean_abs_max", "var_min", "var_max")
+    return {k: layer[k] for k in keys}
+
+
+def _trained(layer: dict[str, Any]) -> bool:
+    return not layer["affine_default"] or bool(layer["num_batches_tracked"])
+
+
+def _invalid(layers: list[dict[str, Any]]) -> list[Finding]:
+    bad = [lay for lay in layers if lay["invalid"]]
+    if not bad:
+        return []
+    return [make_finding(
+        "BN_STATS_INVALID",
+        f"{len(bad)} BatchNorm layer(s) hold NaN, Inf or negative running statistics ({bad[0]['name']}: "
+        f"var in [{bad[0]['var_min']:.3g}, {bad[0]['var_max']:.3g}], |mean| up to {bad[0]['mean_abs_max']:.3g}); "
+        "every eval-mode output through them is garbage.",
+        evidence={"count": len(bad), "layers": [_summary(lay) for lay in bad[:MAX_LAYERS]]},
+        fix="Recompute the statistics on training data with convdoctor.fix.recalibrate_bn(model, batches), "
+            "and look for the NaN/Inf in training (a diverged step, fp16 overflow).",
+        where=bad[0]["name"],
+    )]
+
+
+def _uninitialized(layers: list[dict[str, Any]]) -> list[Finding]:
+    default = [lay for lay in layers if lay["default_stats"] and not lay["invalid"]]
+    lost = [lay for lay in default if _trained(lay)]
+    untrained = [lay for lay in default if not _trained(lay)]
+    fix = ("Recompute the running statistics with convdoctor.fix.recalibrate_bn(model, batches) on a few "
+           "hundred training samples, or load the checkpoint's buffers (load_state_dict(strict=True)).")
+    findings = []
+    if lost:
+        findings.append(make_finding(
+            "BN_STATS_UNINITIALIZED",
+            f"{len(lost)} trained BatchNorm layer(s) still hold the initial running statistics (mean 0, var 1), "
+            f"e.g. {lost[0]['name']}: eval mode will normalise with the wrong statistics.",
+            evidence={"count": len(lost), "layers": [_summary(lay) for lay in lost[:MAX_LAYERS]]},
+            fix=fix, where=lost[0]["name"],
+        ))
+    if untrained and len(untrained) == len(layers):
+        findings.append(make_finding(
+            "BN_STATS_UNINITIALIZED",
+            f"All {len(layers)} BatchNorm layers are at their initial values (statistics and affine): the model "
+            "looks untrained (random init), so accuracy numbers from it mean nothing.",
+            evidence={"count": len(untrained), "untrained_model": True}, severity="info",
+            fix="Load the trained weights (--weights CKPT) before auditing.",
+        ))
+    elif untrained:
+        findings.append(make_finding(
+            "BN_STATS_UNINITIALIZED",
+            f"{len(untrained)} of {len(layers)} BatchNorm layers were never updated while the others were "
+            f"(e.g. {untrained[0]['name']}): they were not trained or their buffers were not loaded.",
+            evidence={"count": len(untrained), "layers": [_summary(lay) for lay in untrained[:MAX_LAYERS]]},
+            severity="warning", fix=fix, where=untrained[0]["name"],
+        ))
+    return findings
+
+
+def _extreme(layers: list[dict[str, Any]]) -> list[Finding]:
+    big = [lay for lay in layers if not lay["invalid"] and max(lay["var_max"], lay["mean_abs_max"]) > EXTREME_STAT]
+    if not big:
+        return []
+    worst = max(big, key=lambda lay: max(lay["var_max"], lay["mean_abs_max"]))
+    return [make_finding(
+        "BN_STATS_EXTREME",
+        f"{len(big)} BatchNorm layer(s) have running statistics beyond float16's range ({worst['name']}: "
+        f"var up to {worst['var_max']:.3g}, |mean| up to {worst['mean_abs_max']:.3g} > {EXTREME_STAT:g}): "
+        "model.half() turns them into Inf.",
+        evidence={"count": len(big), "limit": EXTREME_STAT, "layers": [_summary(lay) for lay in big[:MAX_LAYERS]]},
+        fix="Serve in float32 or bfloat16, or normalise the inputs (the stats are large when inputs are not "
+            "scaled, e.g. 0..255 pixels).",
+        where=worst["name"],
+    )]
+
+
+@register_check(
+    "bn_stats",
+    summary="BatchNorm running statistics are updated, finite and in range",
+    codes=("BN_STATS_UNINITIALIZED", "BN_STATS_INVALID", "BN_STATS_EXTREME"),
+    order=40,
+)
+def check_bn_stats(ctx: CheckContext) -> list[Finding]:
+    """Read every tracked normalisation layer's running statistics."""
+    layers = [_layer(name, m) for name, m in ctx.model.named_modules()
+              if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+              and m.running_mean is not None and m.running_var is not None
+              and not isinstance(m.running_mean, nn.parameter.UninitializedBuffer)]
+    ctx.evidence.update(layers=len(layers), never_updated=sum(lay["default_stats"] for lay in layers),
+                        invalid=sum(lay["invalid"] for lay in layers))
+    if not layers:
+        ctx.skip("no BatchNorm layer with running statistics")
+    return _invalid(layers) + _uninitialized(layers) + _extreme(layers)

@@ -1,0 +1,146 @@
+"""Fold BatchNorm into the convolution before it (inference only).
+
+In eval mode BatchNorm is the affine map ``y = (x - mean) / sqrt(var + eps) * gamma + beta``
+per channel, so a convolution followed by it equals one convolution with weights scaled
+by ``s = gamma / sqrt(var + eps)`` per output channel and bias ``(b - mean) * s + beta``
+(``torch.nn.utils.fusion.fuse_conv_bn_weights``). The fused model does one op less per
+pair and has no BatchNorm left to be in training mode.
+
+A pair is folded only when the data flow proves it: the BatchNorm's input is exactly the
+convolution's output, nothing else reads that output, and each module is called once.
+The flow comes from convdoctor's op graph when an example input is given, else from a
+``torch.fx`` symbolic trace, else from adjacent children of ``nn.Sequential`` containers.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+
+__all__ = ["find_conv_bn_pairs", "fuse_conv_bn"]
+
+Pair = tuple[str, str]
+
+
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (isinstance(conv, _ConvNd) and isinstance(bn, _BatchNorm)
+            and bn.running_mean is not None and bn.running_var is not None
+            and conv.out_channels == bn.num_features
+            and not (conv.transposed and conv.groups > 1))
+
+
+def _pairs_from_graph(model: nn.Module, example_input: Any) -> list[Pair]:
+    from ..capture.inputs import as_args
+    from ..capture.trace import capture
+
+    graph = capture(model, as_args(example_input), mode="eval")
+    calls: dict[str, list[Any]] = {}
+    for call in graph.calls:
+        calls.setdefault(call.path, []).append(call)
+    produced_by: dict[tuple[int, int], Any] = {}
+    for call in graph.calls:  # completion order: the innermost module that made a value comes first
+        if len(calls[call.path]) == 1 and len(call.outputs) == 1:
+            produced_by.setdefault(call.outputs[0].producer, call)
+    users = graph.consumers()
+    model_outputs = {t.producer for t in graph.outputs}
+    pairs = []
+    for path, cs in calls.items():
+        if len(cs) != 1 or not cs[0].inputs:
+            continue
+        bn_call = cs[0]
+        src = bn_call.inputs[0].producer
+        conv_call = produced_by.get(src)
+        if conv_call is None or src in model_outputs:
+            continue
+        if all(bn_call.first <= u <= bn_call.last for u in users.get(src, [])):
+            pairs.append((conv_call.path, path))
+    return pairs
+
+
+def _pairs_from_fx(model: nn.Module) -> list[Pair]:
+    import torch.fx
+
+    traced = torch.fx.symbolic_trace(model)
+    targets = [n.target for n in traced.graph.nodes if n.op == "call_module"]
+    pairs = []
+    for node in traced.graph.nodes:
+        if node.op != "call_module" or targets.count(node.target) != 1:
+            continue
+        src = node.args[0] if node.args else None
+        if (isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1
+                and targets.count(src.target) == 1):
+            pairs.append((str(src.target), str(node.target)))
+    return pairs
+
+
+def _pairs_from_sequential(model: nn.Module) -> list[Pair]:
+    pairs = []
+    for path, m in model.named_modules():
+        if isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward:
+            names = list(m._modules)
+            for a, b in itertools.pairwise(names):
+                prefix = f"{path}." if path else ""
+                pairs.append((prefix + a, prefix + b))
+    return pairs
+
+
+def find_conv_bn_pairs(model: nn.Module, example_input: Any = None) -> list[Pair]:
+    """The ``(conv_path, batchnorm_path)`` pairs that can be folded.
+
+    Args:
+        model: any module; it is not changed.
+        example_input: an input the model accepts; with it the data flow comes from
+            convdoctor's op graph (works for any model that runs), without it from
+            ``torch.fx`` (fails on data-dependent control flow) or ``nn.Sequential`` order.
+
+    Returns:
+        Pairs in model order; each convolution's only reader is its BatchNorm.
+    """
+    try:
+        if example_input is not None:
+            found = _pairs_from_graph(model, example_input)
+        else:
+            found = _pairs_from_fx(model)
+    except Exception:  # fx cannot trace every model, capture every input: fall back to containers
+        found = _pairs_from_sequential(model)
+    modules = dict(model.named_modules())
+    return [(c, b) for c, b in found if c in modules and b in modules and _foldable(modules[c], modules[b])]
+
+
+def fuse_conv_bn(model: nn.Module, example_input: Any = None) -> nn.Module:
+    """A copy of ``model`` in eval mode with every foldable BatchNorm folded into its convolution.
+
+    Answers ``BN_TRAIN_MODE`` (a folded BatchNorm has no training mode left) and
+    ``FUSION_MISMATCH`` (``convdoctor.audit(model, checks=["fusion"])`` compares the two).
+    The input model is never changed. Folding uses the running statistics, so the copy
+    is for inference only: it is returned in eval mode.
+
+    Args:
+        model: any module.
+        example_input: optional input; lets convdoctor find pairs in models ``torch.fx``
+            cannot trace (see :func:`find_conv_bn_pairs`).
+
+    Returns:
+        The fused copy; folded BatchNorms are replaced by ``nn.Identity``.
+    """
+    pairs = find_conv_bn_pairs(model, example_input)
+    fused = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for conv_path, bn_path in pairs:
+            conv, bn = fused.get_submodule(conv_path), fused.get_submodule(bn_path)
+            assert isinstance(conv, _ConvNd) and isinstance(bn, _BatchNorm)  # find_conv_bn_pairs checked
+            assert bn.running_mean is not None and bn.running_var is not None
+            new_conv = copy.deepcopy(conv)
+            weight, bias = torch.nn.utils.fusion.fuse_conv_bn_weights(
+                conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias,
+                transpose=conv.transposed)
+            new_conv.weight, new_conv.bias = weight, bias
+            fused.set_submodule(conv_path, new_conv)
+            fused.set_submodule(bn_path, nn.Identity())
+    return fused

@@ -1,0 +1,444 @@
+"""Static INT8 post-training quantization of convolutions and linears: answers ``QUANTIZATION_DROP``
+(re-quantize with more or better calibration data, or keep the worst layers in float) and
+``QUANTIZATION_PARTIAL`` (a ``quantize_dynamic`` model whose convolutions still run in fp32).
+
+The flow is torchao's PT2E flow, the live API in torch 2.14 (the eager and FX flows of
+``torch.ao.quantization`` are deprecated):
+
+1. ``torch.export`` a copy of the model in eval mode, batch dimension dynamic;
+2. ``prepare_pt2e`` with ``X86InductorQuantizer`` (weights int8 symmetric per output
+   channel, activations uint8 affine per tensor; BatchNorm is folded into the conv);
+3. calibrate: run the calibration batches through the observers;
+4. ``convert_pt2e``: the *reference* model; weights are stored as int8 tensors, but each
+   op still dequantizes and computes in fp32 (correct numerics, no speed-up);
+5. lower for x86: re-export, freeze, and let inductor's quantization fusion passes replace
+   each ``dequantize -> conv/linear -> quantize`` pattern by a oneDNN int8 kernel
+   (``onednn.qconv_pointwise``, ``onednn.qlinear_pointwise``) with prepacked int8 weights.
+   This mirrors torchao's ``lower_pt2e_quantized_to_x86``, which re-exports with static
+   shapes; ours keeps the batch dimension dynamic so the model serves any batch size.
+
+Only after step 5 is the model small *and* fast; :class:`QuantResult` records per layer
+which kernel it ended up in, so nothing is claimed that the lowered graph does not show.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._guard import preserve_model_state
+from ..errors import CaptureError, UsageError
+
+__all__ = ["BACKENDS", "QuantResult", "QuantizedLayer", "quantize_int8"]
+
+log = logging.getLogger(__name__)
+
+#: Backends quantize_int8 can target (the quantizer and the lowering must both exist).
+BACKENDS = ("x86",)
+
+#: The torchao release this module is written and tested against (the ``quant`` extra).
+TORCHAO_PIN = "0.18.0"
+
+#: Calibration batches are cut to this size when a single tensor is given.
+DEFAULT_CALIBRATION_BATCH = 32
+
+#: Ops that only convert between float and int8: neither "int8 compute" nor "float compute".
+_QDQ_NAMESPACE = "quantized_decomposed"
+#: Weighted ops the x86 quantizer annotates.
+_WEIGHTED = {"conv1d", "conv2d", "conv3d", "convolution", "linear"}
+
+
+@dataclass(frozen=True)
+class QuantizedLayer:
+    """What became of one weighted layer (or BatchNorm) of the input model.
+
+    Attributes:
+        name: module path in the input model.
+        type: its class name.
+        status: ``"int8"`` (int8 weights), ``"folded"`` (BatchNorm folded into the conv
+            before it), or ``"float"`` (left in floating point).
+        kernel: the op that runs it after lowering (``"onednn.qconv_pointwise"``...), or
+            ``""`` when not lowered or folded.
+        reason: why it is not int8 compute, ``""`` when it is.
+    """
+
+    name: str
+    type: str
+    status: str
+    kernel: str = ""
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready row."""
+        return {"name": self.name, "type": self.type, "status": self.status, "kernel": self.kernel,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class QuantResult:
+    """An INT8 model and the record of what was quantized.
+
+    Attributes:
+        model: the model to run: lowered to oneDNN int8 kernels when ``lowered``, else the
+            reference model. A ``torch.fx.GraphModule``; call it like the original.
+        reference: the converted (reference) model: int8 weight tensors, numerics of the
+            int8 model, fp32 compute; portable, and what :meth:`save` writes.
+        layers: one row per conv/linear/BatchNorm of the input model, in model order.
+        int8_ops: op -> count of int8 kernels in the lowered graph.
+        float_ops: op -> count of ops that still compute in float in the lowered graph
+            (shape-only ops such as ``view`` included).
+        backend: the backend quantized for.
+        lowered: whether ``model`` is the lowered one.
+        lowering_note: why lowering was skipped or failed, ``""`` when it succeeded.
+        dynamic_batch: whether the batch dimension was exported as dynamic.
+        calibration_batches: batches the observers saw.
+        calibration_samples: samples the observers saw.
+        torchao_version: the torchao version that did the work.
+    """
+
+    model: nn.Module
+    reference: nn.Module
+    layers: tuple[QuantizedLayer, ...]
+    int8_ops: dict[str, int]
+    float_ops: dict[str, int]
+    backend: str
+    lowered: bool
+    lowering_note: str
+    dynamic_batch: bool
+    calibration_batches: int
+    calibration_samples: int
+    torchao_version: str
+    _example: tuple[torch.Tensor, ...] = field(repr=False, default=())
+
+    @property
+    def quantized(self) -> tuple[str, ...]:
+        """Paths of the layers with int8 weights."""
+        return tuple(r.name for r in self.layers if r.status == "int8")
+
+    @property
+    def left_float(self) -> tuple[str, ...]:
+        """Paths of the weighted layers left in float (folded BatchNorms excluded)."""
+        return tuple(r.name for r in self.layers if r.status == "float")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (the models themselves are left out)."""
+        return {
+            "backend": self.backend, "lowered": self.lowered, "lowering_note": self.lowering_note,
+            "dynamic_batch": self.dynamic_batch, "calibration_batches": self.calibration_batches,
+            "calibration_samples": self.calibration_samples, "torchao_version": self.torchao_version,
+            "layers": [r.to_dict() for r in self.layers], "int8_ops": dict(self.int8_ops),
+            "float_ops": dict(self.float_ops),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the reference model as an exported program (``torch.export.save``, ``.pt2``).
+
+        The file holds the int8 weights; load it with ``torch.export.load(path).module()``
+        and run it as is, or lower it again on the serving machine for int8 kernels.
+
+        Args:
+            path: destination file.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        program = _export(self.reference, self._example, self.dynamic_batch)[0]
+        torch.export.save(program, path)
+        return path
+
+
+def _import_torchao() -> Any:
+    # torchao 0.18 registers an Enum with torch's pytree on import and torch logs a
+    # deprecation warning about it; it is not the user's business, so mute that one logger.
+    pytree_log = logging.getLogger("torch.utils._pytree")
+    level = pytree_log.level
+    pytree_log.setLevel(logging.ERROR)
+    try:
+        import torchao
+        from torchao.quantization.pt2e import quantize_pt2e
+    except ImportError as exc:  # optional dependency: one line that says how to get it
+        raise UsageError(f"quantize_int8 needs torchao: pip install 'convdoctor[quant]' "
+                         f"(torchao=={TORCHAO_PIN})") from exc
+    finally:
+        pytree_log.setLevel(level)
+    return torchao, quantize_pt2e
+
+
+def _as_batch(item: Any) -> torch.Tensor:
+    if isinstance(item, (tuple, list)) and item:
+        item = item[0]  # (inputs, targets) pairs from a DataLoader: the inputs
+    if not isinstance(item, torch.Tensor) or not item.is_floating_point():
+        raise UsageError(f"calibration batches must be float tensors or (inputs, targets) pairs, "
+                         f"got {type(item).__name__}")
+    return item.detach().cpu()
+
+
+def calibration_batches(calibration: Any, batch_size: int = DEFAULT_CALIBRATION_BATCH,
+                        max_batches: int | None = None) -> list[torch.Tensor]:
+    """Normalize calibration data to a list of CPU input batches.
+
+    Args:
+        calibration: one ``(N, ...)`` tensor (cut into ``batch_size`` chunks) or an iterable
+            of tensors or ``(inputs, targets)`` pairs (a ``DataLoader``).
+        batch_size: chunk size for a single tensor.
+        max_batches: stop after this many batches (None: all).
+
+    Returns:
+        At least one batch.
+
+    Raises:
+        UsageError: no data, or not tensors.
+    """
+    if isinstance(calibration, torch.Tensor):
+        items: Iterable[Any] = torch.split(calibration, batch_size) if calibration.dim() > 0 else []
+    elif isinstance(calibration, Iterable):
+        items = calibration
+    else:
+        raise UsageError(f"calibration must be a tensor or an iterable of batches, got {type(calibration).__name__}")
+    batches = []
+    for item in items:
+        if max_batches is not None and len(batches) >= max_batches:
+            break
+        batches.append(_as_batch(item))
+    if not batches:
+        raise UsageError("calibration data is empty: pass a few hundred representative inputs")
+    return batches
+
+
+def _export(model: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool,
+            strict: bool = False) -> tuple[Any, bool]:
+    """``torch.export`` with a dynamic batch dim when the model allows it, else static."""
+    if dynamic:
+        batch = torch.export.Dim("batch", min=1)
+        shapes = tuple({0: batch} for _ in example)
+        try:
+            return torch.export.export(model, example, dynamic_shapes=shapes, strict=strict), True
+        except Exception as exc:  # e.g. a hard-coded batch in a view: fall back to the example's shape
+            log.info("dynamic batch export failed (%s); exporting with static shapes", exc)
+    return torch.export.export(model, example, strict=strict), False
+
+
+def _drop_unused_attrs(gm: torch.fx.GraphModule) -> None:
+    """Delete parameters and buffers no node reads (the fp32 weights convert_pt2e leaves behind)."""
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
+        if name not in used:
+            owner_path, _, attr = name.rpartition(".")
+            delattr(gm.get_submodule(owner_path) if owner_path else gm, attr)
+
+
+def _post_autograd_decompositions() -> dict[Any, Any]:
+    # Same table as torchao's lowering: decompose only CompositeImplicitAutograd ops, so the
+    # quantized patterns the freezing passes match survive.
+    table = torch.export.default_decompositions()
+    for op in list(table):
+        if not torch._export.utils._is_cia_op(op):
+            del table[op]
+    return dict(table)
+
+
+def _lower_x86(reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool) -> nn.Module:
+    """Replace q/dq + fp32 op patterns by oneDNN int8 kernels (torchao's x86 lowering, dynamic batch)."""
+    from torch._inductor.constant_folding import constant_fold
+    from torch._inductor.fx_passes.freezing_patterns import freezing_passes
+
+    with torch.no_grad():
+        program, _ = _export(reference, example, dynamic, strict=True)
+        lowered = program.run_decompositions(_post_autograd_decompositions()).module()
+        graph = lowered.graph
+        for node in list(graph.nodes):  # the fusion patterns expect permute, not t
+            if node.target == torch.ops.aten.t.default:
+                with graph.inserting_before(node):
+                    perm = graph.call_function(torch.ops.aten.permute.default, args=(node.args[0], [1, 0]))
+                node.replace_all_uses_with(perm)
+                graph.erase_node(node)
+        lowered.recompile()
+        freezing_passes(lowered, example)
+        constant_fold(lowered)
+    return lowered
+
+
+def _innermost_module(node: torch.fx.Node) -> str | None:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path = list(stack.values())[-1][0]
+    return str(path)
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    target = node.target
+    return target.name() if isinstance(target, torch._ops.OpOverload) else str(target)
+
+
+def _weight_scale_attr(node: torch.fx.Node) -> str | None:
+    """The weight's dequantize scale attribute when ``node``'s weight is int8, else None."""
+    weight = node.args[1] if len(node.args) > 1 else None
+    if not isinstance(weight, torch.fx.Node) or weight.op != "call_function":
+        return None
+    if not _op_name(weight).startswith(f"{_QDQ_NAMESPACE}::dequantize"):
+        return None
+    scale = weight.args[1] if len(weight.args) > 1 else None
+    return str(scale.target) if isinstance(scale, torch.fx.Node) and scale.op == "get_attr" else ""
+
+
+def _converted_layers(converted: torch.fx.GraphModule) -> tuple[dict[str, str | None], set[str]]:
+    """Weighted ops of the reference graph: path -> weight scale attr (None: float), and all paths seen."""
+    weighted: dict[str, str | None] = {}
+    seen: set[str] = set()
+    for node in converted.graph.nodes:
+        path = _innermost_module(node) if node.op == "call_function" else None
+        if path is None:
+            continue
+        seen.add(path)
+        if _op_name(node).split("::")[-1].split(".")[0] in _WEIGHTED:
+            scale = _weight_scale_attr(node)
+            if weighted.get(path) is None:  # a shared module counts as int8 if any call is
+                weighted[path] = scale
+    return weighted, seen
+
+
+def _lowered_ops(lowered: nn.Module | None) -> tuple[dict[str, str], Counter[str], Counter[str]]:
+    """Lowered graph: weight scale attr -> int8 kernel, int8 kernel counts, float op counts."""
+    kernels: dict[str, str] = {}
+    int8: Counter[str] = Counter()
+    floats: Counter[str] = Counter()
+    if not isinstance(lowered, torch.fx.GraphModule):
+        return kernels, int8, floats
+    for node in lowered.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        name = _op_name(node)
+        if name.startswith("onednn::"):
+            int8[name] += 1
+            for arg in node.args:
+                if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
+                    kernels.setdefault(str(arg.target), name)
+        elif not name.startswith(f"{_QDQ_NAMESPACE}::") and not name.startswith("aten::sym_"):
+            floats[name] += 1
+    return kernels, int8, floats
+
+
+def _layer_row(path: str, module: nn.Module, weighted: dict[str, str | None], before: set[str],
+               after: set[str], kernels: dict[str, str], lowered: bool) -> QuantizedLayer | None:
+    kind = type(module).__name__
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if path in after:
+            return QuantizedLayer(path, kind, "float", reason="no conv before it to fold into: runs in fp32")
+        if path in before:
+            return QuantizedLayer(path, kind, "folded", reason="folded into the conv before it")
+        return QuantizedLayer(path, kind, "float", reason="not called in the exported forward")
+    if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+        return None
+    if path not in weighted:
+        return QuantizedLayer(path, kind, "float", reason="not called in the exported forward")
+    scale = weighted[path]
+    if scale is None:
+        return QuantizedLayer(path, kind, "float", reason="not annotated by the x86 quantizer: runs in fp32")
+    kernel = kernels.get(scale, "")
+    reason = "" if kernel or not lowered else "int8 weights but no int8 kernel after lowering: fp32 compute"
+    return QuantizedLayer(path, kind, "int8", kernel=kernel, reason=reason)
+
+
+def _module_paths(graph_module: nn.Module) -> set[str]:
+    graph = getattr(graph_module, "graph", None)
+    return {p for n in (graph.nodes if graph is not None else []) if (p := _innermost_module(n)) is not None}
+
+
+def _calibrate(prepared: nn.Module, batches: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for batch in batches:
+            try:
+                prepared(batch)
+            except Exception as exc:
+                raise CaptureError(f"calibration batch of shape {tuple(batch.shape)} failed in the exported "
+                                   f"model ({type(exc).__name__}); pass batches shaped like the model's input") from exc
+
+
+def _try_lower(reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool,
+               lower: bool) -> tuple[nn.Module | None, str]:
+    if not lower:
+        return None, "lower=False: the reference model (int8 weights, fp32 compute) is returned"
+    try:
+        return _lower_x86(reference, example, dynamic), ""
+    except Exception as exc:  # no oneDNN / unmatched pattern: keep the correct reference model, say why
+        log.warning("x86 lowering failed: %s", exc)
+        return None, f"x86 lowering failed ({type(exc).__name__}): the reference model is returned"
+
+
+def _prepare_input(batches: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    first = batches[0]
+    # A batch of 1 would make torch.export specialise the batch dim to 1: use two samples.
+    return (first if first.shape[0] >= 2 else torch.cat([first, first])[:2],)
+
+
+def quantize_int8(model: nn.Module, calibration: Any, backend: str = "x86", *,
+                  batch_size: int = DEFAULT_CALIBRATION_BATCH, max_batches: int | None = None,
+                  lower: bool = True) -> QuantResult:
+    """Static post-training INT8 quantization of the convolutions and linears (PT2E, torchao).
+
+    Answers ``QUANTIZATION_PARTIAL`` (Linear-only ``quantize_dynamic`` leaves the convs in
+    fp32; this quantizes them) and, re-run with more representative calibration data,
+    ``QUANTIZATION_DROP``. The input model is never changed: a CPU copy in eval mode is
+    exported and quantized. Check the result with ``convdoctor.audit._int8.compare_int8``.
+
+    Args:
+        model: a module ``torch.export`` can trace, taking one tensor input.
+        calibration: representative inputs: an ``(N, ...)`` tensor or an iterable of batches
+            or ``(inputs, targets)`` pairs; a few hundred samples are usually enough.
+        backend: ``"x86"`` (the only one whose lowering exists for CPU in torchao today).
+        batch_size: chunk size when ``calibration`` is one tensor.
+        max_batches: use at most this many calibration batches.
+        lower: lower to oneDNN int8 kernels (small and fast); False returns the reference model.
+
+    Returns:
+        The quantized model and the per-layer record.
+
+    Raises:
+        UsageError: unknown backend, torchao missing, or empty/invalid calibration data.
+        CaptureError: the model cannot be exported or does not run on the calibration data.
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    torchao, qpt2e = _import_torchao()
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    batches = calibration_batches(calibration, batch_size, max_batches)
+    with preserve_model_state(model):
+        work = copy.deepcopy(model).cpu().eval()
+    example = _prepare_input(batches)
+    try:
+        program, dynamic = _export(work, example, dynamic=True)
+    except Exception as exc:
+        raise CaptureError(f"torch.export cannot trace the model ({type(exc).__name__}): INT8 via PT2E needs an "
+                           f"exportable model; see the audit's EXPORT_FAILED finding") from exc
+    if not dynamic:  # static shapes: every calibration batch must match the example's batch size
+        n = example[0].shape[0]
+        batches = [b for b in torch.cat(batches).split(n) if b.shape[0] == n] or [example[0]]
+    exported = program.module()
+    before = _module_paths(exported)
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    prepared = qpt2e.prepare_pt2e(exported, quantizer)
+    _calibrate(prepared, batches)
+    reference = qpt2e.convert_pt2e(prepared)
+    _drop_unused_attrs(reference)
+    lowered, note = _try_lower(reference, example, dynamic, lower)
+    weighted, after = _converted_layers(reference)
+    kernels, int8_ops, float_ops = _lowered_ops(lowered)
+    rows = (_layer_row(p, m, weighted, before, after, kernels, lowered is not None) for p, m in work.named_modules())
+    return QuantResult(
+        model=lowered if lowered is not None else reference, reference=reference,
+        layers=tuple(r for r in rows if r is not None), int8_ops=dict(int8_ops), float_ops=dict(float_ops),
+        backend=backend, lowered=lowered is not None, lowering_note=note, dynamic_batch=dynamic,
+        calibration_batches=len(batches), calibration_samples=sum(int(b.shape[0]) for b in batches),
+        torchao_version=str(torchao.__version__), _example=example,
+    )

@@ -1,0 +1,64 @@
+"""What one batch tells the monitor: its scalar loss and its class counts.
+
+All validation of the user's ``loss``/``outputs``/``targets`` happens here, once, and
+every misuse becomes a one-line :class:`~convdoctor.errors.UsageError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import UsageError
+
+
+def scalar_loss(loss: Any) -> torch.Tensor:
+    """The loss as a detached 0-d float tensor (no host sync); raises on a non-scalar."""
+    if isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            raise UsageError(f"loss must be a scalar, got shape {tuple(loss.shape)}: pass the value you call "
+                             "backward() on (e.g. loss.mean())")
+        return loss.detach().reshape(()).float()
+    if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+        return torch.tensor(float(loss))
+    raise UsageError(f"loss must be a scalar tensor or a number, got {type(loss).__name__}")
+
+
+def logits(outputs: Any) -> torch.Tensor:
+    """The class-score tensor inside ``outputs`` (a tensor, or a tuple/dict holding one)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
+        return outputs[0]
+    if isinstance(outputs, dict):
+        for key in ("logits", "out", "output"):
+            if isinstance(outputs.get(key), torch.Tensor):
+                return outputs[key]
+    raise UsageError(f"outputs must be the logits tensor (or a tuple/dict holding it under 'logits'), "
+                     f"got {type(outputs).__name__}")
+
+
+def target_classes(targets: Any, out: torch.Tensor, n_pred: int) -> torch.Tensor:
+    """Class indices from index targets or one-hot / soft targets, flattened like the predictions."""
+    if not isinstance(targets, torch.Tensor):
+        raise UsageError(f"targets must be a tensor, got {type(targets).__name__}")
+    if targets.dim() == 0 or targets.shape[0] != out.shape[0]:
+        got = tuple(targets.shape)
+        raise UsageError(f"outputs have batch size {out.shape[0]} but targets have shape {got}: pass the "
+                         "targets of the same batch")
+    t = targets.detach()
+    if t.is_floating_point() and t.dim() == out.dim():
+        t = t.argmax(1)
+    t = t.reshape(-1).to(torch.int64)
+    if t.numel() != n_pred:
+        raise UsageError(f"targets hold {t.numel()} labels but outputs {n_pred} predictions: pass class "
+                         "indices shaped like the outputs without the class dimension")
+    return t
+
+
+def class_counts(index: torch.Tensor, c: int) -> torch.Tensor:
+    """Class counts without a host sync (``bincount`` reads the max on CUDA; ``scatter_add_`` does not)."""
+    counts = torch.zeros(c + 1, dtype=torch.int64, device=index.device)
+    counts.scatter_add_(0, index.clamp(0, c), torch.ones_like(index))
+    return counts[:c]

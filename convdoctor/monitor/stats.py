@@ -1,0 +1,426 @@
+"""The cheap collector: records tensors on the device, reads them back once per sync.
+
+Every step costs a detach of the loss and, given outputs, an argmax plus two
+``scatter_add_`` class counts: a handful of kernels and no device-to-host copy. Every
+``every`` steps the collector adds the costly statistics: gradient and weight norms
+(``torch._foreach_norm``), per-unit gradient norms of conv and linear weights (which update
+a per-unit "last step with a non-zero gradient" tensor in place), and every
+``UPDATE_EVERY``-th sample the optimizer step's update-to-weight ratio per parameter group.
+Nothing is copied to the host until :meth:`Collector.sync`, which runs every
+``SYNC_EVERY`` steps, packs the interval into one tensor (one ``all_reduce`` under DDP,
+one copy to the host) and returns a :class:`~convdoctor.monitor.window.Window` for the rules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UsageError
+from .batch import class_counts, logits, scalar_loss, target_classes
+from .ddp import Reducer
+from ._tensors import pack, rows, same_device, total_norm, unpack
+from .bn_drift import FrozenBNTracker
+from .hooks import UNIT_LAYERS, BNProbe, DepthOrder, unit_dim, unwrap
+from .window import Units, Window
+
+#: Steps between host syncs (and rule evaluations). A finding can lag by at most this many
+#: steps; 25 keeps the sync cost (one small copy) negligible even on a GPU.
+SYNC_EVERY = 25
+#: Update-to-weight ratios need a copy of the weights before ``optimizer.step()``, which
+#: costs about as much as every other statistic together; ratios move slowly, so they are
+#: measured on every 10th sampled step.
+UPDATE_EVERY = 10
+#: Steps of loss / prediction history the rules can see.
+STEP_KEEP = 512
+#: Sampled steps of gradient history the rules can see.
+SAMPLE_KEEP = 256
+#: Steps whose median is the run's initial loss; samples whose median is the initial grad norm.
+INITIAL_STEPS = 10
+#: Rolling-median width used for the best (lowest) loss of the run: smooths batch noise.
+SMOOTH_STEPS = 10
+#: Points kept per curve for plots; older points are thinned 2:1 when this is exceeded.
+PLOT_POINTS = 2048
+
+
+class Collector:
+    """Records one run's statistics. :class:`~convdoctor.monitor.Monitor` owns one.
+
+    Args:
+        model: the module being trained (DDP / compile wrappers are unwrapped for names).
+        num_classes: classes of the output, or None to read them from the first outputs.
+        every: sample costly statistics every ``every`` steps.
+        reducer: cross-rank reduction (a no-op outside DDP).
+    """
+
+    def __init__(self, model: nn.Module, *, num_classes: int | None, every: int, reducer: Reducer) -> None:
+        self.model = unwrap(model)
+        self.num_classes = num_classes
+        self.every = every
+        self.reducer = reducer
+        self.step = 0
+        self.params: list[tuple[str, nn.Parameter]] = list(self.model.named_parameters())
+        self._owner = _owners(self.model)
+        self._order: DepthOrder | None = DepthOrder(self.model)
+        self.bn_probe = BNProbe(self.model, reducer.world_size)
+        self.bn_drift = FrozenBNTracker(self.model)
+        self._last_alive: dict[str, torch.Tensor] = {}
+        self.no_grad = [0] * len(self.params)
+        self._pending: dict[str, list[Any]] = _new_pending()
+        self._steps: dict[str, deque[Any]] = {k: deque(maxlen=STEP_KEEP) for k in ("loss", "pred", "tgt", "bn")}
+        self._samples: dict[str, deque[Any]] = {k: deque(maxlen=SAMPLE_KEEP) for k in
+                                                ("step", "gn", "wn", "present", "ustep", "ratio", "lr")}
+        self.group_names: tuple[str, ...] = ()
+        self.group_lr_max: list[float] = []
+        self.loss_initial = math.nan
+        self.loss_best, self.loss_best_step = math.nan, 0
+        self.grad_norm_initial = math.nan
+        self.epoch_correct = self.epoch_seen = self.epoch_loss_sum = self.epoch_loss_n = 0.0
+        self.plot: dict[str, list[Any]] = {"loss_step": [], "loss": [], "grad_step": [], "grad": []}
+        self._stride = {"loss": 1, "grad": 1}
+        self._snapshot: list[list[torch.Tensor]] | None = None
+        self._snapshot_step = 0
+        self._opt_hook: Any = None
+        self._opt_id: int | None = None
+
+    # ----------------------------------------------------------------- recording
+    def record_batch(self, loss: Any, outputs: Any = None, targets: Any = None) -> None:
+        """Record one step's loss and class counts (no device sync) and advance the step."""
+        self._finish_order()
+        loss_t = scalar_loss(loss)
+        counts, batch = self._class_counts(outputs, targets)
+        p = self._pending
+        p["loss"].append(loss_t)
+        p["batch"].append(batch)
+        p["counts"].append(counts)
+        p["bn"].append(self.bn_probe.read())
+        self.step += 1
+
+    @torch.no_grad()
+    def record_gradients(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """On sampled steps, record gradient/weight norms, dead-unit state and (maybe) updates."""
+        self._finish_order()
+        if self.step % self.every:
+            return
+        present = [p.requires_grad and p.grad is not None for _, p in self.params]
+        trainable = [p.requires_grad for _, p in self.params]
+        if any(trainable) and not any(present):
+            raise UsageError("Monitor.step() found no gradient on any trainable parameter: call it after "
+                             "loss.backward() and before optimizer.step() / zero_grad()")
+        self.no_grad = [n + 1 if t and not ok else 0 for n, t, ok in zip(self.no_grad, trainable, present)]
+        norms = self._grad_norms(present)
+        weights = torch._foreach_norm([p.detach() for _, p in self.params])
+        p = self._pending
+        p["gstep"].append(self.step)
+        p["gn"].append(torch.stack(same_device(norms)))
+        p["wn"].append(torch.stack(same_device(weights)).float())
+        p["present"].append(present)
+        if optimizer is not None and (self.step // self.every) % UPDATE_EVERY == 0:
+            self._snapshot_weights(optimizer)
+
+    def _grad_norms(self, present: list[bool]) -> list[torch.Tensor]:
+        """Per-parameter gradient norms; conv/linear weights also update their dead-unit state."""
+        out: list[torch.Tensor | None] = [None] * len(self.params)
+        plain = []
+        for i, ((name, p), ok) in enumerate(zip(self.params, present)):
+            if not ok:
+                continue
+            owner = self._owner.get(name)
+            if owner is None:
+                plain.append(i)
+                continue
+            g = p.grad.movedim(unit_dim(owner[1]), 0).reshape(p.shape[unit_dim(owner[1])], -1)
+            per_unit = torch.linalg.vector_norm(g.float(), dim=1)
+            alive = self._last_alive.get(name)
+            if alive is None:
+                alive = self._last_alive[name] = torch.full_like(per_unit, self.step - 1, dtype=torch.int64)
+            alive.masked_fill_(per_unit > 0, self.step)
+            out[i] = torch.linalg.vector_norm(per_unit)
+        if plain:
+            for i, n in zip(plain, torch._foreach_norm([self.params[i][1].grad for i in plain])):
+                out[i] = n.float()
+        zero = torch.zeros((), device=self.params[0][1].device) if self.params else torch.zeros(())
+        return [n if n is not None else zero for n in out]
+
+    def _snapshot_weights(self, optimizer: torch.optim.Optimizer) -> None:
+        """Copy the weights before ``optimizer.step()``; its post-hook measures the update."""
+        if self._opt_id != id(optimizer):
+            if self._opt_hook is not None:
+                self._opt_hook.remove()
+            self._opt_hook = optimizer.register_step_post_hook(self._after_optimizer_step)
+            self._opt_id = id(optimizer)
+        groups = optimizer.param_groups
+        self.group_names = tuple(str(g.get("name", f"group{i}")) for i, g in enumerate(groups))
+        self._snapshot = [[q.detach().clone() for q in g["params"] if q.requires_grad] for g in groups]
+        self._snapshot_step = self.step
+
+    @torch.no_grad()
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Optimizer post-hook: ``||w_after - w_before|| / ||w_after||`` per parameter group."""
+        if self._snapshot is None:
+            return
+        ratios, lrs = [], []
+        for old, group in zip(self._snapshot, optimizer.param_groups):
+            new = [q.detach() for q in group["params"] if q.requires_grad]
+            if not old or len(old) != len(new):
+                ratios.append(torch.zeros((), device=old[0].device if old else "cpu"))
+            else:
+                upd = total_norm(torch._foreach_sub(old, new))
+                ratios.append(upd / total_norm(new).clamp_min(1e-12))
+            lrs.append(float(group.get("lr", 0.0)))
+        self._pending["ustep"].append(self._snapshot_step)
+        self._pending["ratio"].append(torch.stack(same_device(ratios)).float())
+        self._pending["lr"].append(lrs)
+        self._snapshot = None
+
+    # ----------------------------------------------------------------- sync
+    def sync(self, epochs: tuple[Any, ...] = ()) -> Window:
+        """Read the interval back (:meth:`pull`), measure frozen BatchNorm drift, build the window."""
+        self.pull()
+        return self.window(self.bn_drift.measure(self.step), epochs)
+
+    def pull(self) -> None:
+        """Copy the pending records to the host: one reduction under DDP, one device sync."""
+        self._sync_steps()
+        self._sync_samples()
+
+    def _sync_steps(self) -> None:
+        p = self._pending
+        n = len(p["loss"])
+        if n == 0:
+            return
+        c = self.num_classes or 0
+        loss = torch.stack(same_device(p["loss"])).to(torch.float64)
+        dev = loss.device
+        batch = torch.tensor(p["batch"], dtype=torch.float64, device=dev)
+        blank = torch.zeros(2 * c + 1, dtype=torch.int64, device=dev)
+        counts = torch.stack([k.to(dev) if k is not None and k.numel() == 2 * c + 1 else blank
+                              for k in p["counts"]]).to(torch.float64)
+        packed = self.reducer.sum_(torch.cat([(loss * batch)[:, None], batch[:, None], counts], dim=1))
+        host = packed.cpu().numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            losses = host[:, 0] / host[:, 1]
+        for i in range(n):
+            self._steps["loss"].append(float(losses[i]))
+            self._steps["pred"].append(host[i, 2:2 + c].astype(np.int64))
+            self._steps["tgt"].append(host[i, 2 + c:2 + 2 * c].astype(np.int64))
+            self._steps["bn"].append(p["bn"][i])
+        ok = np.isfinite(losses)
+        self.epoch_loss_sum += float(losses[ok].sum())
+        self.epoch_loss_n += float(ok.sum())
+        self.epoch_correct += float(host[:, 2 + 2 * c].sum())
+        self.epoch_seen += float(host[:, 2 + c:2 + 2 * c].sum())
+        self._update_loss_refs()
+        self._plot_add("loss", list(range(self.step - n, self.step)), [float(x) for x in losses])
+        for k in ("loss", "batch", "counts", "bn"):
+            p[k].clear()
+
+    def _sync_samples(self) -> None:
+        p = self._pending
+        if p["gstep"]:
+            gn = torch.stack(same_device(p["gn"])).double().cpu().numpy()
+            wn = torch.stack(same_device(p["wn"])).double().cpu().numpy()
+            for i, s in enumerate(p["gstep"]):
+                self._samples["step"].append(s)
+                self._samples["gn"].append(gn[i])
+                self._samples["wn"].append(wn[i])
+                self._samples["present"].append(np.array(p["present"][i], dtype=bool))
+            if math.isnan(self.grad_norm_initial) and len(self._samples["step"]) >= INITIAL_STEPS:
+                tot = np.sqrt(np.nansum(np.stack(list(self._samples["gn"]))[:INITIAL_STEPS] ** 2, axis=1))
+                self.grad_norm_initial = float(np.median(tot))
+            self._plot_add("grad", list(p["gstep"]), [row.tolist() for row in gn])
+        if p["ustep"]:
+            for s, r, lr in zip(p["ustep"], p["ratio"], p["lr"]):
+                self._samples["ustep"].append(s)
+                self._samples["ratio"].append(r.double().cpu().numpy())
+                self._samples["lr"].append(np.array(lr, dtype=np.float64))
+                if len(self.group_lr_max) != len(lr):
+                    self.group_lr_max = [0.0] * len(lr)
+                self.group_lr_max = [max(a, b) for a, b in zip(self.group_lr_max, lr)]
+        for k in ("gstep", "gn", "wn", "present", "ustep", "ratio", "lr"):
+            p[k].clear()
+
+    def _update_loss_refs(self) -> None:
+        """Initial loss (median of the first steps) and the best rolling-median loss so far."""
+        losses = np.asarray(self._steps["loss"], dtype=np.float64)
+        start = self.step - len(losses)
+        if math.isnan(self.loss_initial) and start == 0 and len(losses) >= INITIAL_STEPS:
+            self.loss_initial = float(np.median(losses[:INITIAL_STEPS]))
+        if len(losses) < SMOOTH_STEPS:
+            return
+        med = np.median(np.lib.stride_tricks.sliding_window_view(losses, SMOOTH_STEPS), axis=1)
+        med = np.where(np.isfinite(med), med, np.inf)
+        i = int(np.argmin(med))
+        if np.isfinite(med[i]) and (math.isnan(self.loss_best) or med[i] < self.loss_best):
+            self.loss_best, self.loss_best_step = float(med[i]), start + i + SMOOTH_STEPS - 1
+
+    def _plot_add(self, kind: str, steps: list[int], values: list[Any]) -> None:
+        """Append to a plot curve, thinning it 2:1 whenever it exceeds ``PLOT_POINTS``."""
+        xs, ys = self.plot[f"{kind}_step"], self.plot[kind]
+        for s, v in zip(steps, values):
+            if s % self._stride[kind] == 0:
+                xs.append(s)
+                ys.append(v)
+        if len(xs) > PLOT_POINTS:
+            self._stride[kind] *= 2
+            keep = [i for i, s in enumerate(xs) if s % self._stride[kind] == 0]
+            self.plot[f"{kind}_step"] = [xs[i] for i in keep]
+            self.plot[kind] = [ys[i] for i in keep]
+
+    # ----------------------------------------------------------------- window
+    def window(self, frozen_bn: tuple[FrozenBN, ...] = (), epochs: tuple[Any, ...] = ()) -> Window:
+        """The rules' view of the recorded history (call after :meth:`sync`)."""
+        c = self.num_classes or 0
+        steps, samples = self._steps, self._samples
+        prows = [r if r.shape == (c,) else np.zeros(c, dtype=np.int64) for r in steps["pred"]]
+        trows = [r[:c] if r.shape[0] >= c else np.zeros(c, dtype=np.int64) for r in steps["tgt"]]
+        bn = np.array([(b or 0, n) for b, n in steps["bn"]], dtype=np.int64).reshape(-1, 2)
+        p = len(self.params)
+        return Window(
+            step=self.step, num_classes=self.num_classes, every=self.every,
+            loss=np.asarray(steps["loss"], dtype=np.float64), loss_start=self.step - len(steps["loss"]),
+            loss_initial=self.loss_initial, loss_best=self.loss_best, loss_best_step=self.loss_best_step,
+            preds=np.stack(prows) if prows else np.zeros((0, c), dtype=np.int64),
+            targets=np.stack(trows) if trows else np.zeros((0, c), dtype=np.int64),
+            bn_batch=bn[:, 0], bn_layers=bn[:, 1],
+            grad_steps=np.asarray(samples["step"], dtype=np.int64),
+            param_names=tuple(n for n, _ in self.params),
+            param_is_weight=np.array([n in self._owner for n, _ in self.params], dtype=bool),
+            grad_norms=rows(samples["gn"], p), weight_norms=rows(samples["wn"], p),
+            grad_present=rows(samples["present"], p).astype(bool),
+            no_grad=np.asarray(self.no_grad, dtype=np.int64), grad_norm_initial=self.grad_norm_initial,
+            units=self._units(), group_names=self.group_names,
+            update_steps=np.asarray(samples["ustep"], dtype=np.int64),
+            update_ratio=rows(samples["ratio"], len(self.group_names)),
+            group_lr=rows(samples["lr"], len(self.group_names)),
+            group_lr_max=np.asarray(self.group_lr_max, dtype=np.float64),
+            frozen_bn=frozen_bn, epochs=tuple(epochs),
+        )
+
+    def _units(self) -> tuple[Units, ...]:
+        if not self._last_alive or not self._samples["step"]:
+            return ()
+        last = int(self._samples["step"][-1])
+        names = list(self._last_alive)
+        flat = torch.cat([t.to(self._last_alive[names[0]].device) for t in self._last_alive.values()]).cpu().numpy()
+        out, at = [], 0
+        for name in names:
+            n = self._last_alive[name].numel()
+            path, module = self._owner[name]
+            out.append(Units(path, last - flat[at:at + n], type(module).__name__))
+            at += n
+        return tuple(out)
+
+    @property
+    def weight_names(self) -> set[str]:
+        """Names of the conv/linear weights (the parameters with output units)."""
+        return set(self._owner)
+
+    # ----------------------------------------------------------------- helpers
+    def _finish_order(self) -> None:
+        """After the first forward, sort parameters by the depth at which their module ran."""
+        if self._order is None:
+            return
+        order = {path: i for i, path in enumerate(self._order.order)}
+        self._order.remove()
+        self._order = None
+        self.params.sort(key=lambda kv: order.get(kv[0].rpartition(".")[0], len(order)))
+
+    def _class_counts(self, outputs: Any, targets: Any) -> tuple[torch.Tensor | None, int]:
+        """Predicted and target class counts and the correct count of one batch, on the device.
+
+        Returns:
+            ``(counts, batch)``: ``counts`` is ``[pred (C), target (C), correct (1)]`` or None
+            when the outputs are not class scores; ``batch`` weights the loss under DDP.
+        """
+        if outputs is None:
+            return None, 1
+        out = logits(outputs)
+        if out.dim() < 2:
+            return None, int(out.shape[0]) if out.dim() == 1 else 1
+        n, c = int(out.shape[0]), int(out.shape[1])
+        if self.num_classes is None:
+            self.num_classes = c
+        elif c != self.num_classes:
+            raise UsageError(f"outputs have {c} classes in dim 1 but Monitor(num_classes={self.num_classes}); "
+                             "pass the logits, shape (batch, num_classes, ...)")
+        pred = out.detach().argmax(1).reshape(-1)
+        pred_counts = class_counts(pred, c)
+        if targets is None:
+            return torch.cat([pred_counts, torch.zeros(c + 1, dtype=torch.int64, device=pred.device)]), n
+        t = target_classes(targets, out, pred.numel())
+        valid = (t >= 0) & (t < c)
+        correct = ((pred == t) & valid).sum().reshape(1)
+        return torch.cat([pred_counts, class_counts(torch.where(valid, t, c), c), correct]), n
+
+    # ----------------------------------------------------------------- state
+    _SCALARS = ("step", "num_classes", "every", "no_grad", "group_lr_max", "loss_initial", "loss_best",
+                "loss_best_step", "grad_norm_initial", "epoch_correct", "epoch_seen", "epoch_loss_sum",
+                "epoch_loss_n", "plot", "_stride")
+
+    @property
+    def pending(self) -> int:
+        """Steps recorded but not yet read back."""
+        return len(self._pending["loss"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything read back so far, as tensors and plain values (loads with ``weights_only=True``)."""
+        state: dict[str, Any] = {k.lstrip("_"): getattr(self, k) for k in self._SCALARS}
+        state["params"] = [n for n, _ in self.params]
+        state["group_names"] = list(self.group_names)
+        state["last_alive"] = {k: v.detach().cpu() for k, v in self._last_alive.items()}
+        state["steps"] = {k: pack(v) for k, v in self._steps.items()}
+        state["samples"] = {k: pack(v) for k, v in self._samples.items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` taken from a monitor of the same model."""
+        names = state.get("params", [])
+        if sorted(names) != sorted(n for n, _ in self.params):
+            raise UsageError("Monitor state is from a model with different parameters; load it into a monitor "
+                             "of the same model")
+        for k in self._SCALARS:
+            setattr(self, k, state[k.lstrip("_")])
+        rank = {n: i for i, n in enumerate(names)}
+        self.params.sort(key=lambda kv: rank[kv[0]])
+        if self._order is not None:
+            self._order.remove()
+            self._order = None
+        self.group_names = tuple(state["group_names"])
+        dev = {n: p.device for n, p in self.params}
+        self._last_alive = {k: v.to(dev[k]) for k, v in state["last_alive"].items()}
+        for key, target in (("steps", self._steps), ("samples", self._samples)):
+            for k, v in state[key].items():
+                target[k].clear()
+                target[k].extend(unpack(v))
+
+    def close(self) -> None:
+        """Remove every hook the collector installed (idempotent)."""
+        if self._order is not None:
+            self._order.remove()
+            self._order = None
+        self.bn_probe.remove()
+        if self._opt_hook is not None:
+            self._opt_hook.remove()
+            self._opt_hook, self._opt_id = None, None
+
+
+# --------------------------------------------------------------------- module helpers
+def _new_pending() -> dict[str, list[Any]]:
+    keys = ("loss", "batch", "counts", "bn", "gstep", "gn", "wn", "present", "ustep", "ratio", "lr")
+    return {k: [] for k in keys}
+
+
+def _owners(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
+    """Parameter name -> (module path, module) for the weights of conv and linear layers."""
+    out = {}
+    for path, module in model.named_modules():
+        if isinstance(module, UNIT_LAYERS) and isinstance(getattr(module, "weight", None), nn.Parameter):
+            if module.weight.dim() >= 2:
+                out[f"{path}.weight" if path else "weight"] = (path, module)
+    return out

@@ -1,0 +1,143 @@
+"""The recorded window the rules read: plain numbers in numpy arrays, no tensors, no model.
+
+Every field has a default so the rule tests can build a window from a synthetic loss or
+gradient sequence alone (``Window(loss=np.array([...]))``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _empty(*shape: int) -> np.ndarray:
+    return np.zeros(shape if shape else (0,), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Units:
+    """Dead-unit bookkeeping of one conv or linear layer.
+
+    Attributes:
+        name: the layer's module path.
+        idle: per output unit, the number of steps since its weight gradient was last non-zero
+            (counted from the first step the monitor saw it).
+        kind: the layer's class name (``Conv2d``, ``Linear``).
+    """
+
+    name: str
+    idle: np.ndarray
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class FrozenBN:
+    """Running-stat movement of one BatchNorm layer whose parameters are frozen.
+
+    Attributes:
+        name: module path.
+        steps: length of the interval measured, in steps.
+        updates: how many times its running stats were updated in the interval.
+        mean_shift: RMS over channels of ``|mean - mean0| / sqrt(var0 + eps)``.
+        var_shift: RMS over channels of ``|log((var + eps) / (var0 + eps))|``.
+    """
+
+    name: str
+    steps: int
+    updates: int
+    mean_shift: float
+    var_shift: float
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """What ``end_epoch`` recorded."""
+
+    epoch: int
+    step: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    val_acc: float | None = None
+    train_acc: float | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """The recent history of one run, as the rules see it.
+
+    Attributes:
+        step: steps recorded so far.
+        num_classes: classes of the classifier output, when known.
+        every: costly statistics are sampled every ``every`` steps.
+        loss: the last losses, one per step, oldest first (rank-reduced under DDP).
+        loss_start: step index of ``loss[0]``.
+        loss_initial: median loss of the first steps of the run (NaN until known).
+        loss_best: lowest smoothed loss of the whole run (NaN until known).
+        loss_best_step: step at which ``loss_best`` was reached.
+        preds: per step, predicted-class counts, shape ``(steps, num_classes)``.
+        targets: per step, target-class counts, same shape (all zero where no targets).
+        bn_batch: per step, the smallest batch a BatchNorm layer normalised in training
+            mode (0 when none ran in training mode).
+        bn_layers: per step, how many BatchNorm layers ran in training mode.
+        grad_steps: the sampled steps, shape ``(S,)``.
+        param_names: parameter names in depth (first-forward) order, shape ``(P,)``.
+        param_is_weight: which parameters are conv/linear weights (have a unit dimension).
+        grad_norms: ``(S, P)`` L2 norm of each gradient (NaN or Inf: non-finite gradient).
+        grad_present: ``(S, P)`` whether the parameter was trainable and had a gradient.
+        weight_norms: ``(S, P)`` L2 norm of each parameter.
+        no_grad: ``(P,)`` consecutive sampled steps (up to now) each trainable parameter had
+            ``grad is None``.
+        grad_norm_initial: median total gradient norm of the first samples (NaN until known).
+        units: dead-unit bookkeeping per conv/linear layer.
+        group_names: optimizer parameter groups.
+        update_steps: steps at which updates were measured, shape ``(U,)``.
+        update_ratio: ``(U, G)`` ``||delta w|| / ||w||`` per group for one optimizer step.
+        group_lr: ``(U, G)`` each group's learning rate at those steps.
+        group_lr_max: ``(G,)`` the largest learning rate each group has had.
+        frozen_bn: running-stat movement of frozen BatchNorm layers in the last interval.
+        epochs: the ``end_epoch`` records, oldest first.
+    """
+
+    step: int = 0
+    num_classes: int | None = None
+    every: int = 1
+    loss: np.ndarray = field(default_factory=_empty)
+    loss_start: int = 0
+    loss_initial: float = float("nan")
+    loss_best: float = float("nan")
+    loss_best_step: int = 0
+    preds: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    targets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    bn_batch: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    bn_layers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    grad_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    param_names: tuple[str, ...] = ()
+    param_is_weight: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    grad_norms: np.ndarray = field(default_factory=lambda: _empty(0, 0))
+    grad_present: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
+    weight_norms: np.ndarray = field(default_factory=lambda: _empty(0, 0))
+    no_grad: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    grad_norm_initial: float = float("nan")
+    units: tuple[Units, ...] = ()
+    group_names: tuple[str, ...] = ()
+    update_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    update_ratio: np.ndarray = field(default_factory=lambda: _empty(0, 0))
+    group_lr: np.ndarray = field(default_factory=lambda: _empty(0, 0))
+    group_lr_max: np.ndarray = field(default_factory=_empty)
+    frozen_bn: tuple[FrozenBN, ...] = ()
+    epochs: tuple[Epoch, ...] = ()
+
+    def last_losses(self, n: int) -> np.ndarray:
+        """The last ``n`` losses (fewer if fewer were recorded)."""
+        return self.loss[-n:] if n > 0 else self.loss[:0]
+
+    def total_grad_norms(self) -> np.ndarray:
+        """Per sampled step, the L2 norm over every parameter with a gradient."""
+        if self.grad_norms.size == 0:
+            return _empty()
+        present = self.grad_present if self.grad_present.shape == self.grad_norms.shape else \
+            np.ones(self.grad_norms.shape, dtype=bool)
+        g = np.where(present, self.grad_norms, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.sqrt(np.sum(g * g, axis=1))

@@ -1,0 +1,48 @@
+"""PNG charts of a report (matplotlib's Agg canvas, imported only when a chart is drawn)."""
+
+from __future__ import annotations
+
+import io
+
+from ..results.bench import BenchReport
+
+
+def latency_plot(report: BenchReport, *, dpi: int = 110) -> bytes:
+    """Latency against batch size, one line per model: p50 with a p90-p99 band.
+
+    Args:
+        report: a bench report.
+        dpi: resolution.
+
+    Returns:
+        The PNG file's bytes.
+
+    Raises:
+        ImportError: matplotlib is not installed (the message says how to install it).
+    """
+    try:
+        # A bare Figure renders with the Agg canvas and never touches pyplot's global backend.
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("the latency plot needs matplotlib: pip install matplotlib") from exc
+    fig = Figure(figsize=(6.4, 4.2), dpi=dpi)
+    ax = fig.add_subplot()
+    for model in report.models:
+        rows = sorted((r for r in report.rows if r.model == model), key=lambda r: r.batch_size)
+        sizes = [r.batch_size for r in rows]
+        (line,) = ax.plot(sizes, [r.p50_ms for r in rows], marker="o", label=f"{model} p50")
+        ax.fill_between(sizes, [r.p90_ms for r in rows], [r.p99_ms for r in rows], color=line.get_color(),
+                        alpha=0.2, label=f"{model} p90-p99")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("latency per call (ms)")
+    first = report.rows[0] if report.rows else None
+    where = f"{first.device}, {first.threads} threads, {first.dtype}" if first else ""
+    ax.set_title(f"Latency vs batch size ({where})", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

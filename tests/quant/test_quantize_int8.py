@@ -1,0 +1,134 @@
+"""quantize_int8 on a ResNet trained on digits: accuracy, bytes on disk, the per-layer record."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from convdoctor._guard import state_dict_digest, training_flags
+from convdoctor.audit._int8 import compare_int8
+from convdoctor.demo.digits import Split
+from convdoctor.fix import QuantResult, quantize_int8
+from tests.quant import _independent as ind
+from tests.quant.digits_resnet import DigitsResNet
+
+#: Acceptance bars of issue 7.
+MAX_DROP_POINTS = 1.0
+MAX_SIZE_RATIO = 0.3
+
+# the lowered graph must not compute any weighted op in fp32
+FP32_WEIGHTED_OPS = ("aten::conv", "aten::linear", "aten::addmm", "aten::mm", "aten::_convolution")
+
+
+def test_accuracy_drop_within_one_point(resnet: nn.Module, int8: QuantResult, digits: Split) -> None:
+    fp32 = ind.accuracy(resnet, digits.x_test, digits.y_test)
+    q = ind.accuracy(int8.model, digits.x_test, digits.y_test)
+    assert fp32 > 0.9, "the fixture model did not train"
+    assert 100 * (fp32 - q) <= MAX_DROP_POINTS
+
+
+def test_size_on_disk_is_int8(resnet: nn.Module, int8: QuantResult, tmp_path: Path) -> None:
+    loaded = ind.saved_file(int8.model, tmp_path / "int8.pt")
+    ind.saved_file(resnet, tmp_path / "fp32.pt")
+    ratio = ind.file_bytes(tmp_path / "int8.pt") / ind.file_bytes(tmp_path / "fp32.pt")
+    assert ratio <= MAX_SIZE_RATIO
+    # the weights in the file are int8, one byte per fp32 weight element of the original
+    int8_elements = sum(t.numel() for t in loaded.values() if isinstance(t, torch.Tensor) and t.dtype == torch.int8)
+    assert int8_elements == ind.weight_elements(resnet)
+    assert not any(isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim() == 4 for t in loaded.values())
+
+
+def test_compare_int8_numbers_match_independent_measurements(resnet: nn.Module, int8: QuantResult,
+                                                             digits: Split, tmp_path: Path) -> None:
+    m = compare_int8(resnet, int8.model, digits.x_test, digits.y_test, latency=False)
+    with torch.no_grad():
+        ref, q = resnet(digits.x_test), int8.model(digits.x_test)
+    assert m["n_samples"] == len(digits.y_test)
+    assert m["flips"] == int((ref.argmax(1) != q.argmax(1)).sum())
+    assert m["top1_agreement"] == pytest.approx(float((ref.argmax(1) == q.argmax(1)).float().mean()))
+    assert m["max_abs_error"] == pytest.approx(float((ref - q).abs().max()), rel=1e-5)
+    assert m["accuracy_fp32"] == pytest.approx(ind.accuracy(resnet, digits.x_test, digits.y_test))
+    assert m["accuracy_int8"] == pytest.approx(ind.accuracy(int8.model, digits.x_test, digits.y_test))
+    assert m["accuracy_drop_points"] == pytest.approx(100 * (m["accuracy_fp32"] - m["accuracy_int8"]))
+    ind.saved_file(resnet, tmp_path / "fp32.pt")
+    ind.saved_file(int8.model, tmp_path / "int8.pt")
+    # torch.save names the zip records after the file's stem: a few bytes per tensor differ
+    assert m["size_fp32_bytes"] == pytest.approx(ind.file_bytes(tmp_path / "fp32.pt"), abs=1024)
+    assert m["size_int8_bytes"] == pytest.approx(ind.file_bytes(tmp_path / "int8.pt"), abs=1024)
+
+
+def test_record_every_conv_and_linear_int8_every_bn_folded(resnet: nn.Module, int8: QuantResult) -> None:
+    rows = {r.name: r for r in int8.layers}
+    for path, mod in resnet.named_modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            assert rows[path].status == "int8" and rows[path].kernel.startswith("onednn::"), rows[path]
+        elif isinstance(mod, nn.BatchNorm2d):
+            assert rows[path].status == "folded", rows[path]
+    assert int8.left_float == ()
+    assert int8.lowered and int8.lowering_note == "" and int8.dynamic_batch
+    assert int8.calibration_samples == 256
+    # the record's kernel counts are the lowered graph's onednn nodes
+    nodes = [n for n in int8.model.graph.nodes if n.op == "call_function"]
+    onednn = [n for n in nodes if str(n.target).startswith("onednn.")]
+    assert sum(int8.int8_ops.values()) == len(onednn) == len(int8.quantized)
+    assert not [n for n in nodes if str(n.target).replace(".", "::", 1).startswith(FP32_WEIGHTED_OPS)]
+
+
+def test_lowered_model_serves_any_batch_size(int8: QuantResult, digits: Split) -> None:
+    for b in (1, 7, 64):
+        x = digits.x_test[:b]
+        with torch.no_grad():
+            low, ref = int8.model(x), int8.reference(x)
+        assert low.shape == (b, 10)
+        torch.testing.assert_close(low, ref, atol=1e-3, rtol=1e-3)
+
+
+def _mixed_mode_model() -> nn.Module:
+    torch.manual_seed(1)
+    model = DigitsResNet(width=8)
+    with torch.no_grad():  # non-trivial running stats
+        model.train()(torch.randn(16, 1, 32, 32))
+    model.eval()
+    model.layer2.train()  # a user's half-switched model
+    return model
+
+
+def test_input_model_is_not_changed() -> None:
+    model = _mixed_mode_model()
+    digest, flags = state_dict_digest(model), training_flags(model)
+    calibration = torch.rand(64, 1, 32, 32)
+    result = quantize_int8(model, calibration)
+    assert state_dict_digest(model) == digest and training_flags(model) == flags
+    compare_int8(model, result.model, calibration[:16], torch.zeros(16, dtype=torch.long), batch_sizes=(2,),
+                 min_run_time=0.01)
+    assert state_dict_digest(model) == digest and training_flags(model) == flags
+    # quantized with inference semantics: the BN of layer2 used running stats, not batch stats
+    x = calibration[:8]
+    eval_copy = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(result.reference(x), eval_copy(x), atol=0.1, rtol=0.05)
+
+
+def test_calibration_accepts_loader_pairs() -> None:
+    model = DigitsResNet(width=8).eval()
+    data = torch.rand(40, 1, 32, 32)
+    loader = [(data[i:i + 8], torch.zeros(8, dtype=torch.long)) for i in range(0, 40, 8)]
+    result = quantize_int8(model, loader, max_batches=3)
+    assert result.calibration_batches == 3 and result.calibration_samples == 24
+
+
+@pytest.mark.slow
+def test_saved_program_is_small_and_loads(resnet: nn.Module, int8: QuantResult, digits: Split,
+                                          tmp_path: Path) -> None:
+    path = int8.save(tmp_path / "int8.pt2")
+    x = digits.x_test[:5]
+    fp32_path = tmp_path / "fp32.pt2"
+    torch.export.save(torch.export.export(resnet, (x,)), fp32_path)
+    assert ind.file_bytes(path) / ind.file_bytes(fp32_path) <= 0.35
+    loaded = torch.export.load(path).module()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), int8.reference(x))
