@@ -7,7 +7,7 @@ Ratios are to resnet18. "per-MAC gap" is the p50 ratio over the MACs ratio: 1.0 
 latency scales with MACs; 3.0 means each MAC costs three times what it costs in resnet18.
 
 Run: ``.venv/bin/python benchmarks/bench_compare.py [--threads 2]``. Prints a markdown
-table and writes it into docs/_perf_bench.md (section ``compare``); ``--json FILE`` also
+table and writes it into docs/_perf_bench.md (section ``compare-<threads>t``); ``--json FILE`` also
 saves the full report. Other processes on the machine move every figure: the load
 average is recorded and BENCH_NOISY rows are marked.
 """
@@ -81,7 +81,7 @@ def main() -> int:
     if args.json is not None:
         args.json.write_text(render(report, "json"))
     if not args.no_write:
-        update_section("compare", markdown)
+        update_section(f"compare-{args.threads}t", markdown)
     return 0
 
 

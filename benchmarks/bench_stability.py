@@ -7,7 +7,7 @@ warm-up (10 calls) and times as many single calls with ``time.perf_counter`` und
 other, and within 5% of the loop's median. The relative difference is ``|a - b| / min(a, b)``.
 
 Run: ``.venv/bin/python benchmarks/bench_stability.py [--threads 2] [--trials 3]``.
-Prints a markdown table and writes it into docs/_perf_bench.md (section ``stability``).
+Prints a markdown table and writes it into docs/_perf_bench.md (section ``stability-<threads>t``).
 Other processes on the machine move every figure: the load average is recorded.
 """
 
@@ -102,7 +102,7 @@ def main() -> int:
     markdown = "\n".join(lines) + "\n"
     sys.stdout.write(markdown)
     if not args.no_write:
-        update_section("stability", markdown)
+        update_section(f"stability-{args.threads}t", markdown)
     return 0 if all(verdicts) else 1
 
 

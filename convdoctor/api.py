@@ -62,7 +62,7 @@ def resolve_inputs(
 
 
 def inspect(
-    model: nn.Module | str,
+    model: nn.Module | str | LoadedModel,
     input_size: str | Sequence[int] | None = None,
     *,
     example_input: Any = None,

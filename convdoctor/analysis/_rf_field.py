@@ -208,8 +208,9 @@ def regroup(layout: Layout, new_shape: Sequence[int]) -> Layout | None:
     """Layout after a view/reshape to ``new_shape``; None when a spatial axis would be split.
 
     Batch/channel factors merge and split freely. A spatial axis of one unit goes to the
-    next new dim of size 1 (so ``(N, C, 1, 1) -> (N, g, C/g, 1, 1)`` keeps it), or into
-    the dim being filled; one left over at the end is dropped (the axis becomes absent).
+    next new dim of size 1 (so ``(N, C, 1, 1) -> (N, g, C/g, 1, 1)`` keeps it); one left
+    over at the end is dropped (``(N, C, 1, 1) -> (N, C)``: the axis becomes absent, and
+    every unit of later broadcasts sees the same field).
     """
     flat: list[Factor] = []
     for f in (f for dim in layout for f in dim if f[1] != 1 or f[0] != NOT_SPATIAL):
@@ -218,18 +219,24 @@ def regroup(layout: Layout, new_shape: Sequence[int]) -> Layout | None:
         else:
             flat.append(f)
     out: list[DimLayout] = []
+    pending: list[Factor] = []  # one-unit axes met while filling a bigger dim: they wait for a size-1 dim
     k = 0
     for n in (int(v) for v in new_shape):
         dim: list[Factor] = []
         need = n
-        if n == 1 and k < len(flat) and flat[k][1] == 1:
+        if n == 1 and pending:
+            dim.append(pending.pop(0))
+        elif n == 1 and k < len(flat) and flat[k][1] == 1:
             dim.append(flat[k])
             k += 1
         while need > 1:
             if k >= len(flat):
                 return None
             a, size = flat[k]
-            if size <= need and need % size == 0:
+            if size == 1:
+                pending.append(flat[k])
+                k += 1
+            elif size <= need and need % size == 0:
                 dim.append((a, size))
                 need //= size
                 k += 1

@@ -88,24 +88,34 @@ class _Stop(Exception):
 
 
 def positive_copy(model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
-    """A float64 copy of the model with every floating tensor positive and constant.
+    """A float64 CPU copy of the model with every floating tensor positive and constant.
 
-    Lazy modules are materialised by one call of the copy on zeros of ``input_shape``.
+    The copy never reads the user's weights: parameters and buffers are deep-copied as
+    empty meta tensors and materialised on the CPU, so a model on a GPU (or on meta) costs
+    no device memory and no transfer. Lazy modules are copied whole and materialised by one
+    call of the copy on zeros of ``input_shape``.
     """
+    tensors = list(itertools.chain(model.parameters(), model.buffers()))
     with preserve_model_state(model):
-        clone = copy.deepcopy(model)
-    if any(is_lazy(t) for t in itertools.chain(clone.parameters(), clone.buffers())):
-        with torch.no_grad():
-            clone.eval()(torch.zeros(tuple(input_shape)))
-    if any(t.device.type == "meta" for t in itertools.chain(clone.parameters(), clone.buffers())):
-        clone = clone.to_empty(device="cpu")
-    clone = clone.to(torch.float64).eval()
+        if any(is_lazy(t) for t in tensors):
+            clone = copy.deepcopy(model)
+            with torch.no_grad():
+                clone.eval()(torch.zeros(tuple(input_shape), device=next(iter(tensors)).device))
+        else:
+            memo: dict[int, Any] = {id(t): _meta_like(t) for t in tensors}
+            clone = copy.deepcopy(model, memo)
+    clone = clone.to_empty(device="cpu").to(torch.float64).eval()
     with torch.no_grad():
         for t in itertools.chain(clone.parameters(), clone.buffers()):
             if t.is_floating_point():
                 fan_in = max(1, int(torch.tensor(t.shape[1:]).prod().item())) if t.dim() >= 2 else 1
                 t.fill_(1.0 / fan_in)
     return clone
+
+
+def _meta_like(t: torch.Tensor) -> torch.Tensor:
+    empty = torch.empty_like(t, device="meta")
+    return nn.Parameter(empty, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else empty
 
 
 def _trace(clone: nn.Module, layer: str, x: torch.Tensor) -> torch.fx.GraphModule:

@@ -13,6 +13,7 @@ the int8 weights, their per-channel scales and zero points, and fp32 biases.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -57,7 +58,7 @@ def serialized_bytes(model: nn.Module) -> int:
     Returns:
         The size of the written file.
     """
-    state = {k: (v.to_dense() if isinstance(v, torch.Tensor) and v.layout == torch._mkldnn else v)
+    state = {k: (v.to_dense() if isinstance(v, torch.Tensor) and v.is_mkldnn else v)
              for k, v in model.state_dict().items()}
     with tempfile.TemporaryDirectory(prefix="convdoctor-size-") as tmp:
         path = os.path.join(tmp, "state.pt")
@@ -115,7 +116,9 @@ def _accuracy_metrics(ref: torch.Tensor, q: torch.Tensor, y: torch.Tensor | None
 
 def _latency(fp32_model: nn.Module, int8_model: nn.Module, x: torch.Tensor, batch_sizes: Sequence[int],
              threads: int, min_run_time: float) -> dict[str, Any]:
-    from ..bench.timing import measure  # bench's method: torch.utils.benchmark, one call per sample
+    from ..bench.timing import (
+        measure,  # bench's method: torch.utils.benchmark, one call per sample
+    )
 
     rows = {}
     for b in batch_sizes:
@@ -125,7 +128,7 @@ def _latency(fp32_model: nn.Module, int8_model: nn.Module, x: torch.Tensor, batc
             xb = x[torch.arange(b) % x.shape[0]].to(device)
             with preserve_model_state(model), torch.no_grad():
                 _eval_flags(model)
-                res = measure(lambda m=model, xb=xb: m(xb), batch_size=b, threads=threads, device=device.type,
+                res = measure(functools.partial(model, xb), batch_size=b, threads=threads, device=device.type,
                               warmup=3, min_samples=10, min_run_time=min_run_time,
                               max_run_time=max(10 * min_run_time, 2.0))
             medians[name] = res.median_ms
@@ -189,10 +192,11 @@ def _quantized_macs(module: nn.Module, output_shape: Sequence[int] | None) -> in
     if output_shape is None:
         return None
     numel = math.prod(output_shape)
-    if hasattr(module, "in_features") and hasattr(module, "out_features"):
-        return numel * int(module.in_features)
-    if hasattr(module, "in_channels") and hasattr(module, "kernel_size"):
-        return numel * int(module.in_channels) // int(module.groups) * math.prod(module.kernel_size)
+    attrs: Any = module  # quantized modules keep these as plain ints and tuples
+    if hasattr(attrs, "in_features") and hasattr(attrs, "out_features"):
+        return numel * int(attrs.in_features)
+    if hasattr(attrs, "in_channels") and hasattr(attrs, "kernel_size"):
+        return numel * int(attrs.in_channels) // int(getattr(attrs, "groups", 1)) * int(math.prod(attrs.kernel_size))
     return None
 
 

@@ -23,11 +23,13 @@ _Rows = list[torch.Tensor]
 _Event = tuple[tuple[str, int], _Rows, _Rows]
 
 
-def _row(obj: Any, batch: int, row: int) -> _Rows:
-    return [t[row].detach().clone() for t in leaves(obj) if t.dim() >= 1 and t.shape[0] == batch]
+def _row(obj: Any, batch: int, row: int | None) -> _Rows:
+    """The sample's row of every batch-shaped tensor (``row=None``: the whole tensors)."""
+    found = [t for t in leaves(obj) if t.dim() >= 1 and t.shape[0] == batch]
+    return [(t if row is None else t[row]).detach().clone() for t in found]
 
 
-def _record(model: nn.Module, run: Callable[[], Any], batch: int, row: int) -> list[_Event]:
+def _record(model: nn.Module, run: Callable[[], Any], batch: int, row: int | None) -> list[_Event]:
     """Run ``run()`` with hooks on every module; return ``((path, call), inputs, outputs)``."""
     events: list[_Event] = []
     pending: dict[str, list[_Rows]] = {}
@@ -64,7 +66,7 @@ def first_divergence(
     run_b: Callable[[], Any],
     *,
     batches: tuple[int, int],
-    rows: tuple[int, int],
+    rows: tuple[int, int] | None,
     rtol: float,
 ) -> str | None:
     """The path of the module where the same sample's result first differs between two runs.
@@ -74,7 +76,9 @@ def first_divergence(
         run_a: the reference run (e.g. the sample alone).
         run_b: the other run (e.g. the sample inside a batch).
         batches: the batch size of each run.
-        rows: the sample's row in each run's batch.
+        rows: the sample's row in each run's batch; None compares whole batches (the same batch
+            run twice), so a module that couples samples (BatchNorm) cannot pass on a difference
+            in another row as its own.
         rtol: relative tolerance of :meth:`Diff.exceeds`.
 
     Returns:
@@ -82,8 +86,9 @@ def first_divergence(
         (TorchScript) or no module isolates the difference.
     """
     try:
-        events_a = _record(model, run_a, batches[0], rows[0])
-        events_b = {k: (i, o) for k, i, o in _record(model, run_b, batches[1], rows[1])}
+        row_a, row_b = rows if rows is not None else (None, None)
+        events_a = _record(model, run_a, batches[0], row_a)
+        events_b = {k: (i, o) for k, i, o in _record(model, run_b, batches[1], row_b)}
     except (RuntimeError, AttributeError, TypeError):
         return None
     for key, ins_a, outs_a in events_a:

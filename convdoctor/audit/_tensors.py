@@ -81,18 +81,30 @@ def diff(output: list[torch.Tensor], reference: list[torch.Tensor]) -> Diff:
     for a, b in zip(output, reference):
         if a.numel() == 0:
             continue
-        a64, b64 = a.detach().double().cpu(), b.detach().double().cpu()
-        same = (a64 == b64) | (torch.isnan(a64) & torch.isnan(b64))
-        d = torch.where(same, torch.zeros_like(a64), (a64 - b64).abs())
-        d = torch.nan_to_num(d, nan=math.inf)
-        max_abs = max(max_abs, float(d.max()))
-        for t in (a64, b64):
-            finite = t[torch.isfinite(t)]
-            if finite.numel():
-                scale = max(scale, float(finite.abs().max()))
+        d_max, s_max = _leaf(a.detach(), b.detach().to(a.device))
+        max_abs, scale = max(max_abs, d_max), max(scale, s_max)
     if max_abs == 0.0:
         return Diff(0.0, 0.0, scale)
     return Diff(max_abs, max_abs / scale if scale > 0 else math.inf, scale)
+
+
+def _leaf(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(largest |a - b|, largest finite magnitude) of one pair of tensors.
+
+    Fast path in float32 (half precision is widened first): when the largest difference is
+    finite, every element of both is finite (Inf - Inf is NaN, Inf - x is Inf). Otherwise
+    the float64 path matches NaN with NaN and equal infinities.
+    """
+    if not a.is_floating_point() or a.element_size() < 4:
+        a, b = a.float(), b.float()
+    d_max = (a - b).abs().max()
+    if torch.isfinite(d_max):
+        return float(d_max), float(torch.maximum(a.abs().max(), b.abs().max()))
+    a64, b64 = a.double(), b.double()
+    same = (a64 == b64) | (torch.isnan(a64) & torch.isnan(b64))
+    d = torch.nan_to_num(torch.where(same, torch.zeros_like(a64), (a64 - b64).abs()), nan=math.inf)
+    finite = [t[torch.isfinite(t)] for t in (a64, b64)]
+    return float(d.max()), max((float(t.abs().max()) for t in finite if t.numel()), default=0.0)
 
 
 def logits(out: Any) -> torch.Tensor | None:

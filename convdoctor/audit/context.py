@@ -69,12 +69,14 @@ class CheckContext:
             return (model or self.model)(x)
 
     @contextlib.contextmanager
-    def modes(self, *, all_eval: bool = False, dropout_eval: bool = False) -> Iterator[nn.Module]:
-        """Temporarily put the whole model, or only its dropout modules, in eval mode."""
+    def modes(self, *, all_eval: bool = False, dropout_eval: bool = False,
+              only_bn: bool = False) -> Iterator[nn.Module]:
+        """Temporarily put modules in eval mode: all of them, the dropout ones, or all but BatchNorm."""
         saved = [(m, m.training) for m in self.model.modules()]
         try:
             for m, _ in saved:
-                if all_eval or (dropout_eval and isinstance(m, DROPOUT_TYPES)):
+                if (all_eval or (dropout_eval and isinstance(m, DROPOUT_TYPES))
+                        or (only_bn and not isinstance(m, BN_TYPES))):
                     m.training = False
             yield self.model
         finally:

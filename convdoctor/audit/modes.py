@@ -1,22 +1,31 @@
 """Modes: modules left in training mode whose behaviour differs at inference.
 
 BatchNorm (with running statistics) and dropout are recognised by class; any other module
-in training mode is tested: it is run twice on the inputs it received in a real forward,
-once as it is and once with only its own ``training`` flag cleared. If the outputs differ,
-its own code branches on ``self.training`` (torchvision's ``StochasticDepth``, a custom
-layer, GoogLeNet's auxiliary heads) and ``TRAIN_MODE_DIFFERS`` names it.
+in training mode whose class can read its flag is tested: it is run twice on the inputs it
+received in a real forward, once as it is and once with only its own ``training`` flag
+cleared. If the outputs differ, its own code branches on ``self.training`` (torchvision's
+``StochasticDepth``, a custom layer, GoogLeNet's auxiliary heads) and ``TRAIN_MODE_DIFFERS``
+names it.
+
+"Can read its flag": the source of its class, or of a base class below ``nn.Module``,
+mentions ``training``, or cannot be read (then it is tested). A module's own flag is only
+visible to its own code, so skipping the others (``Conv2d``, ``ReLU``, a ResNet block) loses
+nothing and keeps a training-mode GoogLeNet from being replayed level by level.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+import re
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..findings import Finding, make_finding
-from ._tensors import diff, leaves, logits
+from ._tensors import diff, leaves, logits, structure
 from .context import BN_TYPES, DROPOUT_TYPES, CheckContext, label
 from .registry import register_check
 
@@ -33,9 +42,22 @@ _FIX_EVAL = ("Call model.eval() before inference, or serve convdoctor.fix.prepar
              "an eval-mode copy")
 
 
-def _is_container(m: nn.Module) -> bool:
-    """nn.Sequential (and subclasses that keep its forward) only chains children."""
-    return isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
+_TRAINING = re.compile(r"\btraining\b")
+
+
+@functools.cache
+def _may_read_flag(cls: type) -> bool:
+    """Whether code of ``cls`` (or a base below nn.Module) can read ``self.training``."""
+    for klass in cls.__mro__:
+        if klass in (nn.Module, object):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # built in C, generated, or source not shipped: test it
+            return True
+        if _TRAINING.search(source):
+            return True
+    return False
 
 
 def _eval_effect(ctx: CheckContext, x: torch.Tensor) -> dict[str, Any]:
@@ -45,6 +67,8 @@ def _eval_effect(ctx: CheckContext, x: torch.Tensor) -> dict[str, Any]:
     out_now = ctx.forward(x)
     d = diff(leaves(out_now), leaves(out_eval))
     effect: dict[str, Any] = {"samples": int(x.shape[0]), **d.as_dict()}
+    if d.max_rel == float("inf"):
+        effect["structure"] = f"{structure(out_now)} in training mode vs {structure(out_eval)} in eval"
     a, b = logits(out_now), logits(out_eval)
     if a is not None and b is not None and a.shape == b.shape:
         effect["top1_changed"] = int((a.argmax(1) != b.argmax(1)).sum())
@@ -52,6 +76,8 @@ def _eval_effect(ctx: CheckContext, x: torch.Tensor) -> dict[str, Any]:
 
 
 def _effect_text(effect: dict[str, Any]) -> str:
+    if "structure" in effect:
+        return f"switching the model to eval changes the output itself ({effect['structure']})"
     text = (f"on {effect['samples']} samples, switching the model to eval changes the output by up to "
             f"{effect['max_abs_diff']:.3g} ({effect['max_rel_diff']:.2g} of its scale)")
     if "top1_changed" in effect:
@@ -105,13 +131,16 @@ def _own_flag_effect(module: nn.Module, inputs: tuple[Any, Any]) -> dict[str, An
     d = diff(leaves(out_eval), leaves(out_train))
     if not d.exceeds(MODE_RTOL):
         return None
-    return {"type": type(module).__name__, **d.as_dict()}
+    found = {"type": type(module).__name__, **d.as_dict()}
+    if d.max_rel == float("inf"):
+        found["structure"] = f"{structure(out_train)} vs {structure(out_eval)}"
+    return found
 
 
 def _other_modules(ctx: CheckContext, training: list[tuple[str, nn.Module]], x: torch.Tensor) -> list[Finding]:
     """TRAIN_MODE_DIFFERS for modules (not BN, not dropout) whose own flag changes their output."""
     candidates = {p: m for p, m in training
-                  if not isinstance(m, (BN_TYPES, DROPOUT_TYPES)) and not _is_container(m)}
+                  if not isinstance(m, (BN_TYPES, DROPOUT_TYPES)) and _may_read_flag(type(m))}
     if not candidates:
         return []
     with ctx.modes(dropout_eval=True):  # dropout is reported on its own; keep it out of the replay
@@ -127,10 +156,12 @@ def _other_modules(ctx: CheckContext, training: list[tuple[str, nn.Module]], x: 
         return []
     paths = list(differing)
     worst = max(differing.values(), key=lambda e: e["max_rel_diff"])
+    how = (f"output structure {worst['structure']}" if "structure" in worst
+           else f"up to {worst['max_rel_diff']:.2g} of the output's scale")
     return [make_finding(
         "TRAIN_MODE_DIFFERS",
         f"{len(paths)} module(s) in training mode give a different output in eval mode "
-        f"({_names(ctx.model, paths)}): up to {worst['max_rel_diff']:.2g} of the output's scale.",
+        f"({_names(ctx.model, paths)}): {how}.",
         evidence={"count": len(paths), "modules": [{"name": p, **differing[p]} for p in paths[:MAX_NAMES]]},
         fix=f"{_FIX_EVAL}; if a module is meant to stay stochastic at inference (MC dropout), say so in its docs.",
         where=paths[0],

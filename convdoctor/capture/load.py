@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -205,7 +206,10 @@ def _load_file(path: Path, spec: str) -> LoadedModel:
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path} is not a TorchScript archive (use pkg.module:factory for Python models)")
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            # torch deprecates TorchScript; users with .pt artefacts still need them read
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise ModelLoadError(
             f"{path} is not a TorchScript model ({type(exc).__name__}); "

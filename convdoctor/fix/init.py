@@ -84,7 +84,7 @@ def reinit(model: nn.Module, scheme: InitScheme | str = InitScheme.KAIMING, *, n
     """
     try:
         scheme = InitScheme(scheme)
-        gain = nn.init.calculate_gain(nonlinearity)
+        gain = nn.init.calculate_gain(nonlinearity)  # type: ignore[arg-type]
     except ValueError as exc:
         raise UsageError(f"reinit: {exc}; schemes: kaiming, xavier; nonlinearity: relu, leaky_relu, tanh, "
                          "sigmoid, linear") from None
@@ -103,10 +103,11 @@ def _reinit_module(m: nn.Module, scheme: InitScheme, nonlinearity: str, gain: fl
     weight = getattr(m, "weight", None)
     if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and isinstance(weight, nn.Parameter):
         if scheme is InitScheme.KAIMING:
-            nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity=nonlinearity)
+            nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity=nonlinearity)  # type: ignore[arg-type]
         else:
             nn.init.xavier_uniform_(weight, gain=gain)
-        if getattr(m, "bias", None) is not None:
-            nn.init.zeros_(m.bias)
+        bias = getattr(m, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            nn.init.zeros_(bias)
     elif isinstance(m, _BatchNorm):
         m.reset_parameters()

@@ -155,7 +155,7 @@ class GradAccumulator:
 
     def backward(self, loss: torch.Tensor) -> None:
         """Back-propagate ``loss / steps`` so the accumulated gradient is the mean over micro-batches."""
-        (loss / self.steps).backward()
+        (loss / self.steps).backward()  # type: ignore[no-untyped-call]
         self.count += 1
 
     def step(self) -> bool:
@@ -183,4 +183,4 @@ class GradAccumulator:
 def _round_sig(x: float, digits: int = 2) -> float:
     if x == 0 or not math.isfinite(x):
         return x
-    return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,18 @@ import torch
 from torch import nn
 
 from .._guard import preserve_model_state
-from ..errors import CaptureError, UsageError
+from ..errors import CaptureError, UsageError, one_line
+from ._pt2e_graph import (
+    converted_layers,
+    drop_unused_attrs,
+    export_for_quantization,
+    export_model,
+    lower_x86,
+    lowered_ops,
+    module_paths,
+)
 
-__all__ = ["BACKENDS", "QuantResult", "QuantizedLayer", "quantize_int8"]
+__all__ = ["BACKENDS", "QuantResult", "QuantizedLayer", "calibration_batches", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +57,6 @@ TORCHAO_PIN = "0.18.0"
 
 #: Calibration batches are cut to this size when a single tensor is given.
 DEFAULT_CALIBRATION_BATCH = 32
-
-#: Ops that only convert between float and int8: neither "int8 compute" nor "float compute".
-_QDQ_NAMESPACE = "quantized_decomposed"
-#: Weighted ops the x86 quantizer annotates.
-_WEIGHTED = {"conv1d", "conv2d", "conv3d", "convolution", "linear"}
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,9 @@ class QuantResult:
             The path written.
         """
         path = Path(path)
-        program = _export(self.reference, self._example, self.dynamic_batch)[0]
+        # the program stores its example inputs: two samples keep the file to the weights and graph
+        example = tuple(t[:2] for t in self._example) if self.dynamic_batch else self._example
+        program = export_model(self.reference, example, self.dynamic_batch)[0]
         torch.export.save(program, path)
         return path
 
@@ -163,8 +168,8 @@ def _import_torchao() -> Any:
     level = pytree_log.level
     pytree_log.setLevel(logging.ERROR)
     try:
-        import torchao
-        from torchao.quantization.pt2e import quantize_pt2e
+        import torchao  # type: ignore[import-untyped]
+        from torchao.quantization.pt2e import quantize_pt2e  # type: ignore[import-untyped]
     except ImportError as exc:  # optional dependency: one line that says how to get it
         raise UsageError(f"quantize_int8 needs torchao: pip install 'convdoctor[quant]' "
                          f"(torchao=={TORCHAO_PIN})") from exc
@@ -179,7 +184,8 @@ def _as_batch(item: Any) -> torch.Tensor:
     if not isinstance(item, torch.Tensor) or not item.is_floating_point():
         raise UsageError(f"calibration batches must be float tensors or (inputs, targets) pairs, "
                          f"got {type(item).__name__}")
-    return item.detach().cpu()
+    # clone: a view (a slice of a data set) would keep, and save with the model, its whole storage
+    return item.detach().cpu().clone()
 
 
 def calibration_batches(calibration: Any, batch_size: int = DEFAULT_CALIBRATION_BATCH,
@@ -199,133 +205,22 @@ def calibration_batches(calibration: Any, batch_size: int = DEFAULT_CALIBRATION_
         UsageError: no data, or not tensors.
     """
     if isinstance(calibration, torch.Tensor):
-        items: Iterable[Any] = torch.split(calibration, batch_size) if calibration.dim() > 0 else []
+        items: Iterable[Any] = ([calibration[i:i + batch_size] for i in range(0, calibration.shape[0], batch_size)]
+                                if calibration.dim() > 0 else [])
     elif isinstance(calibration, Iterable):
         items = calibration
     else:
         raise UsageError(f"calibration must be a tensor or an iterable of batches, got {type(calibration).__name__}")
-    batches = []
+    batches: list[torch.Tensor] = []
     for item in items:
         if max_batches is not None and len(batches) >= max_batches:
             break
-        batches.append(_as_batch(item))
+        batch = _as_batch(item)
+        if batch.dim() > 0 and batch.shape[0] > 0:
+            batches.append(batch)
     if not batches:
         raise UsageError("calibration data is empty: pass a few hundred representative inputs")
     return batches
-
-
-def _export(model: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool,
-            strict: bool = False) -> tuple[Any, bool]:
-    """``torch.export`` with a dynamic batch dim when the model allows it, else static."""
-    if dynamic:
-        batch = torch.export.Dim("batch", min=1)
-        shapes = tuple({0: batch} for _ in example)
-        try:
-            return torch.export.export(model, example, dynamic_shapes=shapes, strict=strict), True
-        except Exception as exc:  # e.g. a hard-coded batch in a view: fall back to the example's shape
-            log.info("dynamic batch export failed (%s); exporting with static shapes", exc)
-    return torch.export.export(model, example, strict=strict), False
-
-
-def _drop_unused_attrs(gm: torch.fx.GraphModule) -> None:
-    """Delete parameters and buffers no node reads (the fp32 weights convert_pt2e leaves behind)."""
-    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
-    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
-        if name not in used:
-            owner_path, _, attr = name.rpartition(".")
-            delattr(gm.get_submodule(owner_path) if owner_path else gm, attr)
-
-
-def _post_autograd_decompositions() -> dict[Any, Any]:
-    # Same table as torchao's lowering: decompose only CompositeImplicitAutograd ops, so the
-    # quantized patterns the freezing passes match survive.
-    table = torch.export.default_decompositions()
-    for op in list(table):
-        if not torch._export.utils._is_cia_op(op):
-            del table[op]
-    return dict(table)
-
-
-def _lower_x86(reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool) -> nn.Module:
-    """Replace q/dq + fp32 op patterns by oneDNN int8 kernels (torchao's x86 lowering, dynamic batch)."""
-    from torch._inductor.constant_folding import constant_fold
-    from torch._inductor.fx_passes.freezing_patterns import freezing_passes
-
-    with torch.no_grad():
-        program, _ = _export(reference, example, dynamic, strict=True)
-        lowered = program.run_decompositions(_post_autograd_decompositions()).module()
-        graph = lowered.graph
-        for node in list(graph.nodes):  # the fusion patterns expect permute, not t
-            if node.target == torch.ops.aten.t.default:
-                with graph.inserting_before(node):
-                    perm = graph.call_function(torch.ops.aten.permute.default, args=(node.args[0], [1, 0]))
-                node.replace_all_uses_with(perm)
-                graph.erase_node(node)
-        lowered.recompile()
-        freezing_passes(lowered, example)
-        constant_fold(lowered)
-    return lowered
-
-
-def _innermost_module(node: torch.fx.Node) -> str | None:
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return None
-    path = list(stack.values())[-1][0]
-    return str(path)
-
-
-def _op_name(node: torch.fx.Node) -> str:
-    target = node.target
-    return target.name() if isinstance(target, torch._ops.OpOverload) else str(target)
-
-
-def _weight_scale_attr(node: torch.fx.Node) -> str | None:
-    """The weight's dequantize scale attribute when ``node``'s weight is int8, else None."""
-    weight = node.args[1] if len(node.args) > 1 else None
-    if not isinstance(weight, torch.fx.Node) or weight.op != "call_function":
-        return None
-    if not _op_name(weight).startswith(f"{_QDQ_NAMESPACE}::dequantize"):
-        return None
-    scale = weight.args[1] if len(weight.args) > 1 else None
-    return str(scale.target) if isinstance(scale, torch.fx.Node) and scale.op == "get_attr" else ""
-
-
-def _converted_layers(converted: torch.fx.GraphModule) -> tuple[dict[str, str | None], set[str]]:
-    """Weighted ops of the reference graph: path -> weight scale attr (None: float), and all paths seen."""
-    weighted: dict[str, str | None] = {}
-    seen: set[str] = set()
-    for node in converted.graph.nodes:
-        path = _innermost_module(node) if node.op == "call_function" else None
-        if path is None:
-            continue
-        seen.add(path)
-        if _op_name(node).split("::")[-1].split(".")[0] in _WEIGHTED:
-            scale = _weight_scale_attr(node)
-            if weighted.get(path) is None:  # a shared module counts as int8 if any call is
-                weighted[path] = scale
-    return weighted, seen
-
-
-def _lowered_ops(lowered: nn.Module | None) -> tuple[dict[str, str], Counter[str], Counter[str]]:
-    """Lowered graph: weight scale attr -> int8 kernel, int8 kernel counts, float op counts."""
-    kernels: dict[str, str] = {}
-    int8: Counter[str] = Counter()
-    floats: Counter[str] = Counter()
-    if not isinstance(lowered, torch.fx.GraphModule):
-        return kernels, int8, floats
-    for node in lowered.graph.nodes:
-        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
-            continue
-        name = _op_name(node)
-        if name.startswith("onednn::"):
-            int8[name] += 1
-            for arg in node.args:
-                if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
-                    kernels.setdefault(str(arg.target), name)
-        elif not name.startswith(f"{_QDQ_NAMESPACE}::") and not name.startswith("aten::sym_"):
-            floats[name] += 1
-    return kernels, int8, floats
 
 
 def _layer_row(path: str, module: nn.Module, weighted: dict[str, str | None], before: set[str],
@@ -349,9 +244,9 @@ def _layer_row(path: str, module: nn.Module, weighted: dict[str, str | None], be
     return QuantizedLayer(path, kind, "int8", kernel=kernel, reason=reason)
 
 
-def _module_paths(graph_module: nn.Module) -> set[str]:
-    graph = getattr(graph_module, "graph", None)
-    return {p for n in (graph.nodes if graph is not None else []) if (p := _innermost_module(n)) is not None}
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = one_line(exc)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _calibrate(prepared: nn.Module, batches: list[torch.Tensor]) -> None:
@@ -361,7 +256,7 @@ def _calibrate(prepared: nn.Module, batches: list[torch.Tensor]) -> None:
                 prepared(batch)
             except Exception as exc:
                 raise CaptureError(f"calibration batch of shape {tuple(batch.shape)} failed in the exported "
-                                   f"model ({type(exc).__name__}); pass batches shaped like the model's input") from exc
+                                   f"model ({_short(exc)}); pass batches shaped like the model's input") from exc
 
 
 def _try_lower(reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool,
@@ -369,9 +264,9 @@ def _try_lower(reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic:
     if not lower:
         return None, "lower=False: the reference model (int8 weights, fp32 compute) is returned"
     try:
-        return _lower_x86(reference, example, dynamic), ""
-    except Exception as exc:  # no oneDNN / unmatched pattern: keep the correct reference model, say why
-        log.warning("x86 lowering failed: %s", exc)
+        return lower_x86(reference, example, dynamic), ""
+    except Exception as exc:  # noqa: BLE001 - no oneDNN / unmatched pattern: keep the correct reference model, say why
+        log.info("x86 lowering failed: %s", exc)  # the result carries the note
         return None, f"x86 lowering failed ({type(exc).__name__}): the reference model is returned"
 
 
@@ -410,30 +305,31 @@ def quantize_int8(model: nn.Module, calibration: Any, backend: str = "x86", *,
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     torchao, qpt2e = _import_torchao()
-    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq  # type: ignore[import-untyped]
 
     batches = calibration_batches(calibration, batch_size, max_batches)
     with preserve_model_state(model):
         work = copy.deepcopy(model).cpu().eval()
     example = _prepare_input(batches)
     try:
-        program, dynamic = _export(work, example, dynamic=True)
+        program, dynamic = export_for_quantization(work, example)
     except Exception as exc:
-        raise CaptureError(f"torch.export cannot trace the model ({type(exc).__name__}): INT8 via PT2E needs an "
-                           f"exportable model; see the audit's EXPORT_FAILED finding") from exc
+        raise CaptureError(f"torch.export cannot trace the model ({_short(exc)}); INT8 via PT2E needs an "
+                           f"exportable model: see the audit's EXPORT_FAILED finding") from exc
     if not dynamic:  # static shapes: every calibration batch must match the example's batch size
         n = example[0].shape[0]
-        batches = [b for b in torch.cat(batches).split(n) if b.shape[0] == n] or [example[0]]
+        data = torch.cat(batches)
+        batches = [data[i:i + n] for i in range(0, data.shape[0] - n + 1, n)] or [example[0]]
     exported = program.module()
-    before = _module_paths(exported)
+    before = module_paths(exported)
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
     prepared = qpt2e.prepare_pt2e(exported, quantizer)
     _calibrate(prepared, batches)
     reference = qpt2e.convert_pt2e(prepared)
-    _drop_unused_attrs(reference)
+    drop_unused_attrs(reference)
     lowered, note = _try_lower(reference, example, dynamic, lower)
-    weighted, after = _converted_layers(reference)
-    kernels, int8_ops, float_ops = _lowered_ops(lowered)
+    weighted, after = converted_layers(reference)
+    kernels, int8_ops, float_ops = lowered_ops(lowered)
     rows = (_layer_row(p, m, weighted, before, after, kernels, lowered is not None) for p, m in work.named_modules())
     return QuantResult(
         model=lowered if lowered is not None else reference, reference=reference,

@@ -16,7 +16,7 @@ from .window import Window
 
 def build_report(name: str, findings: tuple[Finding, ...], col: Collector, window: Window | None, *,
                  epochs: tuple[dict[str, Any], ...], events: tuple[dict[str, Any], ...],
-                 summary: str) -> MonitorReport:
+                 summary: str, figures: tuple[tuple[str, bytes], ...] = ()) -> MonitorReport:
     """Assemble the report from the collector's record and the last window the rules saw."""
     w = window if window is not None else Window()
     recent = w.loss[-10:][np.isfinite(w.loss[-10:])] if w.loss.size else np.zeros(0)
@@ -26,7 +26,7 @@ def build_report(name: str, findings: tuple[Finding, ...], col: Collector, windo
         loss={"initial": col.loss_initial, "best": col.loss_best, "best_step": col.loss_best_step,
               "last": float(np.median(recent)) if recent.size else math.nan},
         grad_norm={"initial": col.grad_norm_initial, "last": float(total[-1]) if total.size else math.nan},
-        epochs=epochs, events=events, layers=_layers(w), groups=_groups(w), summary=summary,
+        epochs=epochs, events=events, layers=_layers(w), groups=_groups(w), summary=summary, figures=figures,
     )
 
 

@@ -17,9 +17,11 @@ def same_device(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[
     return [t if t.device == dev else t.to(dev) for t in tensors]
 
 
-def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+def total_norm(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
     """The L2 norm over a list of tensors (per-tensor ``_foreach_norm``, then the norm of those)."""
-    return torch.linalg.vector_norm(torch.stack([n.float() for n in same_device(torch._foreach_norm(tensors))]))
+    norms: torch.Tensor = torch.stack([n.float() for n in same_device(list(torch._foreach_norm(tensors)))])
+    out: torch.Tensor = torch.linalg.vector_norm(norms)
+    return out
 
 
 def rows(items: Any, width: int) -> np.ndarray:

@@ -33,8 +33,9 @@ def logits(outputs: Any) -> torch.Tensor:
         return outputs[0]
     if isinstance(outputs, dict):
         for key in ("logits", "out", "output"):
-            if isinstance(outputs.get(key), torch.Tensor):
-                return outputs[key]
+            value = outputs.get(key)
+            if isinstance(value, torch.Tensor):
+                return value
     raise UsageError(f"outputs must be the logits tensor (or a tuple/dict holding it under 'logits'), "
                      f"got {type(outputs).__name__}")
 

@@ -26,7 +26,7 @@ class FrozenBNTracker:
 
     def __init__(self, model: nn.Module) -> None:
         modules = dict(model.named_modules())
-        self._layers: dict[str, tuple[nn.Module, nn.Module | None, dict[str, Any]]] = {}
+        self._layers: dict[str, tuple[_BatchNorm, nn.Module | None, dict[str, Any]]] = {}
         for name, m in modules.items():
             if isinstance(m, _BatchNorm):
                 parent = modules.get(name.rpartition(".")[0]) if name else None
@@ -35,7 +35,7 @@ class FrozenBNTracker:
                     self._snap(m, self._layers[name][2], 0)
 
     @staticmethod
-    def _snap(bn: nn.Module, snap: dict[str, Any], step: int) -> None:
+    def _snap(bn: _BatchNorm, snap: dict[str, Any], step: int) -> None:
         count = getattr(bn, "num_batches_tracked", None)
         if count is None or bn.running_mean is None or bn.running_var is None:
             return
@@ -47,15 +47,15 @@ class FrozenBNTracker:
         """Movement since the last call of the layers frozen now; re-snapshots them at ``step``."""
         out = []
         for name, (bn, parent, snap) in self._layers.items():
-            if not is_frozen_bn(bn, parent) or getattr(bn, "num_batches_tracked", None) is None \
-                    or bn.running_mean is None:
+            count, mean, var = bn.num_batches_tracked, bn.running_mean, bn.running_var
+            if not is_frozen_bn(bn, parent) or count is None or mean is None or var is None:
                 snap.clear()
                 continue
-            now = int(bn.num_batches_tracked)
+            now = int(count)
             if snap and now > snap["n"]:
                 std0 = (snap["var"] + bn.eps).sqrt()
-                mean_shift = float(((bn.running_mean - snap["mean"]) / std0).pow(2).mean().sqrt())
-                ratio = (bn.running_var + bn.eps) / (snap["var"] + bn.eps)
+                mean_shift = float(((mean - snap["mean"]) / std0).pow(2).mean().sqrt())
+                ratio = (var + bn.eps) / (snap["var"] + bn.eps)
                 var_shift = float(ratio.log().pow(2).mean().sqrt())
                 out.append(FrozenBN(name, step - snap["step"], now - snap["n"], mean_shift, var_shift))
             self._snap(bn, snap, step)

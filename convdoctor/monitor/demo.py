@@ -59,7 +59,8 @@ class DigitsNet(nn.Module):
         """Logits for a batch of 1x8x8 images."""
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
-        return self.fc(x.flatten(1))
+        out: torch.Tensor = self.fc(x.flatten(1))
+        return out
 
 
 def train_digits(lr: float = 0.05, steps: int = 300, fault: str | None = None, *, batch_size: int = 32,
@@ -91,11 +92,11 @@ def train_digits(lr: float = 0.05, steps: int = 300, fault: str | None = None, *
     gen = torch.Generator().manual_seed(seed)
     step = 0
     while step < steps:
-        for idx in torch.randperm(len(y), generator=gen).split(batch_size):
+        for idx in torch.randperm(len(y), generator=gen).split(batch_size):  # type: ignore[no-untyped-call]
             out = model(x[idx])
             loss = F.cross_entropy(out, y[idx])
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             mon.step(loss=loss, outputs=out, targets=y[idx], optimizer=opt)
             opt.step()
             step += 1
@@ -118,8 +119,9 @@ def _apply_fault(fault: str | None, model: nn.Module, lr: float, batch_size: int
 
 def _dead_init(model: nn.Module, lr: float, batch_size: int) -> tuple[float, int]:
     with torch.no_grad():
-        for bn in (model.bn1, model.bn2):  # type: ignore[attr-defined]
-            bn.bias.fill_(-5.0)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.bias.fill_(-5.0)
     return lr, batch_size
 
 

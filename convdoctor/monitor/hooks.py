@@ -34,10 +34,10 @@ def unwrap(model: nn.Module) -> nn.Module:
     Names are reported without the wrapper's ``module.`` or ``_orig_mod.`` prefix.
     """
     for _ in range(4):  # wrappers nest at most a few deep (compile(DDP(model)))
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
+        inner = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) \
+            else getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
         else:
             break
     return model

@@ -66,7 +66,7 @@ def grad_png(history: dict[str, Any]) -> bytes:
     names = list(history["param_names"])
     weights = [i for i, n in enumerate(names) if n in set(history.get("weight_params", names))]
     if len(weights) > MAX_LAYERS:
-        weights = [weights[int(round(k))] for k in np.linspace(0, len(weights) - 1, MAX_LAYERS)]
+        weights = [weights[round(k)] for k in np.linspace(0, len(weights) - 1, MAX_LAYERS)]
     grad = np.asarray(history["grad"], dtype=np.float64).reshape(len(history["grad_step"]), -1)
     for rank, i in enumerate(weights):
         g = grad[:, i] if grad.size else np.zeros(0)

@@ -22,12 +22,12 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .batch import class_counts, logits, scalar_loss, target_classes
-from .ddp import Reducer
 from ._tensors import pack, rows, same_device, total_norm, unpack
+from .batch import class_counts, logits, scalar_loss, target_classes
 from .bn_drift import FrozenBNTracker
+from .ddp import Reducer
 from .hooks import UNIT_LAYERS, BNProbe, DepthOrder, unit_dim, unwrap
-from .window import Units, Window
+from .window import FrozenBN, Units, Window
 
 #: Steps between host syncs (and rule evaluations). A finding can lag by at most this many
 #: steps; 25 keeps the sync cost (one small copy) negligible even on a GPU.
@@ -105,7 +105,7 @@ class Collector:
     def record_gradients(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """On sampled steps, record gradient/weight norms, dead-unit state and (maybe) updates."""
         self._finish_order()
-        if self.step % self.every:
+        if self.step % self.every or not self.params:
             return
         present = [p.requires_grad and p.grad is not None for _, p in self.params]
         trainable = [p.requires_grad for _, p in self.params]
@@ -114,11 +114,11 @@ class Collector:
                              "loss.backward() and before optimizer.step() / zero_grad()")
         self.no_grad = [n + 1 if t and not ok else 0 for n, t, ok in zip(self.no_grad, trainable, present)]
         norms = self._grad_norms(present)
-        weights = torch._foreach_norm([p.detach() for _, p in self.params])
+        weights = [w.float() for w in torch._foreach_norm([p.detach() for _, p in self.params])]
         p = self._pending
         p["gstep"].append(self.step)
         p["gn"].append(torch.stack(same_device(norms)))
-        p["wn"].append(torch.stack(same_device(weights)).float())
+        p["wn"].append(torch.stack(same_device(weights)))
         p["present"].append(present)
         if optimizer is not None and (self.step // self.every) % UPDATE_EVERY == 0:
             self._snapshot_weights(optimizer)
@@ -134,7 +134,9 @@ class Collector:
             if owner is None:
                 plain.append(i)
                 continue
-            g = p.grad.movedim(unit_dim(owner[1]), 0).reshape(p.shape[unit_dim(owner[1])], -1)
+            grad = p.grad
+            assert grad is not None  # present[i] says so
+            g = grad.movedim(unit_dim(owner[1]), 0).reshape(p.shape[unit_dim(owner[1])], -1)
             per_unit = torch.linalg.vector_norm(g.float(), dim=1)
             alive = self._last_alive.get(name)
             if alive is None:
@@ -142,7 +144,8 @@ class Collector:
             alive.masked_fill_(per_unit > 0, self.step)
             out[i] = torch.linalg.vector_norm(per_unit)
         if plain:
-            for i, n in zip(plain, torch._foreach_norm([self.params[i][1].grad for i in plain])):
+            plain_grads = [g for g in (self.params[i][1].grad for i in plain) if g is not None]
+            for i, n in zip(plain, torch._foreach_norm(plain_grads)):
                 out[i] = n.float()
         zero = torch.zeros((), device=self.params[0][1].device) if self.params else torch.zeros(())
         return [n if n is not None else zero for n in out]
@@ -420,7 +423,7 @@ def _owners(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
     """Parameter name -> (module path, module) for the weights of conv and linear layers."""
     out = {}
     for path, module in model.named_modules():
-        if isinstance(module, UNIT_LAYERS) and isinstance(getattr(module, "weight", None), nn.Parameter):
-            if module.weight.dim() >= 2:
-                out[f"{path}.weight" if path else "weight"] = (path, module)
+        weight = getattr(module, "weight", None)
+        if isinstance(module, UNIT_LAYERS) and isinstance(weight, nn.Parameter) and weight.dim() >= 2:
+            out[f"{path}.weight" if path else "weight"] = (path, module)
     return out

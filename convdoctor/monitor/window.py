@@ -140,4 +140,4 @@ class Window:
             np.ones(self.grad_norms.shape, dtype=bool)
         g = np.where(present, self.grad_norms, 0.0)
         with np.errstate(over="ignore", invalid="ignore"):
-            return np.sqrt(np.sum(g * g, axis=1))
+            return np.asarray(np.sqrt(np.sum(g * g, axis=1)), dtype=np.float64)

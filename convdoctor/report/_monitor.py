@@ -1,4 +1,5 @@
-"""Terminal body of a monitor report: the run summary, epochs, layers and parameter groups."""
+"""Terminal and HTML bodies of a monitor report: the run summary, epochs, layers, parameter
+groups, and (HTML, when drawn) the loss and gradient-norm plots."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..results.monitor import MonitorReport
+from .html import esc, html_section, png_img, table
 from .terminal import renderer
 
 #: Layers listed in the terminal (first and last by depth; the JSON holds every one).
@@ -22,53 +24,78 @@ def _num(value: Any, fmt: str = "{:.4g}") -> str:
     return fmt.format(value)
 
 
-def _epochs(report: MonitorReport) -> Table:
-    table = Table(title="Epochs", expand=False)
-    for col in ("epoch", "step", "train loss", "train acc", "val loss", "val acc"):
-        table.add_column(col, justify="right")
-    for e in report.epochs:
-        table.add_row(str(e["epoch"]), str(e["step"]), _num(e.get("train_loss")), _num(e.get("train_acc"), "{:.1%}"),
-                      _num(e.get("val_loss")), _num(e.get("val_acc"), "{:.1%}"))
-    return table
+EPOCH_COLUMNS = ["epoch", "step", "train loss", "train acc", "val loss", "val acc"]
+LAYER_COLUMNS = ["layer", "grad norm", "weight norm", "grad / weight", "dead units"]
+GROUP_COLUMNS = ["group", "lr", "update / weight"]
 
 
-def _layers(report: MonitorReport) -> Table:
+def _epoch_rows(report: MonitorReport) -> list[list[str]]:
+    return [[str(e["epoch"]), str(e["step"]), _num(e.get("train_loss")), _num(e.get("train_acc"), "{:.1%}"),
+             _num(e.get("val_loss")), _num(e.get("val_acc"), "{:.1%}")] for e in report.epochs]
+
+
+def _layer_rows(report: MonitorReport, limit: int | None = None) -> list[list[str]]:
     layers = list(report.layers)
-    if len(layers) > TERMINAL_LAYERS:
-        half = TERMINAL_LAYERS // 2
+    if limit is not None and len(layers) > limit:
+        half = limit // 2
         layers = layers[:half] + [{"name": f"... {len(layers) - 2 * half} more"}] + layers[-half:]
-    table = Table(title=f"Layers at step {report.steps} (depth order)", expand=False)
-    for col, justify in (("layer", "left"), ("grad norm", "right"), ("weight norm", "right"),
-                         ("grad / weight", "right"), ("dead units", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for row in layers:
-        dead = f"{row['dead_units']} / {row['units']}" if row.get("units") else "-"
-        table.add_row(row["name"], _num(row.get("grad_norm"), "{:.3g}"), _num(row.get("weight_norm"), "{:.3g}"),
-                      _num(row.get("relative_grad"), "{:.3g}"), dead)
-    return table
+    return [[row["name"], _num(row.get("grad_norm"), "{:.3g}"), _num(row.get("weight_norm"), "{:.3g}"),
+             _num(row.get("relative_grad"), "{:.3g}"),
+             f"{row['dead_units']} / {row['units']}" if row.get("units") else "-"] for row in layers]
 
 
-def _groups(report: MonitorReport) -> Table:
-    table = Table(title="Optimizer parameter groups (last measured step)", expand=False)
-    for col in ("group", "lr", "update / weight"):
-        table.add_column(col, justify="right")
-    for g in report.groups:
-        table.add_row(g["name"], _num(g["lr"], "{:.3g}"), _num(g["update_ratio"], "{:.2e}"))
-    return table
+def _group_rows(report: MonitorReport) -> list[list[str]]:
+    return [[g["name"], _num(g["lr"], "{:.3g}"), _num(g["update_ratio"], "{:.2e}")] for g in report.groups]
+
+
+def _rich(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    out = Table(title=title, expand=False)
+    for i, col in enumerate(columns):
+        out.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
+def _overview(report: MonitorReport) -> str:
+    loss = report.loss
+    return (f"{report.steps} steps (statistics every {report.every}); loss {_num(loss.get('initial'))} at start, "
+            f"best {_num(loss.get('best'))} at step {loss.get('best_step', '-')}, now {_num(loss.get('last'))}; "
+            f"gradient norm {_num(report.grad_norm.get('initial'), '{:.3g}')} at start, "
+            f"now {_num(report.grad_norm.get('last'), '{:.3g}')}")
 
 
 @renderer("monitor")
-def render_monitor(report: MonitorReport) -> Iterable[Any]:
-    """The summary line, then the epoch, layer and group tables that have rows."""
-    loss = report.loss
+def render_monitor(report: MonitorReport, *, layers: int = TERMINAL_LAYERS, **_: Any) -> Iterable[Any]:
+    """The summary line, then the epoch, layer and group tables that have rows.
+
+    Args:
+        report: the monitor report.
+        layers: most layers listed (first and last halves by depth).
+    """
     yield Text(report.summary)
-    yield Text(f"{report.steps} steps (statistics every {report.every}); loss {_num(loss.get('initial'))} at start, "
-               f"best {_num(loss.get('best'))} at step {loss.get('best_step', '-')}, now {_num(loss.get('last'))}; "
-               f"gradient norm {_num(report.grad_norm.get('initial'), '{:.3g}')} at start, "
-               f"now {_num(report.grad_norm.get('last'), '{:.3g}')}")
+    yield Text(_overview(report))
     if report.epochs:
-        yield _epochs(report)
+        yield _rich("Epochs", EPOCH_COLUMNS, _epoch_rows(report))
     if report.layers:
-        yield _layers(report)
+        yield _rich(f"Layers at step {report.steps} (depth order)", LAYER_COLUMNS,
+                    _layer_rows(report, layers))
     if report.groups:
-        yield _groups(report)
+        yield _rich("Parameter groups", GROUP_COLUMNS, _group_rows(report))
+
+
+@html_section("monitor")
+def html_monitor(report: MonitorReport) -> str:
+    """Summary, the loss and gradient plots (when drawn), then the epoch, layer and group tables."""
+    parts = [f"<p>{esc(report.summary)}</p><p>{esc(_overview(report))}</p>"]
+    for name, png in report.figures:
+        parts.append(png_img(png, name))
+    if not report.figures:
+        parts.append("<p>Plots: build the report with <code>mon.report(figures=True)</code>.</p>")
+    for title, columns, rows in (("Epochs", EPOCH_COLUMNS, _epoch_rows(report)),
+                                 ("Layers (depth order)", LAYER_COLUMNS, _layer_rows(report)),
+                                 ("Optimizer parameter groups", GROUP_COLUMNS, _group_rows(report))):
+        if rows:
+            cells: list[list[object]] = [list(r) for r in rows]
+            parts.append(f"<h3>{esc(title)}</h3>" + table(columns, cells, numeric=set(range(1, len(columns)))))
+    return "".join(parts)

@@ -26,6 +26,8 @@ class MonitorReport(ReportBase):
             ``weight_norm``, ``relative_grad``, ``units``, ``dead_units``.
         groups: per optimizer parameter group: ``name``, ``lr``, ``update_ratio``.
         summary: the one-line summary of the run so far.
+        figures: ``(name, PNG bytes)`` pairs (``loss``, ``grad_norms``) when the report was
+            built with ``Monitor.report(figures=True)``; not part of the JSON document.
     """
 
     kind: ClassVar[str] = "monitor"
@@ -39,6 +41,7 @@ class MonitorReport(ReportBase):
     layers: tuple[dict[str, Any], ...] = ()
     groups: tuple[dict[str, Any], ...] = ()
     summary: str = ""
+    figures: tuple[tuple[str, bytes], ...] = ()
 
     def _payload(self) -> dict[str, Any]:
         return {

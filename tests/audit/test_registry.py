@@ -47,3 +47,12 @@ def test_duplicates_and_unknown_codes_are_refused() -> None:
         registry.register_check("modes", summary="x", codes=())(lambda ctx: [])
     with pytest.raises(ValueError, match="unregistered codes"):
         registry.register_check("new", summary="x", codes=("NOT_A_CODE",))
+
+
+def test_progress_is_called_before_each_check_and_at_the_end() -> None:
+    from convdoctor.audit import audit
+    from tests.audit import zoo
+
+    calls: list[tuple[str, int, int]] = []
+    audit(zoo.bn_net().eval(), zoo.images(4), checks="bn_stats,modes", progress=lambda *a: calls.append(a))
+    assert calls == [("modes", 0, 2), ("bn_stats", 1, 2), ("", 2, 2)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ from torch.nn import functional as F
 
 from convdoctor._guard import state_dict_digest, training_flags
 from convdoctor.errors import UsageError
+from convdoctor.findings import make_finding
 from convdoctor.monitor import SYNC_EVERY, Monitor
 from convdoctor.monitor.stats import UPDATE_EVERY
+from convdoctor.results.monitor import MonitorReport
 
 
 def tiny(bn: bool = True) -> nn.Module:
@@ -210,8 +213,8 @@ def test_all_zero_gradients_warn_once() -> None:
         for _ in range(2 * SYNC_EVERY):
             mon.step(loss=loss, outputs=out, targets=y)
     assert [str(w.message) for w in caught if "exactly zero" in str(w.message)] == [
-        "Monitor.step() saw every gradient exactly zero: call it after loss.backward() and before "
-        "optimizer.zero_grad()"]
+        ("Monitor.step() saw every gradient exactly zero: call it after loss.backward() and before "
+         "optimizer.zero_grad()")]
 
 
 # ---------------------------------------------------------------------------- state, reports, plots
@@ -300,3 +303,48 @@ def test_findings_fire_once_per_episode() -> None:
         opt.step()
     at_chance = [f for f in mon.findings if f.code == "LOSS_AT_CHANCE"]
     assert len(at_chance) == 1 and at_chance[0].evidence["step"] == 100
+
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "monitor_terminal.txt"
+
+
+def _synthetic_report() -> MonitorReport:
+    """A report with fixed numbers (the renderer is under test, not a training run)."""
+    finding = make_finding("DEAD_RELU", "41 of 64 units in layer3.conv2 (Conv2d) had zero gradient for the last 200 "
+                           "steps.", evidence={"dead": 41, "units": 64, "step": 250}, where="layer3.conv2",
+                           fix="lower the learning rate")
+    return MonitorReport(
+        model="ResNet", findings=(finding,), steps=300, every=1, num_classes=10,
+        loss={"initial": 2.31, "best": 0.42, "best_step": 120, "last": 0.97}, grad_norm={"initial": 1.5, "last": 0.2},
+        epochs=({"epoch": 0, "step": 150, "train_loss": 1.2, "train_acc": 0.61, "val_loss": 0.9, "val_acc": 0.7},
+                {"epoch": 1, "step": 300, "train_loss": 0.8, "train_acc": 0.75, "val_loss": None, "val_acc": None}),
+        events=({"step": 250, "code": "DEAD_RELU", "where": "layer3.conv2"},),
+        layers=tuple({"name": f"layer{i}.conv", "grad_norm": 0.1 * (i + 1), "weight_norm": 2.0, "relative_grad":
+                      0.05 * (i + 1), "units": 64, "dead_units": 41 if i == 3 else 0} for i in range(14)),
+        groups=({"name": "backbone", "lr": 0.01, "update_ratio": 0.0012}, {"name": "head", "lr": 0.1,
+                                                                           "update_ratio": 0.0085}),
+        summary="epoch 1 (step 300): loss 0.8, acc 75.0%, 1 findings: DEAD_RELU (step 250)",
+    )
+
+
+def test_terminal_golden(update_golden: bool) -> None:
+    from convdoctor.report import render
+
+    text = render(_synthetic_report(), "terminal", width=110)
+    if update_golden or not GOLDEN.exists():
+        GOLDEN.write_text(text, encoding="utf-8")
+    assert text == GOLDEN.read_text(encoding="utf-8"), "monitor_terminal.txt changed; rerun with --update-golden"
+    assert "... 2 more" in text and "41 / 64" in text  # 14 layers: 6 first, 6 last
+
+
+def test_html_section_embeds_the_plots() -> None:
+    from convdoctor.report import render
+
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model)
+    _train(model, opt, mon, range(30))
+    page = render(mon.report(figures=True), "html")
+    assert page.count("data:image/png;base64,") == 2 and "<h3>Epochs</h3>" in page and "<h3>Layers" in page
+    assert "mon.report(figures=True)" in render(mon.report(), "html")
+    assert "figures" not in mon.report(figures=True).to_dict()

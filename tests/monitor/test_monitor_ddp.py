@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from monitor_zoo import ddp_worker, train_global
 
 STEPS = 120

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
+from monitor_zoo import ResNetTiny, Run, data, deep_stack, plain_cnn, train
 from torch import nn
 from torch.nn import functional as F
 
 from convdoctor.findings import Finding, Severity
 from convdoctor.fix import freeze_bn, param_groups
-from monitor_zoo import ResNetTiny, Run, data, deep_stack, plain_cnn, train
 
 
 @pytest.fixture(autouse=True)
@@ -181,7 +181,7 @@ def _eq(got: object, want: object) -> None:
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "resnet_momentum_cosine" else n
                                   for n in HEALTHY])
 def test_healthy_run_raises_nothing(name: str) -> None:
-    mon, model = train(HEALTHY[name])
+    mon, _ = train(HEALTHY[name])
     loud = [f for f in mon.findings if f.severity in (Severity.ERROR, Severity.WARNING)]
     assert not loud, [f"{f.code}: {f.message}" for f in loud]
     assert mon.report().epochs[-1]["val_acc"] > 0.85  # the run really learned

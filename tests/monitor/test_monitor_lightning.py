@@ -8,8 +8,9 @@ from torch.nn import functional as F
 
 pl = pytest.importorskip("lightning.pytorch")
 
-from convdoctor.monitor.lightning import MonitorCallback  # noqa: E402
-from monitor_zoo import data, plain_cnn  # noqa: E402
+from monitor_zoo import data, plain_cnn
+
+from convdoctor.monitor.lightning import MonitorCallback
 
 
 class DigitsModule(pl.LightningModule):

@@ -21,7 +21,7 @@ MAX_DROP_POINTS = 1.0
 MAX_SIZE_RATIO = 0.3
 
 # the lowered graph must not compute any weighted op in fp32
-FP32_WEIGHTED_OPS = ("aten::conv", "aten::linear", "aten::addmm", "aten::mm", "aten::_convolution")
+FP32_WEIGHTED_OPS = ("aten.conv", "aten.linear", "aten.addmm", "aten.mm", "aten._convolution")
 
 
 def test_accuracy_drop_within_one_point(resnet: nn.Module, int8: QuantResult, digits: Split) -> None:
@@ -65,7 +65,7 @@ def test_record_every_conv_and_linear_int8_every_bn_folded(resnet: nn.Module, in
     rows = {r.name: r for r in int8.layers}
     for path, mod in resnet.named_modules():
         if isinstance(mod, (nn.Conv2d, nn.Linear)):
-            assert rows[path].status == "int8" and rows[path].kernel.startswith("onednn::"), rows[path]
+            assert rows[path].status == "int8" and rows[path].kernel.startswith("onednn."), rows[path]
         elif isinstance(mod, nn.BatchNorm2d):
             assert rows[path].status == "folded", rows[path]
     assert int8.left_float == ()
@@ -75,7 +75,7 @@ def test_record_every_conv_and_linear_int8_every_bn_folded(resnet: nn.Module, in
     nodes = [n for n in int8.model.graph.nodes if n.op == "call_function"]
     onednn = [n for n in nodes if str(n.target).startswith("onednn.")]
     assert sum(int8.int8_ops.values()) == len(onednn) == len(int8.quantized)
-    assert not [n for n in nodes if str(n.target).replace(".", "::", 1).startswith(FP32_WEIGHTED_OPS)]
+    assert not [n for n in nodes if str(n.target).startswith(FP32_WEIGHTED_OPS)]
 
 
 def test_lowered_model_serves_any_batch_size(int8: QuantResult, digits: Split) -> None:
@@ -84,7 +84,10 @@ def test_lowered_model_serves_any_batch_size(int8: QuantResult, digits: Split) -
         with torch.no_grad():
             low, ref = int8.model(x), int8.reference(x)
         assert low.shape == (b, 10)
-        torch.testing.assert_close(low, ref, atol=1e-3, rtol=1e-3)
+        # oneDNN's fused kernels round requantization differently from the reference's
+        # dequantize -> fp32 op -> quantize: a few int8 steps apart at most
+        torch.testing.assert_close(low, ref, atol=0.01 * float(ref.abs().max()), rtol=0)
+        assert torch.equal(low.argmax(1), ref.argmax(1))
 
 
 def _mixed_mode_model() -> nn.Module:
@@ -132,3 +135,73 @@ def test_saved_program_is_small_and_loads(resnet: nn.Module, int8: QuantResult, 
     loaded = torch.export.load(path).module()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), int8.reference(x))
+
+
+class _InputNorm(nn.Module):
+    """A BatchNorm on the input (nothing to fold into), then a conv and a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(1)
+        self.conv = nn.Conv2d(1, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(self.norm(x))).mean((2, 3)))
+
+
+class _UpConv(nn.Module):
+    """A transposed conv (the x86 quantizer leaves it in float) and an unused layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3)
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.unused = nn.Linear(3, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.up(torch.relu(self.conv(x)))).mean((2, 3)))
+
+
+class _FixedBatch(_UpConv):
+    """Hard-codes the batch size in a view: torch.export cannot make the batch dynamic."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).view(8, 8, -1).mean(2))
+
+
+def test_record_says_what_stayed_float_and_why() -> None:
+    torch.manual_seed(0)
+    result = quantize_int8(_UpConv().eval(), torch.rand(32, 1, 12, 12))
+    rows = {r.name: r for r in result.layers}
+    assert rows["up"].status == "float" and "not annotated" in rows["up"].reason
+    assert rows["unused"].status == "float" and "not called" in rows["unused"].reason
+    assert set(result.left_float) == {"up", "unused"} and set(result.quantized) == {"conv", "fc"}
+    # after lowering it runs in oneDNN's fp32 transposed-conv kernel, listed with the float ops
+    assert [k for k in result.float_ops if "transpose" in k] == ["mkldnn._convolution_transpose_pointwise.default"]
+    x = torch.rand(4, 1, 12, 12)
+    with torch.no_grad():
+        ref = result.reference(x)
+        torch.testing.assert_close(result.model(x), ref, atol=0.01 * float(ref.abs().max()), rtol=0)
+
+
+@pytest.mark.slow
+def test_unfoldable_batchnorm_stays_float_reference_only() -> None:
+    # a BatchNorm left in the graph makes torchao's convert_pt2e try every QAT conv-BN
+    # folding pattern (96 exports, 10-40 s on 2 cores): slow but correct
+    torch.manual_seed(0)
+    result = quantize_int8(_InputNorm().eval(), torch.rand(32, 1, 12, 12), lower=False)
+    rows = {r.name: r for r in result.layers}
+    assert rows["norm"].status == "float" and "no conv before it" in rows["norm"].reason
+    assert result.left_float == ("norm",) and set(result.quantized) == {"conv", "fc"}
+    assert not result.lowered and "lower=False" in result.lowering_note
+    assert result.model is result.reference and result.int8_ops == {}
+    assert all(rows[n].kernel == "" and rows[n].reason == "" for n in result.quantized)
+
+
+def test_static_batch_fallback() -> None:
+    result = quantize_int8(_FixedBatch().eval(), torch.rand(20, 1, 12, 12), batch_size=8)
+    assert not result.dynamic_batch and result.lowered
+    assert result.calibration_samples == 16  # two full batches of 8; the last 4 samples cannot run
+    assert result.model(torch.rand(8, 1, 12, 12)).shape == (8, 10)

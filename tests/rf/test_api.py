@@ -164,3 +164,20 @@ def test_the_edge_case_zoo_gets_a_field_or_a_reason(factory: type[nn.Module]) ->
     assert report.layers and report.focus_layer is not None and report.focus_layer.local
     if before is not None:
         assert state_dict_digest(model) == before
+
+
+def test_gradient_copy_never_reads_the_weights() -> None:
+    model = stack(2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))  # a broken checkpoint: the measurement does not depend on it
+    row = receptive_field(model, (1, 2, 16, 16), method="gradient").layers[0]
+    assert row.size == (5, 5) and row.start == (-2, -2)
+
+
+@pytest.mark.cuda
+def test_gradient_method_on_a_cuda_model_runs_on_a_cpu_copy() -> None:
+    model = stack(3).cuda()
+    before = state_dict_digest(model)
+    row = receptive_field(model, (1, 2, 32, 32), method="gradient").layers[0]
+    assert row.size == (7, 7) and next(model.parameters()).is_cuda and state_dict_digest(model) == before

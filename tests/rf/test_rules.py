@@ -156,3 +156,23 @@ def test_registry_rejects_duplicates_and_non_ops() -> None:
     with pytest.raises(TypeError):
         rf_rule("aten.convolution")(lambda node, field_of: None)  # type: ignore[arg-type]
     assert "aten.convolution" in RF_RULES and "aten.max_pool2d_with_indices" in RF_RULES
+
+
+@pytest.mark.parametrize("layout, shape, expected", [
+    # channel shuffle: (N, C, H, W) -> (N, g, C/g, H, W) keeps H and W in their own dims
+    (((), ((-1, 116),), ((0, 28),), ((1, 28),)), (1, 2, 58, 28, 28),
+     ((), ((-1, 2),), ((-1, 58),), ((0, 28),), ((1, 28),))),
+    # one-unit axes follow into size-1 dims, and are dropped by a flatten
+    (((), ((-1, 8),), ((0, 1),), ((1, 1),)), (1, 2, 4, 1, 1), ((), ((-1, 2),), ((-1, 4),), ((0, 1),), ((1, 1),))),
+    (((), ((-1, 8),), ((0, 1),), ((1, 1),)), (1, 8), ((), ((-1, 8),))),
+    # squeezing a one-unit H leaves W alone in its dim
+    (((), ((-1, 3),), ((0, 1),), ((1, 20),)), (1, 3, 20), ((), ((-1, 3),), ((1, 20),))),
+    # flatten for a linear layer merges C, H and W into one dim
+    (((), ((-1, 8),), ((0, 3),), ((1, 4),)), (1, 96), ((), ((-1, 8), (0, 3), (1, 4)))),
+    # space-to-depth by view splits H: not followed
+    (((), ((-1, 8),), ((0, 4),), ((1, 4),)), (1, 8, 2, 8), None),
+])
+def test_views_carry_the_axes(layout, shape, expected) -> None:
+    from convdoctor.analysis._rf_field import regroup
+
+    assert regroup(layout, shape) == expected

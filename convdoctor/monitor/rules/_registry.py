@@ -41,4 +41,4 @@ def fmt(x: float) -> str:
 
 def finite(values: np.ndarray) -> np.ndarray:
     """The finite entries of a 1-d array."""
-    return values[np.isfinite(values)]
+    return np.asarray(values[np.isfinite(values)], dtype=np.float64)

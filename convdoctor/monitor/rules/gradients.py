@@ -200,8 +200,8 @@ def lr_mismatch(window: Window) -> Finding | None:
     spread = float(ratio[hi] / ratio[lo])
     if not bad and spread <= LR_GROUP_SPREAD:
         return None
-    i = bad[0] if bad else (lo if abs(math.log10(ratio[lo] / TARGET_UPDATE_RATIO)) >
-                            abs(math.log10(ratio[hi] / TARGET_UPDATE_RATIO)) else hi)
+    # the group to fix: one out of bounds, else the one farthest (in decades) from the healthy ratio
+    i = bad[0] if bad else max(live, key=lambda j: abs(math.log10(ratio[j] / TARGET_UPDATE_RATIO)))
     name = window.group_names[i]
     groups = ", ".join(f"{window.group_names[j]} {fmt(float(ratio[j]))} at lr {fmt(float(lr[j]))}" for j in live)
     new = suggest_lr(float(lr[i]), update_ratio=float(ratio[i]))

@@ -12,7 +12,7 @@ import numpy as np
 
 from ...findings import Finding, make_finding
 from ...fix.optim import DIVERGING_LR_CUT, OSCILLATING_LR_CUT, suggest_clip_norm, suggest_lr
-from ..window import Window
+from ..window import Epoch, Window
 from ._registry import finite, fmt, rule
 
 #: Consecutive sampled steps with a non-finite gradient before NAN_LOSS fires on gradients
@@ -93,9 +93,11 @@ def nan_loss(window: Window) -> Finding | None:
         first = int(window.loss_start + bad[0])
         what = f"the loss was {fmt(float(window.loss[bad[0]]))} at step {first} ({bad.size} of the last " \
                f"{window.loss.size} steps non-finite)"
-        evidence = {"first_step": first, "nonfinite_steps": int(bad.size), "window_steps": int(window.loss.size)}
+        evidence: dict[str, object] = {"first_step": first, "nonfinite_steps": int(bad.size),
+                                       "window_steps": int(window.loss.size)}
     else:
-        first, name = grad_bad  # type: ignore[misc]
+        assert grad_bad is not None
+        first, name = grad_bad
         what = f"gradients were non-finite from step {first} on, first in {name}"
         evidence = {"first_step": first, "parameter": name}
     return make_finding(
@@ -167,18 +169,26 @@ def loss_oscillating(window: Window) -> Finding | None:
 
 
 def _swings(smooth: np.ndarray, rise: float, min_abs: float) -> tuple[int, float]:
-    """Count rises of at least ``rise`` (relative) and ``min_abs`` above the running trough."""
-    trough, count, largest, armed = smooth[0], 0, 0.0, True
-    for v in smooth[1:]:
-        if armed and v - trough >= max(rise * trough, min_abs):
-            count, largest, armed = count + 1, max(largest, float(v - trough)), False
-            peak = v
-        elif not armed and v > peak:
-            peak = v
-        elif not armed and v <= trough + (peak - trough) / 2:
-            armed, trough = True, v
-        if armed:
+    """Count rises of at least ``rise`` (relative) and ``min_abs`` (absolute) above the running trough.
+
+    After a counted rise the detector follows the peak and re-arms only once the curve has
+    fallen back halfway to the trough, so one long climb counts once.
+
+    Returns:
+        ``(swings, largest peak-to-trough amplitude)``.
+    """
+    trough, peak, count, largest = float(smooth[0]), None, 0, 0.0
+    for v in map(float, smooth[1:]):
+        if peak is None:  # looking for a rise
             trough = min(trough, v)
+            if v - trough >= max(rise * trough, min_abs):
+                count, peak = count + 1, v
+        else:  # inside a swing
+            peak = max(peak, v)
+            if v <= trough + (peak - trough) / 2:
+                trough, peak = v, None
+        if peak is not None:
+            largest = max(largest, peak - trough)
     return count, largest
 
 
@@ -244,34 +254,42 @@ def constant_prediction(window: Window) -> Finding | None:
     )
 
 
+def _val_metric(epochs: tuple[Epoch, ...]) -> tuple[list[int], list[float], bool]:
+    """Epoch indices and the metric to minimise: the val loss, or minus the val accuracy."""
+    use_loss = sum(e.val_loss is not None for e in epochs) > OVERFIT_PATIENCE
+    idx, vals = [], []
+    for i, e in enumerate(epochs):
+        m = e.val_loss if use_loss else (None if e.val_acc is None else -e.val_acc)
+        if m is not None and math.isfinite(m):
+            idx.append(i)
+            vals.append(float(m))
+    return idx, vals, use_loss
+
+
 @rule("OVERFITTING")
 def overfitting(window: Window) -> Finding | None:
     """Validation loss ``OVERFIT_RISE`` above its best for ``OVERFIT_PATIENCE`` epochs while train loss falls."""
-    epochs = window.epochs
-    use_loss = sum(e.val_loss is not None for e in epochs) > OVERFIT_PATIENCE
-    metric = [(e.val_loss if use_loss else (-e.val_acc if e.val_acc is not None else None)) for e in epochs]
-    idx = [i for i, m in enumerate(metric) if m is not None and math.isfinite(m)]
+    idx, vals, use_loss = _val_metric(window.epochs)
     if len(idx) <= OVERFIT_PATIENCE:
         return None
-    best = min(idx, key=lambda i: metric[i])  # type: ignore[arg-type, return-value]
-    last = idx[-1]
-    recent = float(np.median([metric[i] for i in idx[-OVERFIT_PATIENCE:]]))  # type: ignore[misc]
-    worse = recent - metric[best]  # type: ignore[operator]
-    enough = worse >= (OVERFIT_RISE * abs(metric[best]) if use_loss else OVERFIT_ACC_DROP)  # type: ignore[arg-type]
-    train_b, train_l = epochs[best].train_loss, epochs[last].train_loss
-    falling = train_b is not None and train_l is not None and train_l < train_b
-    if last - best < OVERFIT_PATIENCE or not enough or not falling:
+    k = int(np.argmin(vals))
+    best, last = idx[k], idx[-1]
+    recent = float(np.median(vals[-OVERFIT_PATIENCE:]))
+    need = OVERFIT_RISE * abs(vals[k]) if use_loss else OVERFIT_ACC_DROP
+    eb, el = window.epochs[best], window.epochs[last]
+    if last - best < OVERFIT_PATIENCE or recent - vals[k] < need:
         return None
-    eb, el = epochs[best], epochs[last]
-    what = f"validation loss rose from {fmt(eb.val_loss)} to {fmt(el.val_loss)}" if use_loss else \
-        f"validation accuracy fell from {fmt(eb.val_acc)} to {fmt(el.val_acc)}"  # type: ignore[arg-type]
+    if eb.train_loss is None or el.train_loss is None or el.train_loss >= eb.train_loss:
+        return None
+    what = (f"validation loss rose from {fmt(vals[k])} to {fmt(vals[-1])}" if use_loss
+            else f"validation accuracy fell from {fmt(-vals[k])} to {fmt(-vals[-1])}")
     return make_finding(
         "OVERFITTING",
-        f"Since epoch {eb.epoch} the {what} while the training loss fell from {fmt(train_b)} to "  # type: ignore
-        f"{fmt(train_l)}.",  # type: ignore[arg-type]
+        f"Since epoch {eb.epoch} the {what} while the training loss fell from {fmt(eb.train_loss)} to "
+        f"{fmt(el.train_loss)}.",
         evidence={"best_epoch": eb.epoch, "last_epoch": el.epoch, "val_loss_best": eb.val_loss,
                   "val_loss_last": el.val_loss, "val_acc_best": eb.val_acc, "val_acc_last": el.val_acc,
-                  "train_loss_best_epoch": train_b, "train_loss_last": train_l},
+                  "train_loss_best_epoch": eb.train_loss, "train_loss_last": el.train_loss},
         fix=f"keep the checkpoint of epoch {eb.epoch} (early stopping), and add data augmentation, weight decay "
             "or dropout, or more data",
     )
