@@ -53,7 +53,7 @@ def train_mode(graph: Graph, flops: FlopResult, inference: bool) -> list[Finding
             f"{len(bn)} BatchNorm layer(s) are in training mode: at inference each batch would be normalised "
             "with its own statistics, so a sample's prediction depends on its batch.",
             evidence={"count": len(bn), "modules": bn[:20]},
-            fix="Call model.eval() before inference (or convdoctor.fix.inference_mode(model)); "
+            fix="Call model.eval() before inference (or serve convdoctor.fix.prepare_for_inference(model)); "
                 "run `convdoctor audit` to measure the damage.",
             where=bn[0]))
     if drop:

@@ -27,9 +27,9 @@ def main(verbose: int) -> None:
 
 def _register() -> None:
     """Each verb module defines one click command; add them to the group."""
-    from . import _audit, _bench, _demo, _inspect, _layers, _rf
+    from . import _audit, _bench, _check, _demo, _inspect, _layers, _rf
 
-    for mod in (_inspect, _audit, _bench, _demo, _layers, _rf):
+    for mod in (_inspect, _rf, _audit, _bench, _check, _layers, _demo):
         main.add_command(mod.command)
 
 

@@ -103,7 +103,73 @@ def lower_x86(reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic: 
         lowered.recompile()
         freezing_passes(lowered, example)
         constant_fold(lowered)
+        if dynamic:
+            repack_conv_weights(lowered, reference, example)
     return lowered
+
+
+def _op_args(node: torch.fx.Node) -> dict[str, Any]:
+    """An op node's arguments by schema name."""
+    names = [a.name for a in node.target._schema.arguments]  # type: ignore[union-attr]
+    return {**dict(zip(names, node.args)), **node.kwargs}
+
+
+class _ConvInputShapes(torch.fx.Interpreter):
+    """Runs a lowered graph and records the activation shape each int8 conv receives."""
+
+    def __init__(self, module: torch.fx.GraphModule) -> None:
+        super().__init__(module)
+        self.shapes: dict[torch.fx.Node, list[int]] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        if n.op == "call_function" and op_name(n).startswith("onednn.qconv"):
+            args, _ = self.fetch_args_kwargs_from_env(n)
+            self.shapes[n] = list(args[0].shape)
+        return super().run_node(n)
+
+
+def _int8_weights(reference: nn.Module) -> dict[str, torch.Tensor]:
+    """Weight dequantize scale attr -> int8 weight tensor, from the reference graph."""
+    out: dict[str, torch.Tensor] = {}
+    for node in getattr(reference, "graph", torch.fx.Graph()).nodes:
+        if node.op == "call_function" and op_name(node).startswith(f"{_QDQ_NAMESPACE}.dequantize_per_channel"):
+            weight, scale = node.args[0], node.args[1]
+            if isinstance(weight, torch.fx.Node) and weight.op == "get_attr" and isinstance(scale, torch.fx.Node):
+                out[str(scale.target)] = getattr(reference, str(weight.target))
+    return out
+
+
+def repack_conv_weights(lowered: torch.fx.GraphModule, reference: nn.Module,
+                        example: tuple[torch.Tensor, ...]) -> int:
+    """Re-prepack each int8 conv weight for the activation shape it really gets.
+
+    With a dynamic batch the x86 fusion pass cannot see the activation shape and
+    prepacks with ``x_shape=None``; oneDNN then picks a generic weight layout and every
+    call pays about 1 ms re-laying it out (measured: 1.2 ms vs 35 us for a 48->48 3x3
+    conv at 4x4). The layout depends on channels and spatial size, not on the batch, so
+    prepacking for the example's shape is right for every batch size.
+
+    Returns:
+        How many weights were re-packed.
+    """
+    recorder = _ConvInputShapes(lowered)
+    recorder.run(*example)
+    weights = _int8_weights(reference)
+    repacked = 0
+    for node, x_shape in recorder.shapes.items():
+        a = _op_args(node)
+        packed, w_scale = a["qw"], a["w_scale"]
+        if not (isinstance(packed, torch.fx.Node) and isinstance(w_scale, torch.fx.Node)):
+            continue
+        qw = weights.get(str(w_scale.target))
+        if qw is None or any(isinstance(a[k], torch.fx.Node) for k in ("x_scale", "x_zero_point")):
+            continue
+        new = torch.ops.onednn.qconv_prepack(qw, getattr(lowered, str(w_scale.target)), a["x_scale"],
+                                             a["x_zero_point"], a["stride"], a["padding"], a["dilation"],
+                                             a["groups"], x_shape)
+        setattr(lowered, str(packed.target), new)
+        repacked += 1
+    return repacked
 
 
 def innermost_module(node: torch.fx.Node) -> str | None:

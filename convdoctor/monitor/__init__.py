@@ -214,8 +214,11 @@ class Monitor:
                             summary=self.summary(), figures=pngs)
 
     def to_json(self) -> str:
-        """The report as one JSON document (NaN/Inf written as strings)."""
-        return json.dumps(_clean(self.report().to_dict()), indent=2, allow_nan=False)
+        """The report as one JSON document (NaN/Inf written as strings), with the plot data
+        under ``history`` so that ``convdoctor check --monitor FILE`` can draw the curves."""
+        doc = self.report().to_dict()
+        doc["history"] = self.history()
+        return json.dumps(_clean(doc), indent=2, allow_nan=False)
 
     def history(self) -> dict[str, Any]:
         """Plot data: ``loss_step``, ``loss``, ``grad_step``, ``grad`` (per-parameter norms, in
@@ -295,3 +298,32 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
+
+
+def report_from_json(doc: dict[str, Any]) -> MonitorReport:
+    """Rebuild a :class:`MonitorReport` (with its PNG curves when ``history`` is there) from
+    the document :meth:`Monitor.to_json` wrote.
+
+    Raises:
+        UsageError: not a Monitor JSON document.
+    """
+    if not isinstance(doc, dict) or doc.get("kind") != "monitor":
+        raise UsageError("not a Monitor JSON document (write one with mon.to_json())")
+    try:
+        findings = tuple(Finding(**{k: f[k] for k in ("code", "severity", "title", "message", "evidence", "fix",
+                                                      "where")}) for f in doc.get("findings", []))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"malformed finding in the Monitor JSON: {exc}") from None
+    figures: tuple[tuple[str, bytes], ...] = ()
+    history = doc.get("history")
+    if isinstance(history, dict) and history.get("loss"):
+        from .plots import grad_png, loss_png
+
+        figures = (("loss", loss_png(history)), ("grad_norms", grad_png(history)))
+    return MonitorReport(
+        model=str(doc.get("model", "")), findings=findings, steps=int(doc.get("steps", 0)),
+        every=int(doc.get("every", 1)), num_classes=doc.get("num_classes"), loss=dict(doc.get("loss", {})),
+        grad_norm=dict(doc.get("grad_norm", {})), epochs=tuple(doc.get("epochs", ())),
+        events=tuple(doc.get("events", ())), layers=tuple(doc.get("layers", ())), groups=tuple(doc.get("groups", ())),
+        summary=str(doc.get("summary", "")), figures=figures,
+    )

@@ -1,4 +1,4 @@
-"""What one batch tells the monitor: its scalar loss and its class counts.
+"""What one batch tells the monitor: its scalar loss and its class counts (no host sync).
 
 All validation of the user's ``loss``/``outputs``/``targets`` happens here, once, and
 every misuse becomes a one-line :class:`~convdoctor.errors.UsageError`.
@@ -63,3 +63,37 @@ def class_counts(index: torch.Tensor, c: int) -> torch.Tensor:
     counts = torch.zeros(c + 1, dtype=torch.int64, device=index.device)
     counts.scatter_add_(0, index.clamp(0, c), torch.ones_like(index))
     return counts[:c]
+
+
+def batch_counts(outputs: Any, targets: Any, num_classes: int | None) -> tuple[torch.Tensor | None, int, int | None]:
+    """Predicted and target class counts and the correct count of one batch, on the device.
+
+    Args:
+        outputs: the model's outputs (class scores in dim 1), or None.
+        targets: the batch's targets, or None.
+        num_classes: the classes expected, or None to take them from ``outputs``.
+
+    Returns:
+        ``(counts, batch, num_classes)``: ``counts`` is ``[pred (C), target (C), correct (1)]``,
+        or None when the outputs are not class scores; ``batch`` weights the loss under DDP.
+
+    Raises:
+        UsageError: outputs with another number of classes, or targets that do not match them.
+    """
+    if outputs is None:
+        return None, 1, num_classes
+    out = logits(outputs)
+    if out.dim() < 2:
+        return None, int(out.shape[0]) if out.dim() == 1 else 1, num_classes
+    n, c = int(out.shape[0]), int(out.shape[1])
+    if num_classes is not None and c != num_classes:
+        raise UsageError(f"outputs have {c} classes in dim 1 but Monitor(num_classes={num_classes}); "
+                         "pass the logits, shape (batch, num_classes, ...)")
+    pred = out.detach().argmax(1).reshape(-1)
+    pred_counts = class_counts(pred, c)
+    if targets is None:
+        return torch.cat([pred_counts, torch.zeros(c + 1, dtype=torch.int64, device=pred.device)]), n, c
+    t = target_classes(targets, out, pred.numel())
+    valid = (t >= 0) & (t < c)
+    correct = ((pred == t) & valid).sum().reshape(1)
+    return torch.cat([pred_counts, class_counts(torch.where(valid, t, c), c), correct]), n, c

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ._tensors import pack, rows, same_device, total_norm, unpack
-from .batch import class_counts, logits, scalar_loss, target_classes
+from .batch import batch_counts, scalar_loss
 from .bn_drift import FrozenBNTracker
 from .ddp import Reducer
 from .hooks import UNIT_LAYERS, BNProbe, DepthOrder, unit_dim, unwrap
@@ -93,7 +93,7 @@ class Collector:
         """Record one step's loss and class counts (no device sync) and advance the step."""
         self._finish_order()
         loss_t = scalar_loss(loss)
-        counts, batch = self._class_counts(outputs, targets)
+        counts, batch, self.num_classes = batch_counts(outputs, targets, self.num_classes)
         p = self._pending
         p["loss"].append(loss_t)
         p["batch"].append(batch)
@@ -333,33 +333,6 @@ class Collector:
         self._order.remove()
         self._order = None
         self.params.sort(key=lambda kv: order.get(kv[0].rpartition(".")[0], len(order)))
-
-    def _class_counts(self, outputs: Any, targets: Any) -> tuple[torch.Tensor | None, int]:
-        """Predicted and target class counts and the correct count of one batch, on the device.
-
-        Returns:
-            ``(counts, batch)``: ``counts`` is ``[pred (C), target (C), correct (1)]`` or None
-            when the outputs are not class scores; ``batch`` weights the loss under DDP.
-        """
-        if outputs is None:
-            return None, 1
-        out = logits(outputs)
-        if out.dim() < 2:
-            return None, int(out.shape[0]) if out.dim() == 1 else 1
-        n, c = int(out.shape[0]), int(out.shape[1])
-        if self.num_classes is None:
-            self.num_classes = c
-        elif c != self.num_classes:
-            raise UsageError(f"outputs have {c} classes in dim 1 but Monitor(num_classes={self.num_classes}); "
-                             "pass the logits, shape (batch, num_classes, ...)")
-        pred = out.detach().argmax(1).reshape(-1)
-        pred_counts = class_counts(pred, c)
-        if targets is None:
-            return torch.cat([pred_counts, torch.zeros(c + 1, dtype=torch.int64, device=pred.device)]), n
-        t = target_classes(targets, out, pred.numel())
-        valid = (t >= 0) & (t < c)
-        correct = ((pred == t) & valid).sum().reshape(1)
-        return torch.cat([pred_counts, class_counts(torch.where(valid, t, c), c), correct]), n
 
     # ----------------------------------------------------------------- state
     _SCALARS = ("step", "num_classes", "every", "no_grad", "group_lr_max", "loss_initial", "loss_best",

@@ -10,6 +10,8 @@ from rich.text import Text
 
 from ..results.audit import AuditReport, CheckRecord, CheckStatus
 from ._units import shape
+from .html import esc, html_section
+from .html import table as html_table
 from .terminal import renderer
 
 STATUS_STYLE = {CheckStatus.PASS: "green", CheckStatus.FAIL: "bold red", CheckStatus.SKIPPED: "dim",
@@ -124,3 +126,15 @@ def render_audit(report: AuditReport, **_: Any) -> Iterable[Any]:
     yield checks_table(report)
     if report.incident is not None:
         yield incident_table(report.incident)
+
+
+@html_section("audit")
+def html_audit(report: AuditReport) -> str:
+    """The input line, one row per check, and the accuracy-by-batch table when labels were given."""
+    rows = [[r.name, r.status.value, f"{r.seconds:.1f} s", _summary(r)] for r in report.checks]
+    out = f"<p>{esc(_input_line(report).plain)}</p>" + html_table(["check", "status", "time", "evidence"], rows)
+    if report.incident is not None:
+        inc = [[row["batch_size"], "fails" if row.get("accuracy") is None else f"{100 * row['accuracy']:.1f}%",
+                f"{100 * row['eval_accuracy']:.1f}%"] for row in report.incident["rows"]]
+        out += "<h3>Accuracy by batch size</h3>" + html_table(["batch size", "current mode", "eval mode"], inc, {0, 1, 2})
+    return out

@@ -9,6 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..results.rf import RFReport
+from .html import html_section, png_img
+from .html import table as html_table
 from .terminal import renderer
 
 #: rows deeper than this (module path depth) are left out unless the caller asks for more
@@ -100,3 +102,30 @@ def render_rf(report: RFReport, depth: int = DEFAULT_DEPTH, **_: Any) -> Iterabl
     yield summary(report)
     yield layer_table(report, depth)
     yield Text("flags: " + "; ".join(f"{letter} {text}" for _, letter, text in FLAGS), style="dim")
+
+
+@html_section("rf")
+def html_rf(report: RFReport, depth: int = DEFAULT_DEPTH) -> str:
+    """Focus-layer summary, the field-by-depth plot, and the per-layer table."""
+    row = report.focus_layer
+    facts = [["input", "x".join(str(d) for d in report.input_shape) + f" (method: {report.method})"]]
+    if row is not None:
+        facts += [["focus layer", f"{row.name or '<model>'} ({row.type})"], ["field size (px)", _size(row)],
+                  ["jump", fmt_axes(row.jump)], ["start", fmt_axes(row.start)]]
+        if row.coverage is not None:
+            facts.append(["one unit sees", f"{100 * row.coverage:.1f}% of the input"])
+    try:
+        from .rf_plot import rf_depth_plot
+
+        chart = "<h3>Receptive field by depth</h3>" + png_img(rf_depth_plot(report), "receptive field by depth")
+    except ImportError:
+        chart = ""
+    rows = []
+    for r in report.layers:
+        level = r.name.count(".") + 1 if r.name else 0
+        if level > depth and r.name != report.focus:
+            continue
+        rows.append([("\u00a0\u00a0" * max(level - 1, 0)) + (r.name or "<model>"), r.type,
+                     "x".join(map(str, r.output_shape)), _size(r), fmt_axes(r.jump), fmt_axes(r.start), flags(r)])
+    layers = html_table(["layer", "type", "output", "size", "jump", "start", "flags"], rows, {3, 4, 5})
+    return html_table(["what", "value"], facts) + chart + "<h3>Layers</h3>" + layers

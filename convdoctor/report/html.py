@@ -102,11 +102,13 @@ def generic_section(report: ReportBase) -> str:
 
 
 def body_section(report: ReportBase) -> str:
-    """The kind's own section (dedicated builder or generic)."""
+    """The kind's own section (dedicated builder or generic); a check report is its own sections."""
     from .terminal import _load_renderers
 
     _load_renderers()  # the _<kind>.py modules register HTML sections too
     builder = HTML_SECTIONS.get(report.kind, generic_section)
+    if report.kind == "check":
+        return builder(report)
     return f'<section id="{esc(report.kind)}"><h2>{esc(report.kind)}</h2>{builder(report)}</section>'
 
 

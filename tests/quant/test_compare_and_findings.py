@@ -69,6 +69,9 @@ def test_latency_rows_are_medians_of_real_calls(resnet: nn.Module, int8: QuantRe
     assert m["threads"] == 1 and set(m["latency"]) == {"1", "8"}
     for row in m["latency"].values():
         assert row["ratio"] == pytest.approx(row["int8_ms"] / row["fp32_ms"])
+    # int8 convs prepacked for x_shape=None (the dynamic-batch default) cost ~1 ms per call
+    # each, 10-30x fp32 on this model; repacked for the real activation shape they are on par
+    assert m["latency"]["1"]["ratio"] < 5
     # order of magnitude against torch's own timer (units, batch and model mix-ups; shared CPUs are noisy)
     x8 = digits.x_test[:8]
     with torch.no_grad():
