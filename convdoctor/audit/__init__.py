@@ -25,7 +25,7 @@ from ..errors import UsageError, one_line
 from ..findings import Finding, Severity, make_finding
 from ..results.audit import AuditReport, CheckRecord, CheckStatus
 from ..results.base import sort_findings
-from . import batch, bn_stats, determinism, export, fusion, modes  # noqa: F401  (each registers its check)
+from . import batch, bn_stats, determinism, export, fusion, modes, quantization  # noqa: F401  (each registers its check)
 from ._tensors import logits
 from .context import CheckContext, CheckSkipped, buffers_restored, rng_guard
 from .data import AuditData, load_data, validate_samples

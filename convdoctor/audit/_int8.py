@@ -29,7 +29,8 @@ from ..findings import Finding, make_finding
 
 __all__ = [
     "MAX_ACCURACY_DROP_POINTS", "MAX_DISAGREEMENT", "MAX_FP32_MAC_FRACTION", "MIN_FLIPS",
-    "compare_int8", "dynamic_quant_coverage", "quantization_findings", "serialized_bytes",
+    "compare_int8", "dynamic_quant_coverage", "has_quantized_layers", "quantization_findings",
+    "quantization_metrics", "serialized_bytes",
 ]
 
 #: Accuracy may fall by at most this many percentage points (with targets).
@@ -105,8 +106,6 @@ def _accuracy_metrics(ref: torch.Tensor, q: torch.Tensor, y: torch.Tensor | None
         "max_abs_output": float(ref.abs().max()),
     }
     if y is not None:
-        if y.shape[0] != n:
-            raise UsageError(f"targets have {y.shape[0]} labels for {n} inputs; pass one label per input")
         acc_fp32 = float((ref.argmax(1) == y).float().mean())
         acc_int8 = float((q.argmax(1) == y).float().mean())
         out |= {"accuracy_fp32": acc_fp32, "accuracy_int8": acc_int8,
@@ -116,9 +115,8 @@ def _accuracy_metrics(ref: torch.Tensor, q: torch.Tensor, y: torch.Tensor | None
 
 def _latency(fp32_model: nn.Module, int8_model: nn.Module, x: torch.Tensor, batch_sizes: Sequence[int],
              threads: int, min_run_time: float) -> dict[str, Any]:
-    from ..bench.timing import (
-        measure,  # bench's method: torch.utils.benchmark, one call per sample
-    )
+    # bench's method: torch.utils.benchmark's loop, one call per sample, warm-up apart
+    from ..bench.timing import measure
 
     rows = {}
     for b in batch_sizes:
@@ -167,6 +165,8 @@ def compare_int8(fp32_model: nn.Module, int8_model: nn.Module, x: torch.Tensor, 
     """
     if not isinstance(x, torch.Tensor) or x.dim() == 0 or x.shape[0] == 0:
         raise UsageError("compare_int8 needs a non-empty (N, ...) input tensor")
+    if y is not None and (y.dim() != 1 or y.shape[0] != x.shape[0]):
+        raise UsageError(f"targets have shape {tuple(y.shape)} for {x.shape[0]} inputs; pass one label per input")
     x = x.detach().cpu()
     metrics = _accuracy_metrics(_outputs(fp32_model, x), _outputs(int8_model, x),
                                 None if y is None else y.detach().cpu())
@@ -242,6 +242,53 @@ def dynamic_quant_coverage(model: nn.Module, input_size: Any) -> dict[str, Any]:
         "uncounted_quantized": unknown,
         "other_uncounted_op_calls": int(report.totals["uncounted_op_calls"]) - sum(rows[p].uncounted for p in quantized),
     }
+
+
+def has_quantized_layers(model: nn.Module) -> bool:
+    """Whether the model holds eager-mode quantized layers (``quantize_dynamic``, ``convert``)."""
+    return any(_is_quantized(m) for m in model.modules())
+
+
+def quantization_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                         calibration: Any = None, batch_sizes: Sequence[int] = (1, 32),
+                         latency: bool = True, min_run_time: float = 0.5) -> dict[str, Any]:
+    """Everything the ``quantization`` audit check reports, for one model.
+
+    A model that already holds eager-quantized layers gets :func:`dynamic_quant_coverage`
+    (``"mode": "eager-quantized"``). Any other model is quantized with
+    ``convdoctor.fix.quantize_int8`` and measured with :func:`compare_int8`
+    (``"mode": "static-int8"``, plus ``"record"``: what was quantized).
+
+    Args:
+        model: the user's fp32 model (not changed).
+        x: inputs ``(N, ...)``. Without ``calibration`` the first half calibrates and the
+            second half is evaluated, so no sample is scored by observers that saw it.
+        y: labels for ``x``.
+        calibration: calibration inputs; then all of ``x`` is evaluated.
+        batch_sizes: batch sizes to time.
+        latency: False skips timing.
+        min_run_time: seconds of timing per model and batch size.
+
+    Returns:
+        The metrics dict; feed it to :func:`quantization_findings`.
+
+    Raises:
+        UsageError: fewer than 2 inputs to split, or bad data.
+        CaptureError: the model cannot be exported for PT2E quantization.
+    """
+    if has_quantized_layers(model):
+        return {"mode": "eager-quantized", **dynamic_quant_coverage(model, (1, *x.shape[1:]))}
+    from ..fix.quantize import quantize_int8  # torchao is imported only when quantizing
+
+    if calibration is None:
+        if x.shape[0] < 2:
+            raise UsageError("need at least 2 inputs: half calibrate the int8 model, half evaluate it")
+        half = x.shape[0] // 2
+        calibration, x, y = x[:half], x[half:], None if y is None else y[half:]
+    result = quantize_int8(model, calibration)
+    metrics = compare_int8(model, result.model, x, y, batch_sizes=batch_sizes, latency=latency,
+                           min_run_time=min_run_time)
+    return {"mode": "static-int8", **metrics, "record": result.to_dict()}
 
 
 def _drop_finding(metrics: dict[str, Any], max_accuracy_drop: float, max_disagreement: float,

@@ -5,20 +5,23 @@
 The flow is torchao's PT2E flow, the live API in torch 2.14 (the eager and FX flows of
 ``torch.ao.quantization`` are deprecated):
 
-1. ``torch.export`` a copy of the model in eval mode, batch dimension dynamic;
+1. ``torch.export`` a copy of the model in eval mode, batch dimension dynamic (strict
+   export first: see ``_pt2e_graph.export_for_quantization``);
 2. ``prepare_pt2e`` with ``X86InductorQuantizer`` (weights int8 symmetric per output
    channel, activations uint8 affine per tensor; BatchNorm is folded into the conv);
 3. calibrate: run the calibration batches through the observers;
 4. ``convert_pt2e``: the *reference* model; weights are stored as int8 tensors, but each
-   op still dequantizes and computes in fp32 (correct numerics, no speed-up);
+   op still dequantizes and computes in fp32 (correct numerics, no speed-up), and the
+   original fp32 weights stay attached, unused, until we delete them;
 5. lower for x86: re-export, freeze, and let inductor's quantization fusion passes replace
    each ``dequantize -> conv/linear -> quantize`` pattern by a oneDNN int8 kernel
    (``onednn.qconv_pointwise``, ``onednn.qlinear_pointwise``) with prepacked int8 weights.
    This mirrors torchao's ``lower_pt2e_quantized_to_x86``, which re-exports with static
-   shapes; ours keeps the batch dimension dynamic so the model serves any batch size.
+   shapes; ours keeps the batch dimension dynamic so the model serves any batch size, and
+   re-prepacks conv weights for their real activation shapes (see ``repack_conv_weights``).
 
-Only after step 5 is the model small *and* fast; :class:`QuantResult` records per layer
-which kernel it ended up in, so nothing is claimed that the lowered graph does not show.
+Only after step 5 is the model fast; :class:`QuantResult` records per layer which kernel
+it ended up in, so nothing is claimed that the lowered graph does not show.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from ._pt2e_graph import (
     module_paths,
 )
 
-__all__ = ["BACKENDS", "QuantResult", "QuantizedLayer", "calibration_batches", "quantize_int8"]
+__all__ = ["BACKENDS", "QuantResult", "QuantizedLayer", "calibration_batches", "load_int8", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +147,8 @@ class QuantResult:
     def save(self, path: str | Path) -> Path:
         """Write the reference model as an exported program (``torch.export.save``, ``.pt2``).
 
-        The file holds the int8 weights; load it with ``torch.export.load(path).module()``
-        and run it as is, or lower it again on the serving machine for int8 kernels.
+        The file holds the int8 weights and the graph; :func:`load_int8` loads and lowers
+        it on the serving machine (``torch.export.load(path).module()`` gives the reference model).
 
         Args:
             path: destination file.
@@ -159,6 +162,34 @@ class QuantResult:
         program = export_model(self.reference, example, self.dynamic_batch)[0]
         torch.export.save(program, path)
         return path
+
+
+def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = True) -> nn.Module:
+    """Load a program written by :meth:`QuantResult.save` and lower it for this machine.
+
+    The ``.pt2`` holds the reference model (int8 weights, fp32 compute); lowering turns
+    it into oneDNN int8 kernels here, where it will run.
+
+    Args:
+        path: the ``.pt2`` file.
+        example_input: one input batch (its non-batch dims must match the model's).
+        lower: False returns the reference model as loaded.
+
+    Returns:
+        The lowered model (or the reference one), a ``torch.fx.GraphModule``.
+
+    Raises:
+        UsageError: the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}; write one with quantize_int8(...).save(path)")
+    _import_torchao()  # registers the quantized_decomposed ops the program uses
+    reference = torch.export.load(path).module()
+    if not lower:
+        return reference
+    example = _prepare_input([example_input.detach().cpu()])
+    return lower_x86(reference, example, dynamic=True)  # static programs fall back to static shapes
 
 
 def _import_torchao() -> Any:

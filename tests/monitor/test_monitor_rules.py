@@ -19,7 +19,7 @@ from convdoctor.monitor.rules import batchnorm, gradients, loss
 from convdoctor.monitor.window import Epoch, FrozenBN, Units, Window
 
 LN10 = math.log(10)
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "findings" / "monitor.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "findings.md"
 
 
 def rng(seed: int = 0) -> np.random.Generator:

@@ -17,11 +17,13 @@ from convdoctor.audit._int8 import (
     compare_int8,
     dynamic_quant_coverage,
     quantization_findings,
+    quantization_metrics,
 )
 from convdoctor.demo.digits import Split
 from convdoctor.errors import CaptureError, UsageError
 from convdoctor.findings import FINDING_CODES, Severity
 from convdoctor.fix import QuantResult, quantize_int8
+from convdoctor.fix.quantize import load_int8
 from tests.quant import _independent as ind
 from tests.quant.digits_resnet import DigitsResNet
 
@@ -143,6 +145,7 @@ def _tuple_out() -> nn.Module:
     (lambda: compare_int8(nn.Flatten(), nn.Flatten(), torch.rand(4, 3), torch.zeros(3, dtype=torch.long),
                           latency=False), UsageError, "one label per input"),
     (lambda: compare_int8(nn.Flatten(), nn.Flatten(), torch.rand(0, 3)), UsageError, "non-empty"),
+    (lambda: load_int8("/nonexistent/int8.pt2", torch.rand(2, 1, 32, 32)), UsageError, "no such file"),
 ])
 def test_bad_input_is_one_line_error(call, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match) as info:
@@ -156,3 +159,18 @@ def test_compare_runs_each_model_on_its_device(resnet: nn.Module, int8: QuantRes
     m = compare_int8(gpu, int8.model, digits.x_test, digits.y_test, batch_sizes=(1,), min_run_time=0.05)
     assert m["flips"] == int((resnet(digits.x_test).argmax(1) != int8.model(digits.x_test).argmax(1)).sum())
     assert m["latency"]["1"]["fp32_ms"] > 0
+
+
+@quantize_dynamic_warnings
+def test_quantization_metrics_picks_the_mode(resnet: nn.Module, digits: Split) -> None:
+    x, y = digits.x_test[:200], digits.y_test[:200]
+    static = quantization_metrics(resnet, x, y, latency=False)
+    assert static["mode"] == "static-int8" and static["n_samples"] == 100  # half calibrates, half is scored
+    assert static["accuracy_fp32"] == pytest.approx(ind.accuracy(resnet, x[100:], y[100:]))
+    assert {r["status"] for r in static["record"]["layers"]} == {"int8", "folded"}
+    assert quantization_findings(static) == []
+    eager = quantization_metrics(_dynamic(resnet), x, y)
+    assert eager["mode"] == "eager-quantized" and eager["quantized_layers"] == {"fc": "Linear"}
+    assert [f.code for f in quantization_findings(eager)] == ["QUANTIZATION_PARTIAL"]
+    with pytest.raises(UsageError, match="at least 2 inputs"):
+        quantization_metrics(resnet, x[:1])

@@ -13,6 +13,7 @@ from convdoctor._guard import state_dict_digest, training_flags
 from convdoctor.audit._int8 import compare_int8
 from convdoctor.demo.digits import Split
 from convdoctor.fix import QuantResult, quantize_int8
+from convdoctor.fix.quantize import load_int8
 from tests.quant import _independent as ind
 from tests.quant.digits_resnet import DigitsResNet
 
@@ -133,8 +134,11 @@ def test_saved_program_is_small_and_loads(resnet: nn.Module, int8: QuantResult, 
     torch.export.save(torch.export.export(resnet, (x,)), fp32_path)
     assert ind.file_bytes(path) / ind.file_bytes(fp32_path) <= 0.35
     loaded = torch.export.load(path).module()
+    lowered = load_int8(path, x)
+    assert any(str(n.target).startswith("onednn.qconv") for n in lowered.graph.nodes)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), int8.reference(x))
+        torch.testing.assert_close(lowered(x), int8.model(x))
 
 
 class _InputNorm(nn.Module):
@@ -205,3 +209,12 @@ def test_static_batch_fallback() -> None:
     assert not result.dynamic_batch and result.lowered
     assert result.calibration_samples == 16  # two full batches of 8; the last 4 samples cannot run
     assert result.model(torch.rand(8, 1, 12, 12)).shape == (8, 10)
+
+
+@pytest.mark.cuda
+def test_cuda_model_is_quantized_on_a_cpu_copy() -> None:
+    model = _mixed_mode_model().cuda()
+    digest = state_dict_digest(model)
+    result = quantize_int8(model, torch.rand(32, 1, 32, 32, device="cuda"))
+    assert next(model.parameters()).is_cuda and state_dict_digest(model) == digest
+    assert result.model(torch.rand(2, 1, 32, 32)).shape == (2, 10)
