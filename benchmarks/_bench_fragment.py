@@ -29,6 +29,25 @@ def machine_line(threads: int) -> str:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average (1/5/15 min) {load}")
 
 
+def wait_quiet(max_wait_s: float = 120.0, busy_percent: float = 25.0) -> float:
+    """Wait (at most ``max_wait_s``) until the whole machine's CPU use over one second is below ``busy_percent``.
+
+    Called between measurements, while this process is idle: on a shared machine it moves
+    each measurement into a quiet window instead of averaging other people's work into it.
+    A burst that starts mid-measurement still shows (BENCH_NOISY, wide IQR).
+
+    Returns:
+        Seconds waited.
+    """
+    import psutil
+
+    start = time.monotonic()
+    while time.monotonic() - start < max_wait_s:
+        if psutil.cpu_percent(interval=1.0) < busy_percent:
+            break
+    return time.monotonic() - start
+
+
 def update_section(name: str, markdown: str, path: Path = FRAGMENT) -> None:
     """Replace (or append) the section ``name`` of the fragment file."""
     body = f"<!-- {name} -->\n{markdown.rstrip()}\n<!-- /{name} -->\n"

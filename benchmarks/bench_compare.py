@@ -2,14 +2,16 @@
 
 ``convdoctor.compare`` on CPU with fixed threads at batch 1 and 32 (random weights, eval,
 ``torch.inference_mode``, 10 warm-up calls, then at least ``--min-samples`` single-call
-samples or ``--max-run-time`` seconds per row), cold start in a fresh process per row.
+samples or ``--max-run-time`` seconds per row), cold start in a fresh process per row; the
+machine peaks are re-measured first.
 Ratios are to resnet18. "per-MAC gap" is the p50 ratio over the MACs ratio: 1.0 means
 latency scales with MACs; 3.0 means each MAC costs three times what it costs in resnet18.
 
 Run: ``.venv/bin/python benchmarks/bench_compare.py [--threads 2]``. Prints a markdown
 table and writes it into docs/_perf_bench.md (section ``compare-<threads>t``); ``--json FILE`` also
 saves the full report. Other processes on the machine move every figure: the load
-average is recorded and BENCH_NOISY rows are marked.
+average is recorded, each row waits (up to 2 minutes) for an idle machine before it starts,
+and BENCH_NOISY rows are marked.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from convdoctor.bench import compare
+from convdoctor.bench import compare, machine_peaks
 from convdoctor.report import render
 from convdoctor.results.bench import BenchReport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_fragment import machine_line, update_section  # noqa: E402
+from _bench_fragment import machine_line, update_section, wait_quiet  # noqa: E402
 
 MODELS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
 
@@ -69,8 +71,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also save the full report as JSON")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/_perf_bench.md alone")
     args = parser.parse_args()
+    wait_quiet()
+    machine_peaks("cpu", args.threads, refresh=True)  # re-measure the roofline, in a quiet window
     report = compare({name: f"torchvision:{name}" for name in MODELS}, "1x3x224x224", batch_sizes=args.batch_sizes,
-                     threads=args.threads, min_samples=args.min_samples, max_run_time=args.max_run_time)
+                     threads=args.threads, min_samples=args.min_samples, max_run_time=args.max_run_time,
+                     progress=lambda desc, done, total: wait_quiet())  # each row starts in a quiet window
     m = report.machine
     lines = [f"### MACs vs latency: {', '.join(MODELS)} (CPU, {args.threads} threads)", "",
              f"Machine: {machine_line(args.threads)}. Probe: matmul {m.get('gmacs_per_s', 0):.1f} GMAC/s, "

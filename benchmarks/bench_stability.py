@@ -8,7 +8,8 @@ other, and within 5% of the loop's median. The relative difference is ``|a - b| 
 
 Run: ``.venv/bin/python benchmarks/bench_stability.py [--threads 2] [--trials 3]``.
 Prints a markdown table and writes it into docs/_perf_bench.md (section ``stability-<threads>t``).
-Other processes on the machine move every figure: the load average is recorded.
+Other processes on the machine move every figure: before each measurement the script waits
+(up to 2 minutes) for the machine to be idle, and the load average is recorded.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from convdoctor.capture.inputs import make_input
 from convdoctor.capture.load import load_model
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _bench_fragment import machine_line, update_section  # noqa: E402
+from _bench_fragment import machine_line, update_section, wait_quiet  # noqa: E402
 
 WARMUP = 10
 TOLERANCE = 0.05
@@ -59,10 +60,12 @@ def trial(model: torch.nn.Module, spec: str, shape: tuple[int, ...], threads: in
     """Two bench runs and the loop; each as (label, figures)."""
     out = []
     for label in ("bench run 1", "bench run 2"):
+        wait_quiet()
         row = bench(model, shape, threads=threads, warmup=WARMUP, cold_start=False, profile=False, probe=False,
                     name=spec).rows[0]
         out.append((label, {"n": row.n_samples, "p50": row.p50_ms, "p90": row.p90_ms, "p99": row.p99_ms,
                             "iqr": row.rel_iqr}))
+    wait_quiet()
     loop = perf_counter_loop(model, shape, threads, out[0][1]["n"])
     q = statistics.quantiles(loop, n=100, method="inclusive")
     iqr = (q[74] - q[24]) / statistics.median(loop)

@@ -1,7 +1,10 @@
 """Peak compute and memory bandwidth of this machine, measured once and cached.
 
-Two short probes, timed with ``torch.utils.benchmark.Timer.blocked_autorange`` (block
-means are right here: we want sustained rates, not tails):
+Two short probes, timed with ``torch.utils.benchmark.Timer.blocked_autorange``; each
+probe's rate comes from its *fastest* block. A peak is what the machine can do, and other
+work on the machine only ever slows a block down, so the best block is the estimate that
+a busy machine biases least (a median measured during someone else's job would be cached
+as this machine's peak):
 
 * **compute**: ``torch.mm`` of two ``MATMUL_N x MATMUL_N`` matrices into a preallocated
   output, ``MATMUL_N**3`` multiply-accumulates per call -> GMAC/s.
@@ -137,9 +140,10 @@ def _write_cache(path: Path, data: dict[str, Any]) -> None:
         log.debug("cannot write the peaks cache %s: %s", path, exc)
 
 
-def _median_seconds(stmt: str, env: dict[str, Any], threads: int, device: str) -> float:
+def _best_seconds(stmt: str, env: dict[str, Any], threads: int, device: str) -> float:
+    """Seconds per call of the fastest block (see the module docstring for why not the median)."""
     timer = Timer(stmt=stmt, globals=env, num_threads=threads, timer=clock_for(device), label="convdoctor.probe")
-    return float(timer.blocked_autorange(min_run_time=PROBE_RUN_TIME).median)
+    return float(min(timer.blocked_autorange(min_run_time=PROBE_RUN_TIME).times))
 
 
 def probe(device: str, threads: int, dtype: torch.dtype) -> tuple[float, float]:
@@ -160,8 +164,8 @@ def probe(device: str, threads: int, dtype: torch.dtype) -> tuple[float, float]:
     src = torch.ones(COPY_BYTES // itemsize, dtype=dtype, device=device)
     dst = torch.empty_like(src)
     with torch.inference_mode():
-        t_mm = _median_seconds("torch.mm(a, b, out=out)", {"a": a, "b": b, "out": out}, threads, device)
-        t_copy = _median_seconds("dst.copy_(src)", {"src": src, "dst": dst}, threads, device)
+        t_mm = _best_seconds("torch.mm(a, b, out=out)", {"a": a, "b": b, "out": out}, threads, device)
+        t_copy = _best_seconds("dst.copy_(src)", {"src": src, "dst": dst}, threads, device)
     return MATMUL_N**3 / t_mm / 1e9, 2 * src.numel() * itemsize / t_copy / 1e9
 
 

@@ -14,7 +14,7 @@ from convdoctor.bench.probe import COPY_BYTES, MATMUL_N, MachinePeaks, cache_dir
 
 def test_rates_from_probe_times(monkeypatch: pytest.MonkeyPatch) -> None:
     times = {"torch.mm(a, b, out=out)": 0.05, "dst.copy_(src)": 0.01}
-    monkeypatch.setattr(probe_mod, "_median_seconds", lambda stmt, env, threads, device: times[stmt])
+    monkeypatch.setattr(probe_mod, "_best_seconds", lambda stmt, env, threads, device: times[stmt])
     gmacs, gbytes = probe_mod.probe("cpu", 1, torch.float32)
     # 1024^3 MACs in 50 ms; 64 MiB read + 64 MiB written in 10 ms.
     assert gmacs == pytest.approx(1024**3 / 0.05 / 1e9)
