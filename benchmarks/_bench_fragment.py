@@ -1,6 +1,6 @@
-"""Shared by the bench benchmarks: machine facts and the docs/_perf_bench.md fragment.
+"""Shared by the benchmarks: machine facts, waiting for a quiet machine, and docs/performance.md.
 
-Each script owns one section of the fragment, between ``<!-- NAME -->`` and
+Each script owns one section of docs/performance.md, between ``<!-- NAME -->`` and
 ``<!-- /NAME -->``; re-running a script replaces its section and leaves the other one.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-FRAGMENT = Path(__file__).resolve().parents[1] / "docs" / "_perf_bench.md"
-HEADER = ("<!-- measured by benchmarks/bench_stability.py and benchmarks/bench_compare.py; "
-          "merged into docs/performance.md -->\n")
+FRAGMENT = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+HEADER = "# Performance
+"
 
 
 def machine_line(threads: int) -> str:
@@ -49,7 +49,7 @@ def wait_quiet(max_wait_s: float = 120.0, busy_percent: float = 25.0) -> float:
 
 
 def update_section(name: str, markdown: str, path: Path = FRAGMENT) -> None:
-    """Replace (or append) the section ``name`` of the fragment file."""
+    """Replace (or append) the section ``name`` of docs/performance.md."""
     body = f"<!-- {name} -->\n{markdown.rstrip()}\n<!-- /{name} -->\n"
     text = path.read_text() if path.exists() else HEADER
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->\n?", re.S)

@@ -8,7 +8,7 @@ Ratios are to resnet18. "per-MAC gap" is the p50 ratio over the MACs ratio: 1.0 
 latency scales with MACs; 3.0 means each MAC costs three times what it costs in resnet18.
 
 Run: ``.venv/bin/python benchmarks/bench_compare.py [--threads 2]``. Prints a markdown
-table and writes it into docs/_perf_bench.md (section ``compare-<threads>t``); ``--json FILE`` also
+table and writes it into docs/performance.md (section ``compare-<threads>t``); ``--json FILE`` also
 saves the full report. Other processes on the machine move every figure: the load
 average is recorded, each row waits (up to 2 minutes) for an idle machine before it starts,
 and BENCH_NOISY rows are marked.
@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--min-samples", type=int, default=50)
     parser.add_argument("--max-run-time", type=float, default=20.0)
     parser.add_argument("--json", type=Path, default=None, help="also save the full report as JSON")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/_perf_bench.md alone")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     args = parser.parse_args()
     wait_quiet()
     machine_peaks("cpu", args.threads, refresh=True)  # re-measure the roofline, in a quiet window

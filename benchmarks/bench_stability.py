@@ -7,7 +7,7 @@ warm-up (10 calls) and times as many single calls with ``time.perf_counter`` und
 other, and within 5% of the loop's median. The relative difference is ``|a - b| / min(a, b)``.
 
 Run: ``.venv/bin/python benchmarks/bench_stability.py [--threads 2] [--trials 3]``.
-Prints a markdown table and writes it into docs/_perf_bench.md (section ``stability-<threads>t``).
+Prints a markdown table and writes it into docs/performance.md (section ``stability-<threads>t``).
 Other processes on the machine move every figure: before each measurement the script waits
 (up to 2 minutes) for the machine to be idle, and the load average is recorded.
 """
@@ -80,7 +80,7 @@ def main() -> int:
     parser.add_argument("--model", default="torchvision:resnet18")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/_perf_bench.md alone")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     args = parser.parse_args()
     model = load_model(args.model).module.eval()
     shape = (1, 3, 224, 224)

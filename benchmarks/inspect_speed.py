@@ -7,7 +7,7 @@ after one warm-up, or one call when a call takes over 3 s) and reports its MACs 
 ``ru_maxrss``. A second table times the whole ``convdoctor inspect`` CLI process.
 
 Run by hand: ``.venv/bin/python benchmarks/inspect_speed.py`` (needs ``pip install -e '.[bench]'``).
-Prints a markdown table and writes it to docs/_perf_inspect.md.
+Prints a markdown table and writes it into its section of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -113,8 +113,10 @@ def main() -> None:
         lines.append(f"| --input 1x3x{size}x{size} | {c['wall_s']:.2f} | {c['rss_mb']:.0f} |")
     table = "\n".join(lines)
     print(table)
-    out = Path(__file__).resolve().parent.parent / "docs" / "_perf_inspect.md"
-    out.write_text(table + "\n", encoding="utf-8")
+    from _bench_fragment import machine_line, update_section
+
+    update_section("inspect-speed", "### inspect vs the peers: resnet50 (benchmarks/inspect_speed.py)\n\n"
+                   f"Machine: {machine_line(2)}.\n\n" + table)
 
 
 if __name__ == "__main__":

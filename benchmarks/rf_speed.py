@@ -7,11 +7,12 @@ of 5 after it, with ``time.perf_counter`` and one intra-op thread. Also times th
 method on the same layer at an input that holds the field, for scale.
 
 Run by hand: ``.venv/bin/python benchmarks/rf_speed.py``. Prints a markdown table and writes
-it to docs/_perf_rf.md (merged into docs/performance.md).
+it into its section of docs/performance.md.
 """
 
 from __future__ import annotations
 
+from _bench_fragment import update_section  # noqa: E402  (benchmarks/ is the script dir)
 import json
 import os
 import subprocess
@@ -19,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-FRAGMENT = Path(__file__).resolve().parents[1] / "docs" / "_perf_rf.md"
 
 CHILD = r'''
 import json, time, warnings
@@ -63,7 +63,7 @@ def main() -> None:
     r = json.loads(line)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     text = (
-        f"<!-- measured by benchmarks/rf_speed.py; merged into docs/performance.md -->\n"
+        "### Receptive field: resnet152 (benchmarks/rf_speed.py)\n\n"
         f"resnet152 at 1x3x224x224 ({r['ops']} aten ops), one intra-op thread, {os.cpu_count()} logical cores, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {load}:\n\n"
         "| what | first call (s) | best of 5 (s) |\n|---|---|---|\n"
@@ -74,7 +74,7 @@ def main() -> None:
         f"layer4: size {r['size']}, jump {r['jump']}, start {r['start']}; gradient size {r['grad_size']}.\n"
     )
     print(text)
-    FRAGMENT.write_text(text, encoding="utf-8")
+    update_section("rf-speed", text)
 
 
 if __name__ == "__main__":
