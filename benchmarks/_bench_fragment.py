@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 
 FRAGMENT = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
-HEADER = "# Performance
-"
+HEADER = "# Performance\n"
 
 
 def machine_line(threads: int) -> str:

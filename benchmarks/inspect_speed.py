@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 SIZES = (224, 2048)
 TOOLS = ("convdoctor", "torchinfo", "fvcore", "ptflops", "thop")

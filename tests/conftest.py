@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,10 +18,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/* from current output")
 
 
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     """Whether golden files should be rewritten instead of compared."""
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+def golden(update_golden: bool) -> Callable[[str, str], None]:
+    """``golden(name, text)``: compare rendered text with ``tests/golden/name`` (or rewrite it
+    under ``--update-golden``; a missing file is written on first run)."""
+
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / name
+        if update_golden or not path.exists():
+            path.write_text(text, encoding="utf-8")
+        assert text == path.read_text(encoding="utf-8"), f"{name} changed; rerun with --update-golden if intended"
+
+    return check
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -14,25 +11,8 @@ from ..audit import audit, list_checks, load_data
 from ..capture.inputs import parse_input_spec
 from ..capture.load import load_model, load_weights
 from ._exit import guarded
-from ._options import emit, input_option, output_options
+from ._options import emit, input_option, output_options, progress_bar
 
-
-@contextlib.contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
-    """A progress bar on stderr when it is a terminal (the report itself goes to stdout)."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("audit", total=None)
-
-        def update(name: str, done: int, total: int) -> None:
-            bar.update(task, total=total, completed=done, description=f"audit: {name}" if name else "audit")
-
-        yield update
 
 
 @click.command("audit")
@@ -66,7 +46,7 @@ def command(model: str, weights: Path | None, data: Path | None, input_size: str
         found = load_data(data, input_size=folder_size, limit=limit)
         sample, targets = found.x, found.y
     size = None if sample is not None else size or loaded.default_input_size
-    with _progress() as progress:
+    with progress_bar("audit") as progress:
         report = audit(loaded.module, sample, input_size=size, targets=targets,
                        batch_sizes=batch_sizes, checks=checks, device=device, progress=progress)
     emit(dataclasses.replace(report, model=model), as_json=as_json, html_file=html_file, fail_on=fail_on, width=width)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +10,8 @@ import click
 from ..bench import bench, compare
 from ..report.plot import latency_plot
 from ._exit import guarded
-from ._options import emit, input_option, output_options
+from ._options import emit, input_option, output_options, progress_bar
 
-
-@contextlib.contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
-    """A transient rich progress bar on stderr when it is a terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("bench", total=None)
-        yield lambda desc, done, total: bar.update(task, description=desc, completed=done, total=total)
 
 
 @click.command("bench")
@@ -49,7 +33,7 @@ def command(models: tuple[str, ...], input_size: str | None, plot: Path | None, 
             **kwargs: Any) -> None:
     """Latency the way production sees it: warm p50/p90/p99, cold start, throughput, where the time goes."""
     kwargs["cold_start"] = not no_cold_start
-    with _progress() as progress:
+    with progress_bar("bench") as progress:
         if len(models) == 1:
             report = bench(models[0], input_size, weights=weights, progress=progress, **kwargs)
         else:

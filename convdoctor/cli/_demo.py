@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from ..demo.story import INCIDENT_BATCHES, Story, run_story
+from ..demo.story import Story, run_story
 from ..findings import Severity
 from ..report import Format, render
 from ..report.terminal import findings_table, to_text

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,26 @@ def parse_bytes(text: str | None) -> int | None:
     if value <= 0:
         raise UsageError(f"memory size {text!r} must be positive")
     return int(value)
+
+
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A transient rich progress bar on stderr when it is a terminal; None otherwise.
+
+    Yields ``update(description, done, total)`` for the API's ``progress=`` argument; the
+    report itself goes to stdout, so a redirected run stays clean.
+    """
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(description: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{label}: {description}" if description else label, completed=done,
+                       total=total)
+
+        yield update

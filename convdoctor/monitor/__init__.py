@@ -20,7 +20,6 @@ has been quiet for ``EPISODE_GAP`` steps.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -31,8 +30,8 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..findings import Finding, _jsonable
-from ..results.base import sort_findings
+from ..findings import Finding
+from ..results.base import json_safe, sort_findings
 from ..results.monitor import MonitorReport
 from .ddp import make_reducer
 from .hooks import unwrap
@@ -218,7 +217,7 @@ class Monitor:
         under ``history`` so that ``convdoctor check --monitor FILE`` can draw the curves."""
         doc = self.report().to_dict()
         doc["history"] = self.history()
-        return json.dumps(_clean(doc), indent=2, allow_nan=False)
+        return json.dumps(json_safe(doc), indent=2, allow_nan=False)
 
     def history(self) -> dict[str, Any]:
         """Plot data: ``loss_step``, ``loss``, ``grad_step``, ``grad`` (per-parameter norms, in
@@ -288,16 +287,6 @@ def _opt_float(x: Any) -> float | None:
         return None
     return float(x.detach().float().mean()) if isinstance(x, torch.Tensor) else float(x)
 
-
-def _clean(value: Any) -> Any:
-    value = _jsonable(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 def report_from_json(doc: dict[str, Any]) -> MonitorReport:

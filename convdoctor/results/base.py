@@ -55,3 +55,17 @@ class ReportBase:
 def sort_findings(findings: list[Finding] | tuple[Finding, ...]) -> tuple[Finding, ...]:
     """Most severe first; stable within a severity."""
     return tuple(sorted(findings, key=lambda f: -f.severity.rank))
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON values: tensors/numpy scalars to numbers, NaN and Inf to strings (JSON has neither)."""
+    import math
+
+    value = _jsonable(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value

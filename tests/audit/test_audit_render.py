@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import json
-from pathlib import Path
 
 import torch
 
@@ -14,7 +14,6 @@ from convdoctor.report import Format, render
 from convdoctor.results.audit import AuditReport, CheckRecord, CheckStatus
 from tests.audit import zoo
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
 
 def _fixed_report() -> AuditReport:
@@ -39,12 +38,9 @@ def _fixed_report() -> AuditReport:
     return AuditReport(model="digits-cnn", findings=(bn,), checks=records, input=inputs)
 
 
-def test_terminal_golden(update_golden: bool) -> None:
+def test_terminal_golden(golden: Callable[[str, str], None]) -> None:
     text = render(_fixed_report(), Format.TERMINAL, width=110)
-    path = GOLDEN / "audit_incident.txt"
-    if update_golden or not path.exists():
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), "audit_incident.txt changed; rerun with --update-golden"
+    golden("audit_incident.txt", text)
     for needle in ("Accuracy by batch size (100 labelled samples)", "37.0%", "-60.0 pt", "fails",
                    "check crashed: RuntimeError: broken", "nondeterministic model"):
         assert needle in text

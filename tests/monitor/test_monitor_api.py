@@ -3,10 +3,10 @@ misuse errors, the model left unchanged, state round trip, reports and plots."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,7 +305,6 @@ def test_findings_fire_once_per_episode() -> None:
     assert len(at_chance) == 1 and at_chance[0].evidence["step"] == 100
 
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "monitor_terminal.txt"
 
 
 def _synthetic_report() -> MonitorReport:
@@ -327,13 +326,11 @@ def _synthetic_report() -> MonitorReport:
     )
 
 
-def test_terminal_golden(update_golden: bool) -> None:
+def test_terminal_golden(golden: Callable[[str, str], None]) -> None:
     from convdoctor.report import render
 
     text = render(_synthetic_report(), "terminal", width=110)
-    if update_golden or not GOLDEN.exists():
-        GOLDEN.write_text(text, encoding="utf-8")
-    assert text == GOLDEN.read_text(encoding="utf-8"), "monitor_terminal.txt changed; rerun with --update-golden"
+    golden("monitor_terminal.txt", text)
     assert "... 2 more" in text and "41 / 64" in text  # 14 layers: 6 first, 6 last
 
 

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
-from pathlib import Path
 
 from convdoctor.api import inspect
 from convdoctor.report import Format, render
 from tests.fixtures import models as Z
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
 
-def _check_golden(name: str, text: str, update: bool) -> None:
-    path = GOLDEN / name
-    if update or not path.exists():
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"{name} changed; rerun with --update-golden if intended"
-
-
-def test_terminal_golden(update_golden: bool) -> None:
+def test_terminal_golden(golden: Callable[[str, str], None]) -> None:
     report = inspect(Z.BiasBeforeBN().eval(), (1, 3, 8, 8))
-    _check_golden("inspect_bias_before_bn.txt", render(report, Format.TERMINAL, width=110, depth=2), update_golden)
+    golden("inspect_bias_before_bn.txt", render(report, Format.TERMINAL, width=110, depth=2))
 
 
 def test_depth_one_rows_sum_to_totals() -> None:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
-from pathlib import Path
 
 from torch import nn
 
 from convdoctor.report import Format, render
 from convdoctor.rf_api import receptive_field
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-
-
-def _check_golden(name: str, text: str, update: bool) -> None:
-    path = GOLDEN / name
-    if update or not path.exists():
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"{name} changed; rerun with --update-golden if intended"
 
 
 def _model() -> nn.Module:
@@ -28,9 +20,9 @@ def _model() -> nn.Module:
     )
 
 
-def test_terminal_golden(update_golden: bool) -> None:
+def test_terminal_golden(golden: Callable[[str, str], None]) -> None:
     report = receptive_field(_model(), (1, 3, 16, 16), object_size=3)
-    _check_golden("rf_small.txt", render(report, Format.TERMINAL, width=110, depth=2), update_golden)
+    golden("rf_small.txt", render(report, Format.TERMINAL, width=110, depth=2))
 
 
 def test_table_rows_agree_with_the_json_document() -> None:
