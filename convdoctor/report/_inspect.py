@@ -10,6 +10,7 @@ from rich.table import Table
 from ..results.inspect import ModelReport
 from ._units import binary_bytes, shape, si
 from .html import html_section, png_img, table
+from .plot import new_figure, to_png
 from .terminal import renderer
 
 #: rows deeper than this are folded into their parent unless the caller asks for more.
@@ -88,16 +89,13 @@ def body(report: ModelReport, depth: int = DEFAULT_DEPTH) -> Iterable[Any]:
 
 def _cost_plot(report: ModelReport, depth: int) -> bytes | None:
     """Horizontal bars of MACs and parameters per module at ``depth`` (None without matplotlib)."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    import io
-
     rows = [r for r in report.layers if r.depth == depth and (r.macs or r.params)]
     if not rows:
         return None
-    fig = Figure(figsize=(9, 0.28 * len(rows) + 1.2), dpi=100)
+    try:
+        fig = new_figure(9, 0.28 * len(rows) + 1.2, 100, "cost chart")
+    except ImportError:
+        return None
     ax_m, ax_p = fig.subplots(1, 2, sharey=True)
     names = [r.name for r in rows][::-1]
     ax_m.barh(names, [r.macs for r in rows][::-1], color="#1c7ed6")
@@ -108,9 +106,7 @@ def _cost_plot(report: ModelReport, depth: int) -> bytes | None:
         ax.tick_params(labelsize=8)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return to_png(fig)
 
 
 @html_section("inspect")

@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from ..results.bench import BenchReport
+
+
+def new_figure(width: float, height: float, dpi: int, what: str) -> Any:
+    """A bare matplotlib ``Figure`` (Agg canvas; pyplot's global backend is never touched).
+
+    Raises:
+        ImportError: matplotlib is not installed (the message names ``what`` and the install).
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(f"the {what} needs matplotlib: pip install matplotlib") from exc
+    return Figure(figsize=(width, height), dpi=dpi)
+
+
+def to_png(fig: Any) -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def latency_plot(report: BenchReport, *, dpi: int = 110) -> bytes:
@@ -20,12 +41,7 @@ def latency_plot(report: BenchReport, *, dpi: int = 110) -> bytes:
     Raises:
         ImportError: matplotlib is not installed (the message says how to install it).
     """
-    try:
-        # A bare Figure renders with the Agg canvas and never touches pyplot's global backend.
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError("the latency plot needs matplotlib: pip install matplotlib") from exc
-    fig = Figure(figsize=(6.4, 4.2), dpi=dpi)
+    fig = new_figure(6.4, 4.2, dpi, "latency plot")
     ax = fig.add_subplot()
     for model in report.models:
         rows = sorted((r for r in report.rows if r.model == model), key=lambda r: r.batch_size)
@@ -43,6 +59,4 @@ def latency_plot(report: BenchReport, *, dpi: int = 110) -> bytes:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return to_png(fig)

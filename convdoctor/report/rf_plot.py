@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import io
-
 from ..results.rf import RFReport
+from .plot import new_figure, to_png
 
 
 def rf_depth_plot(report: RFReport, *, dpi: int = 110) -> bytes:
@@ -24,13 +23,8 @@ def rf_depth_plot(report: RFReport, *, dpi: int = 110) -> bytes:
     Raises:
         ImportError: matplotlib is not installed (the message says how to install it).
     """
-    try:
-        # A bare Figure renders with the Agg canvas and never touches pyplot's global backend.
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError("the receptive-field plot needs matplotlib: pip install matplotlib") from exc
     rows = [r for r in report.layers if (r.leaf or len(report.layers) == 1) and r.local]
-    fig = Figure(figsize=(7.0, 4.2), dpi=dpi)
+    fig = new_figure(7.0, 4.2, dpi, "receptive-field plot")
     ax = fig.add_subplot()
     axes_names = ("h", "w") if len(report.input_shape) == 4 else tuple(f"axis {i}" for i in range(len(report.input_shape) - 2))
     depth = list(range(1, len(rows) + 1))
@@ -55,6 +49,4 @@ def rf_depth_plot(report: RFReport, *, dpi: int = 110) -> bytes:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return to_png(fig)
