@@ -15,7 +15,7 @@ from .analysis.layers import layer_rows
 from .analysis.lints import run_lints
 from .analysis.memory import activation_memory
 from .analysis.params import count_params
-from .capture.inputs import DEFAULT_INPUT_SIZE, as_args, make_input, parse_input_spec
+from .capture.inputs import as_args, make_input, parse_input_spec
 from .capture.load import LoadedModel, load_model
 from .capture.trace import capture
 from .errors import UsageError
@@ -52,10 +52,7 @@ def resolve_inputs(
     else:
         shape = parse_input_spec(input_size) or loaded.default_input_size
         if shape is None:
-            if isinstance(loaded.module, nn.Module) and loaded.spec.startswith("torchvision:"):
-                shape = DEFAULT_INPUT_SIZE
-            else:
-                raise UsageError("the input size is unknown: pass input_size (e.g. 1x3x224x224) or example_input")
+            raise UsageError("the input size is unknown: pass input_size (e.g. 1x3x224x224) or example_input")
         args = (make_input(shape, device="meta"),)
     shapes = tuple(tuple(int(d) for d in a.shape) for a in args if isinstance(a, torch.Tensor))
     return args, shapes

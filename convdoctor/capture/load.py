@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelLoadError, UsageError
+from .inputs import DEFAULT_INPUT_SIZE
 
 
 @dataclass
@@ -140,11 +141,11 @@ def _torchvision(name: str, kwargs: dict[str, Any], spec: str, meta: bool) -> Lo
     if kwargs.get("weights") not in (None, "None"):
         raise UsageError("torchvision weights cannot be downloaded here; load a checkpoint with --weights")
     kwargs = {k: v for k, v in kwargs.items() if k != "weights"}
-    default_size: tuple[int, ...] | None = None
+    default_size: tuple[int, ...] = DEFAULT_INPUT_SIZE  # torchvision's classifiers' usual input
     try:
         weights = tvm.get_model_weights(name).DEFAULT  # metadata only: nothing is downloaded
         crop = getattr(weights.transforms, "keywords", {}).get("crop_size")
-        if crop and "num_classes" not in kwargs:
+        if crop:
             default_size = (1, 3, int(crop), int(crop))
     except (ValueError, AttributeError, KeyError):
         pass
