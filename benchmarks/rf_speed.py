@@ -25,8 +25,8 @@ import json, time, warnings
 warnings.filterwarnings("ignore")
 import torch, torchvision
 torch.set_num_threads(1)
-from convdoctor.analysis.receptive_field import analyze
-from convdoctor.analysis.rf_gradient import gradient_field
+from convdoctor.analysis.rf.core import analyze
+from convdoctor.analysis.rf.gradient import gradient_field
 from convdoctor.capture.trace import capture
 from convdoctor.rf_api import receptive_field
 with torch.device("meta"):

@@ -11,9 +11,9 @@ from typing import Any
 from torch import nn
 from torch._ops import OpOverloadPacket
 
-from .analysis.receptive_field import RFAnalysis, RFLayer, analyze
-from .analysis.rf_findings import input_findings, object_findings, structure_findings
-from .analysis.rf_gradient import GradientField, gradient_field
+from .analysis.rf.core import RFAnalysis, RFLayer, analyze
+from .analysis.rf.findings import input_findings, object_findings, structure_findings
+from .analysis.rf.gradient import GradientField, gradient_field
 from .api import resolve_inputs, resolve_model
 from .capture.load import LoadedModel
 from .capture.trace import capture

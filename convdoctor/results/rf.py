@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..analysis.receptive_field import RFLayer
+from ..analysis.rf.core import RFLayer
 from .base import ReportBase
 
 

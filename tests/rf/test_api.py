@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from convdoctor._guard import state_dict_digest, training_flags
-from convdoctor.analysis.rf_findings import RF_MAX_RATIO
+from convdoctor.analysis.rf.findings import RF_MAX_RATIO
 from convdoctor.errors import UsageError
 from convdoctor.report import Format, render
 from convdoctor.rf_api import receptive_field

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 
-from convdoctor.analysis._rf_field import hull_at
-from convdoctor.analysis.receptive_field import analyze
-from convdoctor.analysis.rf_gradient import gradient_field
+from convdoctor.analysis.rf._field import hull_at
+from convdoctor.analysis.rf.core import analyze
+from convdoctor.analysis.rf.gradient import gradient_field
 from convdoctor.capture.trace import capture
 from tests.rf.nets import random_net
 

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convdoctor.analysis._rf_field import hull_at
-from convdoctor.analysis._rf_registry import RF_RULES, rf_rule
-from convdoctor.analysis.receptive_field import analyze
-from convdoctor.analysis.rf_gradient import gradient_field
+from convdoctor.analysis.rf._field import hull_at
+from convdoctor.analysis.rf._registry import RF_RULES, rf_rule
+from convdoctor.analysis.rf.core import analyze
+from convdoctor.analysis.rf.gradient import gradient_field
 from convdoctor.capture.trace import capture
 
 
@@ -141,7 +141,7 @@ def test_op_without_rule_is_uncounted_not_passed_through() -> None:
 
 
 def test_extra_rules_fill_the_gap() -> None:
-    from convdoctor.analysis.rf_shape_rules import reduction_rule
+    from convdoctor.analysis.rf.shape_rules import reduction_rule
 
     model = Fn(lambda x, m: m["c"](x).cumsum(dim=2), c=conv(padding=1))
     graph = capture(model, (torch.empty(1, 2, 16, 16),))
@@ -173,6 +173,6 @@ def test_registry_rejects_duplicates_and_non_ops() -> None:
     (((), ((-1, 8),), ((0, 4),), ((1, 4),)), (1, 8, 2, 8), None),
 ])
 def test_views_carry_the_axes(layout, shape, expected) -> None:
-    from convdoctor.analysis._rf_field import regroup
+    from convdoctor.analysis.rf._field import regroup
 
     assert regroup(layout, shape) == expected

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torchvision.models as tvm
 
-from convdoctor.analysis.receptive_field import RFAnalysis, analyze
-from convdoctor.analysis.rf_gradient import gradient_field
+from convdoctor.analysis.rf.core import RFAnalysis, analyze
+from convdoctor.analysis.rf.gradient import gradient_field
 from convdoctor.capture.trace import capture
 
 _KW = {"inception_v3": {"aux_logits": False, "init_weights": False}, "googlenet": {"aux_logits": False, "init_weights": False}}

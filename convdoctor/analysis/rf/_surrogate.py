@@ -1,4 +1,4 @@
-"""The positive surrogate of an aten graph, for the gradient method (:mod:`.rf_gradient`).
+"""The positive surrogate of an aten graph, for the gradient method (:mod:`.gradient`).
 
 Each rewrite keeps the op's windows and shapes and makes its Jacobian non-negative with the
 same support (or blocks it, for global reductions), so back-propagation measures which input
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._pytree import tree_flatten
 
-from .rf_shape_rules import POINTWISE
+from .shape_rules import POINTWISE
 
 _POINTWISE_NAMES = frozenset(str(p) for p in POINTWISE)
 _NORMS = frozenset({

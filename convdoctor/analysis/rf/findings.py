@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..findings import Finding, make_finding
-from .receptive_field import RFAnalysis, RFLayer
+from ...findings import Finding, make_finding
+from .core import RFAnalysis, RFLayer
 
 #: the field must at least cover the object on every axis
 RF_MIN_RATIO = 1.0
@@ -132,7 +132,7 @@ def structure_findings(analysis: RFAnalysis) -> list[Finding]:
             "RF_UNCOUNTED",
             f"No receptive-field rule for {ops_text}: fields downstream of them are reported as unknown.",
             evidence={"ops": dict(analysis.uncounted_ops)},
-            fix="Register a rule: @convdoctor.analysis.receptive_field.rf_rule(torch.ops.aten.OP) "
+            fix="Register a rule: @convdoctor.analysis.rf.core.rf_rule(torch.ops.aten.OP) "
                 "or pass extra_rules= to receptive_field(); method='gradient' still measures the field.",
         ))
     return found

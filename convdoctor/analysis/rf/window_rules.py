@@ -1,6 +1,6 @@
 """Receptive-field rules of the ops that slide a window over spatial dims.
 
-Every rule reduces to :func:`~._rf_field.window`: output unit ``o`` reads input units
+Every rule reduces to :func:`~._field.window`: output unit ``o`` reads input units
 ``o*step + first + [0, span]`` along a dim. The derivation sits on each rule:
 
 * convolution / pooling (kernel ``k``, stride ``s``, padding ``p``, dilation ``d``):
@@ -25,8 +25,8 @@ from typing import Any
 
 from torch._ops import ops
 
-from ..graph import OpNode
-from ._rf_field import (
+from ...graph import OpNode
+from ._field import (
     Field,
     Num,
     Pieces,
@@ -37,7 +37,7 @@ from ._rf_field import (
     uncounted,
     window,
 )
-from ._rf_registry import FieldOf, bound, first_field, ntuple, rf_rule
+from ._registry import FieldOf, bound, first_field, ntuple, rf_rule
 
 aten = ops.aten
 

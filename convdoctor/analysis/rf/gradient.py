@@ -42,9 +42,9 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from torch.utils._pytree import tree_flatten
 
-from .._guard import preserve_model_state
-from ..errors import CaptureError, UsageError
-from ._rf_surrogate import rewrite
+from ..._guard import preserve_model_state
+from ...errors import CaptureError, UsageError
+from ._surrogate import rewrite
 
 
 @dataclass(frozen=True)

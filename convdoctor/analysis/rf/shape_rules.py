@@ -19,8 +19,8 @@ from typing import Any
 
 from torch._ops import ops
 
-from ..graph import OpNode, TensorInfo
-from ._rf_field import (
+from ...graph import OpNode, TensorInfo
+from ._field import (
     Field,
     Layout,
     Piece,
@@ -33,7 +33,7 @@ from ._rf_field import (
     regroup,
     uncounted,
 )
-from ._rf_registry import FieldOf, bound, first_field, norm_dim, rf_rule
+from ._registry import FieldOf, bound, first_field, norm_dim, rf_rule
 
 aten = ops.aten
 

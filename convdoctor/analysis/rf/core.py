@@ -1,8 +1,8 @@
 """Analytic receptive field of every tensor of a captured graph.
 
 One linear pass over :class:`~convdoctor.graph.Graph` nodes applies each op's rule from
-``RF_RULES`` (see :mod:`._rf_field` for the conventions, :mod:`.rf_window_rules` and
-:mod:`.rf_shape_rules` for the rules). Each op is
+``RF_RULES`` (see :mod:`._field` for the conventions, :mod:`.window_rules` and
+:mod:`.shape_rules` for the rules). Each op is
 
 * **counted** by its rule (elementwise ops PyTorch tags ``pointwise`` included),
 * **independent** of the input's values (``zeros_like``...: the result carries no field), or
@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch._ops import OpOverloadPacket
 
-from ..graph import Graph, ModuleCall, TensorInfo
-from . import rf_shape_rules, rf_window_rules
-from ._rf_field import (
+from ...graph import Graph, ModuleCall, TensorInfo
+from . import shape_rules, window_rules
+from ._field import (
     Field,
     Num,
     Pieces,
@@ -37,7 +37,7 @@ from ._rf_field import (
     plain_dim,
     uncounted,
 )
-from ._rf_registry import RF_RULES, RFRule, rf_rule
+from ._registry import RF_RULES, RFRule, rf_rule
 
 __all__ = ["RF_RULES", "RFAnalysis", "RFLayer", "analyze", "field_numbers", "rf_rule"]
 
@@ -179,7 +179,7 @@ def _propagate(
     missing: Counter[str] = Counter()
     misaligned_at: list[str] = []
     spatial = 0
-    window_module = rf_window_rules.__name__
+    window_module = window_rules.__name__
 
     def field_of(t: TensorInfo) -> Field | None:
         return fields.get(t.producer)
@@ -191,7 +191,7 @@ def _propagate(
         bad = next((f for f in ins if f.uncounted), None)
         rule = rules.get(node.packet)
         if rule is None and _is_pointwise(node.op):
-            rule = rf_shape_rules.pointwise_rule
+            rule = shape_rules.pointwise_rule
         if bad is not None:
             out: Any = bad
         elif rule is None and all(not any(f.axes) for f in ins):

@@ -1,7 +1,7 @@
 """``RF_RULES``: the receptive-field rule of each aten op, and what every rule shares.
 
 A rule is ``rule(node, field_of) -> Field | None | sequence`` where ``field_of`` maps a
-:class:`~convdoctor.graph.TensorInfo` to its :class:`~._rf_field.Field` (None for
+:class:`~convdoctor.graph.TensorInfo` to its :class:`~._field.Field` (None for
 values that do not depend on the input: parameters, constants). A single result applies
 to every output of the op; a sequence gives one per output. Rules only read shapes and
 attributes, so they run on meta tensors and are unit-testable without a model.
@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ..graph import OpNode, TensorInfo
-from ._registry import RuleTable
-from ._rf_field import Field
+from ...graph import OpNode, TensorInfo
+from .._registry import RuleTable
+from ._field import Field
 
 FieldOf = Callable[[TensorInfo], Field | None]
 RuleResult = Field | None | Sequence[Field | None]
