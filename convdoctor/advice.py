@@ -22,21 +22,7 @@ from .api import inspect, resolve_inputs, resolve_model
 from .capture.inputs import make_input
 from .capture.saved import saved_for_backward_bytes
 from .errors import UsageError
-
-
-@dataclass(frozen=True)
-class LayerOption:
-    """One way to build a layer, with its exact cost at the given input."""
-
-    name: str
-    params: int
-    macs: int
-    output_shape: tuple[int, ...]
-    note: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
+from .results.layers import LayerOption
 
 
 def _option(name: str, module: nn.Module, shape: tuple[int, ...], note: str) -> LayerOption:

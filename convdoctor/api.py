@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Sequence
+import os
 from typing import Any
 
 import torch
-from torch import nn
 from torch._ops import OpOverloadPacket
 
 from .analysis.flops import FlopRule, count_flops
@@ -15,76 +13,68 @@ from .analysis.layers import layer_rows
 from .analysis.lints import run_lints
 from .analysis.memory import activation_memory
 from .analysis.params import count_params
-from .capture.inputs import as_args, make_input, parse_input_spec
-from .capture.load import LoadedModel, load_model
+from .capture.choices import Mode, either, parse_dtype
+from .capture.inputs import InputSize
+from .capture.load import LoadedModel
+from .capture.prepare import ModelLike, model_input, prepare, prepare_model
 from .capture.trace import capture
 from .errors import UsageError
 from .results.base import sort_findings
 from .results.inspect import ModelReport
 
 
-class Mode(str, enum.Enum):
-    """Which behaviour inspect assumes: inference (``eval``) or training (``train``)."""
+def _mode(mode: Mode | str) -> Mode:
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise UsageError(f"unknown mode {mode!r}: choose {either(Mode)}") from None
 
-    EVAL = "eval"
-    TRAIN = "train"
 
-
-def resolve_model(model: nn.Module | str | LoadedModel) -> LoadedModel:
-    """Accept a module, a MODEL spec string, or an already loaded model."""
-    if isinstance(model, LoadedModel):
-        return model
-    if isinstance(model, str):
-        return load_model(model, meta=True)
-    if isinstance(model, nn.Module):
-        return LoadedModel(model, type(model).__name__)
-    raise UsageError(f"expected an nn.Module or a MODEL spec string, got {type(model).__name__}")
+def resolve_model(model: ModelLike, *, weights: str | os.PathLike[str] | None = None) -> LoadedModel:
+    """Accept a module, a MODEL spec string (built on the meta device), or an already loaded model."""
+    return prepare_model(model, weights=weights, meta=True)
 
 
 def resolve_inputs(
-    loaded: LoadedModel, input_size: str | Sequence[int] | None, example_input: Any
+    loaded: LoadedModel, input_size: Any, example_input: Any
 ) -> tuple[tuple[Any, ...], tuple[tuple[int, ...], ...]]:
-    """Example positional args and their shapes, from an example or a size."""
-    if example_input is not None and input_size is not None:
-        raise UsageError("give input_size or example_input, not both")
-    if example_input is not None:
-        args = as_args(example_input)
-    else:
-        shape = parse_input_spec(input_size) or loaded.default_input_size
-        if shape is None:
-            raise UsageError("the input size is unknown: pass input_size (e.g. 1x3x224x224) or example_input")
-        args = (make_input(shape, device="meta"),)
-    shapes = tuple(tuple(int(d) for d in a.shape) for a in args if isinstance(a, torch.Tensor))
-    return args, shapes
+    """Example positional args and the shapes of every input tensor (see :func:`model_input`)."""
+    call = model_input(loaded, input_size, example_input)
+    return call.args, call.shapes
 
 
 def inspect(
-    model: nn.Module | str | LoadedModel,
-    input_size: str | Sequence[int] | None = None,
+    model: ModelLike,
+    input_size: InputSize = None,
     *,
     example_input: Any = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     mode: Mode | str = Mode.EVAL,
     extra_rules: dict[OpOverloadPacket, FlopRule] | None = None,
+    weights: str | os.PathLike[str] | None = None,
 ) -> ModelReport:
     """Shapes, parameters, MACs, memory and lints of a model, without computing anything.
 
     Args:
         model: any ``nn.Module`` or a MODEL spec (``torchvision:resnet50``, ``pkg.mod:factory``...).
-        input_size: ``"1x3x224x224"`` or a shape tuple (``CxHxW`` means batch 1).
-        example_input: a tensor or tuple of tensors instead of ``input_size``.
-        dtype: analyse as if parameters and inputs were this floating dtype.
+        input_size: ``"1x3x224x224"`` or a shape tuple (``CxHxW`` means batch 1; one image
+            for a detector), or keyword sizes ``"pixel_values=1x3x224x224"``.
+        example_input: instead of ``input_size``: a tensor, a tuple of positional args, a
+            list of image tensors (detectors), or a dict of keyword args.
+        dtype: analyse as if parameters and inputs were this floating dtype (a
+            ``torch.dtype`` or its name).
         mode: ``eval`` assumes inference (the default; train-mode BN/dropout are findings),
             ``train`` analyses the training-mode forward.
         extra_rules: ``{aten.op: rule(node) -> OpCost}`` for ops we have no rule for.
+        weights: a state_dict checkpoint for a MODEL spec (``weights_only=True``).
 
     Returns:
         The report; ``report.totals`` holds the DESIGN totals.
     """
-    mode = Mode(mode)
-    loaded = resolve_model(model)
-    args, shapes = resolve_inputs(loaded, input_size, example_input)
-    graph = capture(loaded.module, args, mode=mode.value, dtype=dtype, rebuild=loaded.rebuild)
+    mode = _mode(mode)
+    run_dtype = None if dtype is None else parse_dtype(dtype).torch
+    loaded, call = prepare(model, input_size, example_input, weights=weights, meta=True)
+    graph = capture(loaded.module, call.args, call.kwargs, mode=mode.value, dtype=run_dtype, rebuild=loaded.rebuild)
     flops = count_flops(graph, extra_rules)
     memory = activation_memory(graph)
     params = count_params(graph)
@@ -105,7 +95,7 @@ def inspect(
     return ModelReport(
         model=loaded.spec,
         findings=sort_findings(findings),
-        input_shapes=shapes,
+        input_shapes=call.shapes,
         output_shapes=tuple(t.shape for t in graph.outputs),
         mode=mode.value,
         totals=totals,
@@ -113,5 +103,4 @@ def inspect(
         layers=layer_rows(graph, flops, memory, params),
         size_as=dict(params.size_as),
         bytes_by_dtype=dict(params.bytes_by_dtype),
-        graph=graph,
     )

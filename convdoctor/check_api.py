@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .api import inspect, resolve_model
-from .capture.load import LoadedModel, load_model
+from .api import inspect
+from .capture.choices import ModelMode, parse_batch_sizes, parse_device
+from .capture.inputs import InputSize, parse_input_spec
+from .capture.load import LoadedModel
+from .capture.prepare import ModelLike, prepare_model
 from .errors import ConvDoctorError, UsageError, one_line
 from .findings import Finding
 from .results.base import ReportBase, sort_findings
 from .results.check import Report
 
 #: bench settings for check: a short, honest measurement, not a full sweep.
-CHECK_BENCH = {"min_run_time": 0.5, "max_run_time": 5.0, "min_samples": 20, "cold_start": False, "probe": False}
+CHECK_BENCH: dict[str, Any] = {"min_run_time": 0.5, "max_run_time": 5.0, "min_samples": 20, "cold_start": False, "probe": False}
 
 
 def _real(loaded: LoadedModel) -> nn.Module:
@@ -38,25 +44,30 @@ def _merge(parts: dict[str, ReportBase]) -> tuple[Finding, ...]:
 
 
 def check(
-    model: nn.Module | str,
-    input_size: str | Sequence[int] | None = None,
+    model: ModelLike,
+    input_size: InputSize = None,
     *,
-    sample: torch.Tensor | None = None,
+    sample: Any = None,
     targets: torch.Tensor | None = None,
     object_size: int | str | None = None,
-    batch_sizes: Sequence[int] = (1, 8),
-    audit_checks: Sequence[str] | None = None,
+    batch_sizes: int | str | Sequence[int] = (1, 8),
+    audit_checks: str | Sequence[str] | None = None,
     bench: bool = True,
     device: str = "cpu",
-    weights: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    example_input: Any = None,
+    mode: ModelMode | str = ModelMode.AUTO,
+    data: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Run every verb on one model and merge the findings.
 
     Args:
         model: an ``nn.Module`` or a MODEL spec.
-        input_size: the input shape (default: the spec's suggestion).
-        sample: real inputs for audit (else synthetic, and audit says so).
+        input_size: the input shape (default: the spec's suggestion), or keyword sizes
+            ``"pixel_values=1x3x224x224"``.
+        sample: real inputs for audit (else synthetic, and audit says so); any
+            ``example_input`` form whose one tensor is the batch.
         targets: labels of ``sample``.
         object_size: object size in pixels for the receptive-field findings.
         batch_sizes: batch sizes for audit and bench.
@@ -65,6 +76,10 @@ def check(
         device: ``cpu`` or ``cuda``.
         weights: a state_dict checkpoint for a MODEL spec.
         progress: called with the verb's name before it runs.
+        example_input: the same as ``sample`` (the name the other verbs use).
+        mode: the train/eval flags audit and bench serve the model with (see ``audit``).
+        data: an ImageFolder directory, ``.npz`` or ``.pt`` file of samples (and labels)
+            instead of ``sample``.
 
     Returns:
         The combined report; a verb that could not run is listed in ``skipped`` with why.
@@ -73,25 +88,45 @@ def check(
     from .bench import bench as run_bench
     from .rf_api import receptive_field
 
+    sizes = parse_batch_sizes(batch_sizes)
+    device = parse_device(device)
+    if sample is not None and example_input is not None:
+        raise UsageError("give sample or example_input, not both (they are the same thing)")
+    given = sample if sample is not None else example_input
     spec = model if isinstance(model, str) else None
-    loaded = load_model(model, meta=False) if isinstance(model, str) else resolve_model(model)
-    if weights is not None:
-        from .capture.load import load_weights
-
-        loaded = load_weights(loaded, weights)
+    loaded = prepare_model(model, weights=weights, mode=mode)
+    if data is not None:
+        given, targets = _load_data(loaded, data, input_size, given, targets)
     real = _real(loaded)
-    if loaded.fresh:
-        real.eval()  # our own freshly built copy: serve it as a user would, in eval mode
-    size = input_size if input_size is not None else (tuple(sample.shape) if sample is not None else None)
+    size = None if given is not None else input_size
     steps: dict[str, Callable[[], ReportBase]] = {
-        "inspect": lambda: inspect(loaded, size),
-        "rf": lambda: receptive_field(loaded, size, object_size=object_size),
-        "audit": lambda: audit(real, sample, input_size=None if sample is not None else size, targets=targets,
-                               batch_sizes=batch_sizes, checks=audit_checks, device=device),
+        "inspect": lambda: inspect(loaded, size, example_input=given),
+        "rf": lambda: receptive_field(loaded, size, example_input=given, object_size=object_size),
+        "audit": lambda: audit(real, given, input_size=size, targets=targets, batch_sizes=sizes, checks=audit_checks,
+                               device=device, mode=ModelMode.AS_IS),
     }
     if bench:
         steps["bench"] = lambda: run_bench(spec if spec is not None and weights is None else real, size,
-                                           batch_sizes=tuple(batch_sizes)[:2], device=device, **CHECK_BENCH)
+                                           example_input=given, batch_sizes=sizes[:2], device=device, **CHECK_BENCH)
+    parts, skipped, seconds = _run_steps(steps, progress)
+    return Report(model=loaded.spec, findings=_merge(parts), parts=parts, skipped=skipped, seconds=seconds)
+
+
+def _load_data(loaded: LoadedModel, data: str | os.PathLike[str], input_size: Any, given: Any,
+               targets: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Samples (and labels) from a data file, sized like the model's input for an image folder."""
+    from .audit import load_data
+
+    if given is not None or targets is not None:
+        raise UsageError("give data or a sample (with its targets), not both")
+    size = parse_input_spec(input_size) or (loaded.default_input_size if Path(data).is_dir() else None)
+    found = load_data(Path(data), input_size=size)
+    return found.x, found.y
+
+
+def _run_steps(steps: dict[str, Callable[[], ReportBase]], progress: Callable[[str], None] | None) -> tuple[
+        dict[str, ReportBase], dict[str, str], dict[str, float]]:
+    """Run each verb; one that cannot run on this model is skipped with why, a usage error stops all."""
     parts: dict[str, ReportBase] = {}
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
@@ -106,6 +141,4 @@ def check(
         except ConvDoctorError as exc:
             skipped[name] = one_line(exc)
         seconds[name] = time.perf_counter() - start
-    return Report(model=loaded.spec, findings=_merge(parts), parts=parts, skipped=skipped, seconds=seconds)
-
-
+    return parts, skipped, seconds

@@ -65,6 +65,7 @@ FINDING_CODES: dict[str, CodeInfo] = {
     "RF_MISALIGNED": _c("Merged paths with misaligned fields", "info", "rf"),
     "RF_EXCEEDS_INPUT": _c("Receptive field larger than the input", "info", "rf"),
     "RF_UNCOUNTED": _c("Receptive field unknown past some ops", "warning", "rf"),
+    "RF_OBJECT_LEVEL": _c("Pyramid level that sees the object", "info", "rf"),
     # monitor
     "DEAD_RELU": _c("Dead units", "warning", "monitor"),
     "VANISHING_GRADIENT": _c("Vanishing gradients", "warning", "monitor"),
@@ -75,6 +76,7 @@ FINDING_CODES: dict[str, CodeInfo] = {
     "NAN_LOSS": _c("NaN or Inf in loss or gradients", "error", "monitor"),
     "OVERFITTING": _c("Overfitting", "warning", "monitor"),
     "CONSTANT_PREDICTION": _c("Constant prediction", "warning", "monitor"),
+    "DEGENERATE_TARGETS": _c("Targets a classifier cannot have", "warning", "monitor"),
     "BN_SMALL_BATCH": _c("BatchNorm on small batches", "warning", "monitor"),
     "FROZEN_BN_UPDATING": _c("Frozen BatchNorm still updating", "warning", "monitor"),
     "NO_GRADIENT": _c("Trainable parameters without gradient", "warning", "monitor"),
@@ -120,7 +122,7 @@ class Finding:
             "severity": self.severity.value,
             "title": self.title,
             "message": self.message,
-            "evidence": _jsonable(self.evidence),
+            "evidence": jsonable(self.evidence),
             "fix": self.fix,
             "where": self.where,
         }
@@ -162,12 +164,12 @@ def make_finding(
     )
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Convert tuples, numpy scalars and tensors' scalars to plain JSON types."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, enum.Enum):
         return value.value
     if hasattr(value, "item") and callable(value.item):
@@ -176,10 +178,3 @@ def _jsonable(value: Any) -> Any:
         except (ValueError, RuntimeError):
             return str(value)
     return value
-
-
-def worst(findings: list[Finding]) -> Severity | None:
-    """The highest severity among findings, or None when there are none."""
-    if not findings:
-        return None
-    return max((f.severity for f in findings), key=lambda s: s.rank)

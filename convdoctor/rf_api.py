@@ -3,38 +3,31 @@
 from __future__ import annotations
 
 import difflib
-import enum
+import os
 from collections.abc import Sequence
-from fractions import Fraction
 from typing import Any
 
-from torch import nn
 from torch._ops import OpOverloadPacket
 
-from .analysis.rf.core import RFAnalysis, RFLayer, analyze
-from .analysis.rf.findings import input_findings, object_findings, structure_findings
+from .analysis.rf.core import RFAnalysis, analyze
+from .analysis.rf.findings import input_findings, level_findings, object_findings, structure_findings
 from .analysis.rf.gradient import GradientField, gradient_field
-from .api import resolve_inputs, resolve_model
-from .capture.load import LoadedModel
+from .analysis.rf.pyramid import pyramid_levels
+from .capture.choices import RFMethod, either
+from .capture.inputs import InputForm, InputSize
+from .capture.prepare import ModelLike, prepare
 from .capture.trace import capture
 from .errors import UsageError
 from .findings import Finding, make_finding
 from .results.base import sort_findings
-from .results.rf import RFReport
-
-
-class RFMethod(str, enum.Enum):
-    """How the field is obtained: rules over the graph, or autograd on a positive copy."""
-
-    ANALYTIC = "analytic"
-    GRADIENT = "gradient"
+from .results.rf import RFLayer, RFReport
 
 
 def _method(method: RFMethod | str) -> RFMethod:
     try:
         return RFMethod(method)
     except ValueError:
-        raise UsageError(f"unknown method {method!r}: choose analytic or gradient") from None
+        raise UsageError(f"unknown method {method!r}: choose {either(RFMethod)}") from None
 
 
 def parse_object_size(value: int | str | Sequence[int] | None, n_axes: int) -> tuple[int, ...] | None:
@@ -88,7 +81,8 @@ def _measured(g: GradientField, like: RFLayer, input_shape: Sequence[int]) -> RF
     starts, centers = g.start, []
     coverage: float | None = 1.0
     for lo, hi, start, size, n in zip(g.lo, g.hi, starts, g.size, input_shape[2:]):
-        centers.append(None if start is None or size is None else Fraction(2 * start + size - 1, 2))
+        twice = None if start is None or size is None else 2 * start + size - 1
+        centers.append(None if twice is None else twice // 2 if twice % 2 == 0 else twice / 2)
         coverage = None if coverage is None or lo is None or hi is None else coverage * (hi - lo + 1) / int(n)
     return RFLayer(
         name=g.layer, type=like.type, call=0, output_shape=g.output_shape, size=g.size, jump=g.jump,
@@ -99,22 +93,24 @@ def _measured(g: GradientField, like: RFLayer, input_shape: Sequence[int]) -> RF
 
 
 def receptive_field(
-    model: nn.Module | str | LoadedModel,
-    input_size: str | Sequence[int] | None = None,
+    model: ModelLike,
+    input_size: InputSize = None,
     *,
     example_input: Any = None,
     method: RFMethod | str = RFMethod.ANALYTIC,
     layer: str | None = None,
     object_size: int | str | Sequence[int] | None = None,
     extra_rules: dict[OpOverloadPacket, Any] | None = None,
+    weights: str | os.PathLike[str] | None = None,
 ) -> RFReport:
     """Receptive field (size, jump, start per axis) of every module's output.
 
     Args:
         model: any ``nn.Module`` or a MODEL spec (``torchvision:resnet50``...).
         input_size: ``"1x3x224x224"`` or a shape (``CxHxW`` means batch 1).
-        example_input: a tensor (or tuple of tensors) instead of ``input_size``; fields are
-            measured in pixels of the first one.
+        example_input: instead of ``input_size``: a tensor, a tuple of positional args, a
+            list of image tensors (detectors) or a dict of keyword args; fields are measured
+            in pixels of the first tensor (of the images, for a list).
         method: ``analytic`` (every module, no computation) or ``gradient`` (the focus layer,
             measured by back-propagation through a positive float64 copy of the model).
         layer: module path the findings (and the gradient method) are about; default: the
@@ -122,6 +118,7 @@ def receptive_field(
         object_size: object size in input pixels (``64`` or ``"64x32"``): enables
             ``RF_TOO_SMALL`` / ``RF_TOO_LARGE``.
         extra_rules: ``{aten.op: rule(node, field_of) -> Field}`` for ops without a rule.
+        weights: a state_dict checkpoint for a MODEL spec (``weights_only=True``).
 
     Returns:
         The report; ``report.layers`` holds one entry per module call.
@@ -130,29 +127,36 @@ def receptive_field(
         UsageError: bad method, layer or object size, or a model without spatial ops.
     """
     rf_method = _method(method)
-    loaded = resolve_model(model)
-    args, shapes = resolve_inputs(loaded, input_size, example_input)
-    if not shapes or len(shapes[0]) < 3:
+    loaded, call = prepare(model, input_size, example_input, weights=weights, meta=True)
+    shape = call.primary_shape
+    if shape is None or len(shape) < 3:
         raise UsageError("the first input has no spatial dims: give an input like 1x3x224x224")
-    objects = parse_object_size(object_size, len(shapes[0]) - 2)
-    graph = capture(loaded.module, args, mode="eval", rebuild=loaded.rebuild)
-    analysis = analyze(graph, extra_rules=extra_rules)
-    if analysis.spatial_ops == 0:
+    if rf_method is RFMethod.GRADIENT and call.form not in (InputForm.SIZE, InputForm.TENSOR):
+        raise UsageError(f"the gradient method feeds the model one positional tensor; this input is {call.form.value} "
+                         "form: use method='analytic'")
+    objects = parse_object_size(object_size, len(shape) - 2)
+    graph = capture(loaded.module, call.args, call.kwargs, mode="eval", rebuild=loaded.rebuild)
+    analysis = analyze(graph, extra_rules=extra_rules, input_shape=shape)
+    if analysis.spatial_ops == 0 and not analysis.uncounted_ops:
+        # with uncounted ops the spatial ops may sit behind them: report "unknown", named, instead
         raise UsageError("the model has no spatial op (convolution, pooling, padding, interpolation): "
                          "a receptive field is defined for CNNs only")
     focus = _focus(analysis, layer, list(graph.modules))
     layers = analysis.layers
     if rf_method is RFMethod.GRADIENT:
-        focus = _measured(gradient_field(loaded.module, shapes[0], focus.name), focus, shapes[0])
+        focus = _measured(gradient_field(loaded.module, shape, focus.name), focus, shape)
         layers = (focus,)
+    levels = pyramid_levels(graph, analysis)
     findings: list[Finding] = [*structure_findings(analysis), *input_findings(analysis, focus)]
-    if objects is not None:
+    if objects is not None and levels and layer is None:  # a pyramid: which level sees the object
+        findings += level_findings(analysis, levels, objects)
+    elif objects is not None:
         findings += object_findings(analysis, focus, objects)
     if graph.fallback_reason is not None:
         findings.append(make_finding("CAPTURE_FALLBACK", f"The model ran one real CPU forward instead of a meta "
                                      f"one: {graph.fallback_reason}.", evidence={"reason": graph.fallback_reason}))
     return RFReport(
-        model=loaded.spec, findings=sort_findings(findings), input_shape=tuple(shapes[0]), method=rf_method.value,
+        model=loaded.spec, findings=sort_findings(findings), input_shape=tuple(shape), method=rf_method.value,
         focus=focus.name, object_size=objects, layers=layers, uncounted_ops=dict(analysis.uncounted_ops),
-        misaligned_at=analysis.misaligned_at,
+        misaligned_at=analysis.misaligned_at, levels=levels,
     )

@@ -2,54 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from ..graph import Graph
+from ..results.inspect import LayerRow
 from .flops import FlopResult, OpCost, Uncounted
 from .memory import MemoryResult
 from .params import ParamResult
-
-
-@dataclass(frozen=True)
-class LayerRow:
-    """One module, its costs rolled up over its sub-modules.
-
-    Attributes:
-        name: module path (``""`` for the root).
-        type: class name.
-        depth: nesting depth (root 0).
-        output_shape: shape of its first output on its last call (None when it never ran).
-        calls: how many times it ran.
-        params: unique parameters in it and below.
-        macs: multiply-accumulates of its ops.
-        other_flops: non-MAC FLOPs of its ops.
-        activation_bytes: bytes its ops allocated.
-        uncounted: op calls with no cost rule inside it.
-        training: its ``training`` flag in the user's model.
-    """
-
-    name: str
-    type: str
-    depth: int
-    output_shape: tuple[int, ...] | None
-    calls: int
-    params: int
-    macs: int
-    other_flops: int
-    activation_bytes: int
-    uncounted: int
-    training: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON row (DESIGN keys name, type, output_shape, params, macs plus ours)."""
-        return {
-            "name": self.name, "type": self.type, "depth": self.depth,
-            "output_shape": list(self.output_shape) if self.output_shape is not None else None,
-            "calls": self.calls, "params": self.params, "macs": self.macs, "flops": 2 * self.macs,
-            "other_flops": self.other_flops, "activation_bytes": self.activation_bytes,
-            "uncounted": self.uncounted, "training": self.training,
-        }
 
 
 def _ancestors(path: str) -> list[str]:

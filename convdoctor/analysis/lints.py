@@ -33,11 +33,6 @@ def _lint(name: str) -> Callable[[Lint], Lint]:
     return deco
 
 
-def list_lints() -> list[str]:
-    """Names of the registered lints."""
-    return sorted(LINTS)
-
-
 @_lint("train_mode")
 def train_mode(graph: Graph, flops: FlopResult, inference: bool) -> list[Finding]:
     """BN_TRAIN_MODE / DROPOUT_TRAIN_MODE from the user's training flags (inference assumed)."""

@@ -45,7 +45,7 @@ def count_params(graph: Graph) -> ParamResult:
     total = sum(p.numel for p in params)
     per_module: dict[str, int] = {path: 0 for path in graph.modules}
     for p in params:
-        owners = set()
+        owners: set[str] = set()
         for name in (p.name, *p.aliases):
             parts = name.split(".")[:-1]
             owners.update(".".join(parts[:i]) for i in range(len(parts) + 1))

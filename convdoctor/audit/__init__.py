@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -20,13 +21,25 @@ import torch
 from torch import nn
 
 from .._guard import preserve_model_state
-from ..capture.inputs import DEFAULT_INPUT_SIZE, format_shape, make_input, parse_input_spec
+from .._native import capture_native
+from ..capture.choices import ModelMode, parse_batch_sizes, parse_device
+from ..capture.inputs import (
+    DEFAULT_INPUT_SIZE,
+    InputSize,
+    format_shape,
+    make_input,
+    parse_input_spec,
+    takes_image_list,
+)
+from ..capture.load import LoadedModel
+from ..capture.prepare import ModelLike, prepare_model
 from ..errors import UsageError, one_line
 from ..findings import Finding, Severity, make_finding
 from ..results.audit import AuditReport, CheckRecord, CheckStatus
 from ..results.base import sort_findings
 from . import batch, bn_stats, determinism, export, fusion, modes, quantization  # noqa: F401  (each registers its check)
-from ._tensors import logits
+from ._inputs import Call, audit_inputs
+from ._tensors import find_scores
 from .context import CheckContext, CheckSkipped, buffers_restored, rng_guard
 from .data import AuditData, load_data, validate_samples
 from .incident import incident_table
@@ -42,31 +55,9 @@ SYNTHETIC_SAMPLES = 8
 Progress = Callable[[str, int, int], None]
 
 
-def _batch_sizes(batch_sizes: Iterable[int] | str) -> tuple[int, ...]:
-    parts: list[Any]
-    if isinstance(batch_sizes, str):
-        parts = [p.strip() for p in batch_sizes.split(",") if p.strip()]
-    else:
-        parts = list(batch_sizes)
-    try:
-        sizes = sorted({int(p) for p in parts})
-    except (TypeError, ValueError):
-        raise UsageError(f"batch sizes must be integers like 1,8,32, got {batch_sizes!r}") from None
-    if not sizes or sizes[0] < 1:
-        raise UsageError(f"batch sizes must be positive integers like 1,8,32, got {batch_sizes!r}")
-    return tuple(sizes)
-
-
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UsageError(f"unknown device {device!r}; use cpu or cuda") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise UsageError(f"audit runs on cpu or cuda, not {dev.type}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("CUDA is not available on this machine; use --device cpu")
-    return dev
+#: Checks that export, fold or quantize the model with one positional tensor: skipped, with the
+#: reason, when the model is called another way (keyword inputs, several arguments, images).
+PLAIN_CALL_CHECKS = frozenset({"export", "fusion", "quantization"})
 
 
 def _working_model(model: nn.Module, dev: torch.device) -> nn.Module:
@@ -90,7 +81,7 @@ def _working_model(model: nn.Module, dev: torch.device) -> nn.Module:
 
 
 def _context(work: nn.Module, sample: Any, input_size: Any, targets: Any, sizes: tuple[int, ...],
-             dev: torch.device) -> CheckContext:
+             dev: torch.device, scores_key: str | int | None, call: Call | None = None) -> tuple[CheckContext, str]:
     """Validate the inputs once, run the model once, and build the checks' context."""
     shape = parse_input_spec(input_size)
     if sample is None:
@@ -103,20 +94,23 @@ def _context(work: nn.Module, sample: Any, input_size: Any, targets: Any, sizes:
     x = x.to(dev)
     try:
         with torch.no_grad(), buffers_restored(work), preserve_model_state(work):
-            out = work.eval()(x[:2])
+            args, kwargs = ((x[:2],), {}) if call is None else call(x[:2])
+            out = work.eval()(*args, **kwargs)
     except Exception as exc:
         raise UsageError(f"the model cannot run on inputs of shape {format_shape(x.shape[1:])}: "
                          f"{one_line(exc)}") from exc
-    scores = logits(out)
-    num_classes = int(scores.shape[1]) if scores is not None else None
+    where, reason = find_scores(out, scores_key)
+    found = where(out) if where is not None else None
+    num_classes = int(found.shape[1]) if found is not None else None
     if y is not None:
-        if num_classes is None:
-            raise UsageError("targets need a classifier whose output is (N, classes) scores")
-        if int(y.max()) >= num_classes:
-            raise UsageError(f"labels out of range: found {int(y.max())} but the model has {num_classes} classes "
-                             f"(0..{num_classes - 1})")
+        # the accuracy table is optional: without scores to read it is left out, with the reason
+        if where is not None and num_classes is not None and int(y.max()) >= num_classes:
+            raise UsageError(f"labels out of range: found {int(y.max())} but {where.describe()} has "
+                             f"{num_classes} classes (0..{num_classes - 1})")
         y = y.to(dev)
-    return CheckContext(work, x, y, sizes, dev, synthetic=sample is None, num_classes=num_classes)
+    ctx = CheckContext(work, x, y, sizes, dev, synthetic=sample is None, num_classes=num_classes, scores=where,
+                       call=call)
+    return ctx, reason
 
 
 def _run_check(spec: CheckSpec, ctx: CheckContext) -> CheckRecord:
@@ -125,8 +119,15 @@ def _run_check(spec: CheckSpec, ctx: CheckContext) -> CheckRecord:
     start = time.perf_counter()
     found: list[Finding] = []
     try:
-        with preserve_model_state(ctx.model), buffers_restored(ctx.model):
+        if ctx.call is not None and spec.name in PLAIN_CALL_CHECKS:
+            ctx.skip(f"{spec.name} feeds the model one positional tensor; this model is called with "
+                     "keyword arguments, several arguments or a list of images")
+        # exporters and the quantizer print graphs and log tracebacks to fd 2: held, shown under -v
+        with preserve_model_state(ctx.model), buffers_restored(ctx.model), \
+                capture_native(f"audit check {spec.name}") as native:
             found = spec.fn(ctx)
+        if native.lines:
+            ctx.evidence["third_party_output"] = {"lines": len(native.lines), "first": native.summary()}
         fails = any(f.severity.rank >= Severity.WARNING.rank for f in found)
         status = CheckStatus.FAIL if fails else CheckStatus.PASS
     except CheckSkipped as exc:
@@ -152,29 +153,50 @@ def _synthetic_finding(ctx: CheckContext) -> Finding:
 
 
 def audit(
-    model: nn.Module,
-    sample: torch.Tensor | None = None,
+    model: ModelLike,
+    sample: Any = None,
     *,
-    input_size: str | Sequence[int] | None = None,
+    input_size: InputSize = None,
     targets: torch.Tensor | None = None,
-    batch_sizes: Iterable[int] | str = (1, 8, 32),
+    batch_sizes: int | str | Sequence[int] = (1, 8, 32),
     checks: str | Iterable[str] | None = None,
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
+    scores: str | int | None = None,
+    example_input: Any = None,
+    weights: str | os.PathLike[str] | None = None,
+    mode: ModelMode | str = ModelMode.AUTO,
+    data: str | os.PathLike[str] | None = None,
+    limit: int = 256,
 ) -> AuditReport:
     """Check that a model behaves the same at inference as it should: modes, batch, export.
 
     Args:
-        model: any ``nn.Module`` (it is never changed).
-        sample: a batch of real inputs ``(N, ...)``; without it, ``N`` random inputs of
-            ``input_size`` (the report says so).
-        input_size: ``"1x3x224x224"`` or a shape, used when ``sample`` is None (default
-            1x3x224x224) and checked against ``sample`` otherwise.
-        targets: integer labels of ``sample``; adds the accuracy-per-batch-size table.
+        model: any ``nn.Module`` (it is never changed) or a MODEL spec (``torchvision:resnet18``,
+            ``pkg.module:factory``, a ``.pt``/``.pt2`` file), as on the command line.
+        sample: a batch of real inputs ``(N, ...)``, or any ``example_input`` form whose one
+            tensor is the batch (``{"pixel_values": x}``, ``(x, 0.5)``, a list of images);
+            without it, ``N`` random inputs of ``input_size`` (the report says so).
+        input_size: ``"1x3x224x224"``, a shape, or keyword sizes ``"pixel_values=1x3x8x8"``,
+            used when ``sample`` is None (default: the spec's size, else 1x3x224x224) and
+            checked against ``sample`` otherwise.
+        targets: integer labels of ``sample``; adds the accuracy-per-batch-size table when the
+            output holds class scores (see ``scores``); otherwise the checks run without it and
+            ``report.input["accuracy_skipped"]`` says why.
         batch_sizes: batch sizes the batch check serves at.
         checks: names from :func:`list_checks` (a list or ``"a,b"``); None runs all.
         device: ``"cpu"`` or ``"cuda"``; a model elsewhere is audited on a copy.
         progress: called with ``(check_name, done, total)`` before each check and at the end.
+        scores: where the ``(N, classes)`` scores are in a dict/tuple output (a key, an index
+            or an attribute name). Default: the output itself, else ``logits`` or ``out``,
+            else its one 2-D tensor; ``report.input["scores"]`` says which was used.
+        example_input: the same as ``sample`` (the name every other verb uses).
+        weights: a state_dict checkpoint for a MODEL spec (``weights_only=True``).
+        mode: ``auto`` (eval for a model a factory just built, as-is otherwise), ``as-is``
+            or ``eval`` (on a copy): see :class:`~convdoctor.capture.choices.ModelMode`.
+        data: an ImageFolder directory, ``.npz`` (x[, y]) or ``.pt`` file of samples and labels,
+            instead of ``sample``.
+        limit: samples kept from ``data``.
 
     Returns:
         The report: findings, and one record per check with its evidence.
@@ -183,14 +205,19 @@ def audit(
         UsageError: unknown check, bad batch sizes or device, inputs or labels the model
             cannot take.
     """
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"audit needs a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(model, (nn.Module, str, LoadedModel)):
+        raise UsageError(f"audit needs a torch.nn.Module or a MODEL spec, got {type(model).__name__}")
     specs = select_checks(checks)
-    sizes = _batch_sizes(batch_sizes)
-    dev = _device(device)
-    with preserve_model_state(model, verify=True), rng_guard(dev):
-        work = _working_model(model, dev)
-        ctx = _context(work, sample, input_size, targets, sizes, dev)
+    sizes = parse_batch_sizes(batch_sizes)
+    dev = torch.device(parse_device(device))
+    loaded = prepare_model(model, weights=weights, mode=mode)
+    given = audit_inputs(sample=sample, example_input=example_input, input_size=input_size, targets=targets,
+                         data=data, limit=limit, default_size=loaded.default_input_size,
+                         images=takes_image_list(loaded.module))
+    with preserve_model_state(loaded.module, verify=True), rng_guard(dev):
+        work = _working_model(loaded.module, dev)
+        ctx, no_scores = _context(work, given.sample, given.input_size, given.targets, sizes, dev, scores,
+                                  given.call)
         records = []
         for i, spec in enumerate(specs):
             if progress is not None:
@@ -202,6 +229,9 @@ def audit(
     if ctx.synthetic:
         findings.append(_synthetic_finding(ctx))
     inputs = {"shape": list(ctx.sample.shape), "samples": ctx.n, "synthetic": ctx.synthetic,
-              "targets": ctx.targets is not None, "device": str(dev), "batch_sizes": list(sizes)}
-    return AuditReport(model=type(model).__name__, findings=sort_findings(findings), checks=tuple(records),
+              "targets": ctx.targets is not None, "device": str(dev), "batch_sizes": list(sizes),
+              "scores": ctx.scores.describe() if ctx.scores is not None else None}
+    if ctx.targets is not None and ctx.scores is None:
+        inputs["accuracy_skipped"] = f"no accuracy table: {no_scores}"
+    return AuditReport(model=loaded.spec, findings=sort_findings(findings), checks=tuple(records),
                        input=inputs)

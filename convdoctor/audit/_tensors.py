@@ -114,6 +114,83 @@ def logits(out: Any) -> torch.Tensor | None:
     return None
 
 
+#: Dict keys (and namedtuple/attribute names) that by convention hold the class scores:
+#: Hugging Face ``ModelOutput.logits``, a torchvision-style ``{"out": ...}``.
+SCORE_KEYS = ("logits", "out")
+
+Key = str | int
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Where the ``(N, classes)`` scores sit in a model's output: a path of keys and indices."""
+
+    path: tuple[Key, ...] = ()
+
+    def describe(self) -> str:
+        """``output``, ``output['logits']``, ``output[0]``."""
+        return "output" + "".join(f"[{k!r}]" for k in self.path)
+
+    def __call__(self, out: Any) -> torch.Tensor | None:
+        """The scores inside ``out`` (None when the path or the shape no longer fits)."""
+        for k in self.path:
+            try:
+                out = _child(out, k)
+            except (KeyError, IndexError, AttributeError, TypeError):
+                return None
+        return logits(out)
+
+
+def _child(out: Any, key: Key) -> Any:
+    if isinstance(out, dict) or isinstance(key, int):
+        return out[key]
+    return getattr(out, key)
+
+
+def _children(out: Any) -> list[tuple[Key, Any]]:
+    if isinstance(out, dict):
+        return list(out.items())
+    if isinstance(out, (list, tuple)):
+        return list(enumerate(out))
+    return []
+
+
+def _candidates(out: Any, path: tuple[Key, ...] = ()) -> list[tuple[Key, ...]]:
+    """Paths of every 2-D floating leaf of a nested output."""
+    if logits(out) is not None:
+        return [path]
+    return [p for k, v in _children(out) for p in _candidates(v, (*path, k))]
+
+
+def find_scores(out: Any, key: Key | None = None) -> tuple[Scores | None, str]:
+    """Locate the class scores in an output; ``(None, reason)`` when there is no single answer.
+
+    Order: ``key`` when the user names one (a dict key, a tuple index or an attribute);
+    the output itself when it is ``(N, C)``; a conventional name (:data:`SCORE_KEYS`) at
+    the top level; the one 2-D floating tensor among the leaves. Several candidates
+    without a name to choose by are ambiguous: guessing would make the accuracy table
+    describe the wrong head.
+    """
+    if key is not None:
+        found = Scores((key,))
+        if found(out) is None:
+            return None, f"{found.describe()} is not (N, classes) scores (the output is {structure(out)})"
+        return found, ""
+    if logits(out) is not None:
+        return Scores(), ""
+    for name in SCORE_KEYS:
+        found = Scores((name,))
+        if (isinstance(out, dict) and name in out or hasattr(out, name)) and found(out) is not None:
+            return found, ""
+    paths = _candidates(out)
+    if len(paths) == 1:
+        return Scores(paths[0]), ""
+    if not paths:
+        return None, f"no (N, classes) tensor in the output ({structure(out)})"
+    named = ", ".join(Scores(p).describe() for p in paths[:4])
+    return None, f"several (N, C) tensors could be the class scores ({named}); name one with scores="
+
+
 def _round(v: float) -> float:
     if not math.isfinite(v) or v == 0.0:
         return v

@@ -107,14 +107,15 @@ def _finding(ctx: CheckContext, runs: list[_Run], results: list[dict[str, Any]],
 
 
 def _incident(ctx: CheckContext) -> dict[str, Any] | None:
-    if ctx.targets is None or ctx.num_classes is None:
+    if ctx.targets is None or ctx.scores is None:
         return None
 
     def run_eval(x: torch.Tensor) -> Any:
         with ctx.modes(all_eval=True):
             return ctx.forward(x)
 
-    return accuracy_rows(ctx.forward, run_eval, ctx.sample, ctx.targets, ctx.batch_sizes)
+    table = accuracy_rows(ctx.forward, run_eval, ctx.sample, ctx.targets, ctx.batch_sizes, ctx.scores)
+    return {**table, "scores": ctx.scores.describe()}
 
 
 #: What the batch check holds in eval mode, tried in order: dropout only (the model's own mode

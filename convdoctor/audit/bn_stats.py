@@ -4,12 +4,24 @@ A static check of the buffers eval mode will use (no forward pass):
 
 * invalid: NaN or Inf in ``running_mean``/``running_var``, or a negative variance.
 * never updated: ``running_mean`` all 0 and ``running_var`` all 1, the values
-  ``reset_running_stats`` leaves, in a layer that has been trained (its affine weight or
-  bias moved away from 1 and 0, or ``num_batches_tracked`` > 0). Eval mode then
-  normalises with mean 0 and variance 1 whatever the activations are.
-* untrained: default statistics *and* default affine parameters. When every layer is so,
-  the whole model is at random init (an ``info``, not an error: nothing was lost in a
-  hand-off); when only some are, those layers never saw a batch (a ``warning``).
+  ``reset_running_stats`` leaves, in a layer that has been trained. Eval mode then
+  normalises with mean 0 and variance 1 whatever the activations are. The evidence of
+  training is graded, and only certainty is an ``error``:
+
+  - ``num_batches_tracked`` > 0: the layer counted training batches, and no real batch
+    leaves the statistics at exactly 0 and 1, so they were reset or replaced afterwards
+    (certain: ``error``);
+  - otherwise the evidence is the rest of the model: when other layers' statistics were
+    updated, the model was trained and these layers were not, or lost their buffers
+    (``warning``); when no layer's were, a fresh model and one whose every buffer was
+    lost look the same (``info``: the model looks untrained).
+
+  Affine parameters are no proof either way: initialisers set constants (1 and 0, the
+  zero-init of a residual block's last BatchNorm) but also random values (timm's RepVGG
+  draws gamma from N(0.1, 0.1)); the count of per-channel affine values is evidence only.
+* untrained: every layer at its initial statistics with no batch counted (an ``info``,
+  not an error: nothing was lost in a hand-off that the buffers can show); when only
+  some are, those layers never saw a batch (a ``warning``).
 * extreme: a statistic beyond float16's largest finite value (65504). The model works in
   float32 but ``model.half()`` turns that buffer into Inf and the layer's output into
   NaN or 0, a common way to serve.
@@ -22,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._compat import NormBase
 from ..findings import Finding, make_finding
 from .context import CheckContext
 from .registry import register_check
@@ -32,15 +45,15 @@ EXTREME_STAT = 65504.0
 MAX_LAYERS = 10
 
 
-def _layer(name: str, m: nn.modules.batchnorm._NormBase) -> dict[str, Any]:
+def _layer(name: str, m: NormBase) -> dict[str, Any]:
     """Facts about one layer's statistics and affine parameters (the caller checked they exist)."""
     assert m.running_mean is not None and m.running_var is not None
     mean = m.running_mean.detach().double().cpu()
     var = m.running_var.detach().double().cpu()
     nbt = m.num_batches_tracked
     finite = torch.isfinite(mean).all() and torch.isfinite(var).all()
-    affine_default = not m.affine or (
-        bool((m.weight.detach() == 1).all()) and bool((m.bias.detach() == 0).all()))
+    # one value per layer (any constant, not only 1 and 0): what most initialisers leave
+    affine_default = not m.affine or (_constant(m.weight) and _constant(m.bias))
     return {
         "name": name,
         "num_batches_tracked": None if nbt is None else int(nbt),
@@ -53,13 +66,21 @@ def _layer(name: str, m: nn.modules.batchnorm._NormBase) -> dict[str, Any]:
     }
 
 
+def _constant(t: torch.Tensor | None) -> bool:
+    if t is None or t.numel() == 0:
+        return True
+    flat = t.detach().reshape(-1)
+    return bool((flat == flat[0]).all())
+
+
 def _summary(layer: dict[str, Any]) -> dict[str, Any]:
     keys = ("name", "num_batches_tracked", "mean_abs_max", "var_min", "var_max")
     return {k: layer[k] for k in keys}
 
 
-def _trained(layer: dict[str, Any]) -> bool:
-    return not layer["affine_default"] or bool(layer["num_batches_tracked"])
+def _counted(layer: dict[str, Any]) -> bool:
+    """The certain evidence: the layer counted training batches."""
+    return bool(layer["num_batches_tracked"])
 
 
 def _invalid(layers: list[dict[str, Any]]) -> list[Finding]:
@@ -80,35 +101,47 @@ def _invalid(layers: list[dict[str, Any]]) -> list[Finding]:
 
 def _uninitialized(layers: list[dict[str, Any]]) -> list[Finding]:
     default = [lay for lay in layers if lay["default_stats"] and not lay["invalid"]]
-    lost = [lay for lay in default if _trained(lay)]
-    untrained = [lay for lay in default if not _trained(lay)]
+    certain = [lay for lay in default if _counted(lay)]
+    rest = [lay for lay in default if not _counted(lay)]
+    trained_elsewhere = len(layers) - len(rest)  # layers that counted batches or whose statistics moved
     fix = ("Recompute the running statistics with convdoctor.fix.recalibrate_bn(model, batches) on a few "
            "hundred training samples, or load the checkpoint's buffers (load_state_dict(strict=True)).")
     findings = []
-    if lost:
+    if certain:
         findings.append(make_finding(
             "BN_STATS_UNINITIALIZED",
-            f"{len(lost)} trained BatchNorm layer(s) still hold the initial running statistics (mean 0, var 1), "
-            f"e.g. {lost[0]['name']}: eval mode will normalise with the wrong statistics.",
-            evidence={"count": len(lost), "layers": [_summary(lay) for lay in lost[:MAX_LAYERS]]},
-            fix=fix, where=lost[0]["name"],
+            f"{len(certain)} BatchNorm layer(s) counted training batches (num_batches_tracked "
+            f"{certain[0]['num_batches_tracked']} in {certain[0]['name']}) yet hold the initial running statistics "
+            "(mean 0, var 1): they were reset or never loaded, and eval mode will normalise with the wrong statistics.",
+            evidence={"count": len(certain), "evidence": "num_batches_tracked > 0",
+                      "layers": [_summary(lay) for lay in certain[:MAX_LAYERS]]},
+            fix=fix, where=certain[0]["name"],
         ))
-    if untrained and len(untrained) == len(layers):
+    if not rest:
+        return findings
+    learned = sum(not lay["affine_default"] for lay in rest)
+    if trained_elsewhere == 0:
+        # nothing in the model ever saw a batch: fresh init and "every buffer lost" look the same here
+        note = (f"; {learned} have affine values that differ per channel, which trained weights and some "
+                "initialisers (RepVGG's) both leave" if learned else "")
         findings.append(make_finding(
             "BN_STATS_UNINITIALIZED",
-            f"All {len(layers)} BatchNorm layers are at their initial values (statistics and affine): the model "
-            "looks untrained (random init), so accuracy numbers from it mean nothing.",
-            evidence={"count": len(untrained), "untrained_model": True}, severity="info",
-            fix="Load the trained weights (--weights CKPT) before auditing.",
+            f"All {len(layers)} BatchNorm layers hold their initial statistics and none counted a batch{note}: the "
+            "model is untrained (random init) or its buffers were not loaded, so accuracy numbers from it mean "
+            "nothing.",
+            evidence={"count": len(rest), "untrained_model": True, "learned_affine": learned}, severity="info",
+            fix="Load the trained weights and buffers (--weights CKPT) before auditing.",
         ))
-    elif untrained:
-        findings.append(make_finding(
-            "BN_STATS_UNINITIALIZED",
-            f"{len(untrained)} of {len(layers)} BatchNorm layers were never updated while the others were "
-            f"(e.g. {untrained[0]['name']}): they were not trained or their buffers were not loaded.",
-            evidence={"count": len(untrained), "layers": [_summary(lay) for lay in untrained[:MAX_LAYERS]]},
-            severity="warning", fix=fix, where=untrained[0]["name"],
-        ))
+        return findings
+    findings.append(make_finding(
+        "BN_STATS_UNINITIALIZED",
+        f"{len(rest)} of {len(layers)} BatchNorm layers never updated their statistics while {trained_elsewhere} "
+        f"others did (e.g. {rest[0]['name']}; {learned} of them with per-channel affine values, as training "
+        "leaves): they were not trained or their buffers were not loaded.",
+        evidence={"count": len(rest), "evidence": "other layers' statistics were updated", "learned_affine": learned,
+                  "layers": [_summary(lay) for lay in rest[:MAX_LAYERS]]},
+        severity="warning", fix=fix, where=rest[0]["name"],
+    ))
     return findings
 
 
@@ -138,7 +171,7 @@ def _extreme(layers: list[dict[str, Any]]) -> list[Finding]:
 def check_bn_stats(ctx: CheckContext) -> list[Finding]:
     """Read every tracked normalisation layer's running statistics."""
     layers = [_layer(name, m) for name, m in ctx.model.named_modules()
-              if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+              if isinstance(m, NormBase) and m.track_running_stats
               and m.running_mean is not None and m.running_var is not None
               and not isinstance(m.running_mean, nn.parameter.UninitializedBuffer)]
     ctx.evidence.update(layers=len(layers), never_updated=sum(lay["default_stats"] for lay in layers),

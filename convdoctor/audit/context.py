@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import torch
 from torch import nn
 
+from .._compat import BatchNormBase, DropoutBase
+from ._tensors import Scores
+
 #: Base of the dropout classes whose ``training`` flag turns random masking on.
-DROPOUT_TYPES = nn.modules.dropout._DropoutNd
+DROPOUT_TYPES = DropoutBase
 
 #: Base of the BatchNorm classes (BatchNorm1d/2d/3d, SyncBatchNorm, the lazy variants).
-BN_TYPES = nn.modules.batchnorm._BatchNorm
+BN_TYPES = BatchNormBase
 
 
 class CheckSkipped(Exception):
@@ -39,7 +42,11 @@ class CheckContext:
         batch_sizes: the batch sizes to test, ascending.
         device: where the model runs.
         synthetic: the sample is random data, not the user's.
-        num_classes: the size of the output's last dim when it is ``(N, classes)``, else None.
+        num_classes: the number of classes of the scores when the output holds ``(N, classes)``
+            scores (see ``scores``), else None.
+        scores: where the class scores sit in the output (``_tensors.Scores``), or None.
+        call: how a slice of ``sample`` becomes the model's arguments (keyword inputs, a
+            detector's image list); None for a plain ``model(x)``.
         evidence: the running check's numbers (the runner gives each check a fresh dict).
     """
 
@@ -50,6 +57,8 @@ class CheckContext:
     device: torch.device
     synthetic: bool
     num_classes: int | None = None
+    scores: Scores | None = None
+    call: Callable[[torch.Tensor], tuple[tuple[Any, ...], dict[str, Any]]] | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     _eval_copy: nn.Module | None = field(default=None, repr=False)
 
@@ -65,8 +74,9 @@ class CheckContext:
 
     def forward(self, x: torch.Tensor, model: nn.Module | None = None) -> Any:
         """Run the model (or ``model``) on ``x`` without autograd."""
+        args, kwargs = ((x,), {}) if self.call is None else self.call(x)
         with torch.no_grad():
-            return (model or self.model)(x)
+            return (model or self.model)(*args, **kwargs)
 
     @contextlib.contextmanager
     def modes(self, *, all_eval: bool = False, dropout_eval: bool = False,

@@ -62,7 +62,11 @@ def _subset(n: int, limit: int) -> list[int]:
 
 
 def _from_folder(path: Path, input_size: tuple[int, ...] | None, limit: int) -> tuple[Any, Any, int]:
-    from torchvision import datasets, transforms
+    try:
+        from torchvision import datasets, transforms
+    except ImportError as exc:  # optional dependency
+        raise UsageError("reading an image folder needs torchvision: pip install torchvision "
+                         "(or 'convdoctor[vision]'); or pass a .npz/.pt file of tensors") from exc
 
     size = input_size or (1, *_IMAGE_SIZE)
     if len(size) != 4 or size[1] not in (1, 3):

@@ -10,13 +10,15 @@ precision; ``FUSION_RTOL`` flags that and nothing else.
 from __future__ import annotations
 
 from ..findings import Finding, make_finding
-from ..fix.fusion import find_conv_bn_pairs, fuse_conv_bn
+from ..fix.fusion import find_conv_bn_pairs, fuse_conv_bn, unfoldable_batchnorms
 from ._tensors import diff, leaves
 from .context import BN_TYPES, CheckContext
 from .registry import register_check
 
 #: Samples compared.
 FUSION_BATCH = 4
+#: BatchNorm layers left unfolded that the evidence lists, with the reason.
+MAX_LISTED = 10
 #: Largest tolerated difference after folding, as a fraction of the output's scale.
 FUSION_RTOL = 1e-3
 
@@ -33,7 +35,10 @@ def check_fusion(ctx: CheckContext) -> list[Finding]:
     x = ctx.take(min(FUSION_BATCH, ctx.n))
     pairs = find_conv_bn_pairs(model, example_input=x)
     total_bn = sum(isinstance(m, BN_TYPES) for m in model.modules())
+    skipped = unfoldable_batchnorms(model)
     ctx.evidence.update(pairs=len(pairs), batchnorm_total=total_bn)
+    if skipped:
+        ctx.evidence["not_folded"] = dict(list(skipped.items())[:MAX_LISTED])
     if not pairs:
         ctx.skip("no Conv-BatchNorm pair to fold" if total_bn else "no BatchNorm layer")
     fused = fuse_conv_bn(model, example_input=x)

@@ -24,9 +24,12 @@ from .context import BN_TYPES, rng_guard
 INCIDENT_BATCH_SIZES = (1, 8, 64)
 
 Runner = Callable[[torch.Tensor], Any]
+#: Reads the ``(N, classes)`` scores out of a model output (None when absent).
+ScoreReader = Callable[[Any], "torch.Tensor | None"]
 
 
-def accuracy(run: Runner, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+def accuracy(run: Runner, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+             scores: ScoreReader = logits) -> float:
     """Top-1 accuracy of ``run`` on ``x`` fed in consecutive batches of ``batch_size``.
 
     The last batch holds the remainder (``len(x) % batch_size`` samples) when the sizes do
@@ -38,15 +41,15 @@ def accuracy(run: Runner, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> 
     correct = 0
     for start in range(0, x.shape[0], batch_size):
         with torch.no_grad():
-            scores = logits(run(x[start:start + batch_size]))
-        if scores is None:
+            found = scores(run(x[start:start + batch_size]))
+        if found is None:
             raise UsageError("accuracy needs a model whose output is (N, classes) scores")
-        correct += int((scores.argmax(1).cpu() == y[start:start + batch_size].cpu()).sum())
+        correct += int((found.argmax(1).cpu() == y[start:start + batch_size].cpu()).sum())
     return correct / x.shape[0]
 
 
 def accuracy_rows(run_current: Runner, run_eval: Runner, x: torch.Tensor, y: torch.Tensor,
-                  batch_sizes: Sequence[int]) -> dict[str, Any]:
+                  batch_sizes: Sequence[int], scores: ScoreReader = logits) -> dict[str, Any]:
     """Accuracy in the current mode at each batch size, and in eval mode.
 
     ``run_eval`` runs first: a training-mode run updates BatchNorm running statistics, and
@@ -55,12 +58,12 @@ def accuracy_rows(run_current: Runner, run_eval: Runner, x: torch.Tensor, y: tor
     Eval-mode accuracy is measured once, at the largest batch size: in eval mode each
     sample's output does not depend on its batch (the ``batch`` check verifies it).
     """
-    eval_acc = accuracy(run_eval, x, y, max(batch_sizes))
+    eval_acc = accuracy(run_eval, x, y, max(batch_sizes), scores)
     rows: list[dict[str, Any]] = []
     for b in batch_sizes:
         row: dict[str, Any] = {"batch_size": int(b), "eval_accuracy": eval_acc}
         try:
-            row["accuracy"] = accuracy(run_current, x, y, int(b))
+            row["accuracy"] = accuracy(run_current, x, y, int(b), scores)
         except UsageError:
             raise
         except Exception as exc:  # e.g. BatchNorm1d in training mode cannot run on one sample

@@ -69,7 +69,8 @@ def _eval_effect(ctx: CheckContext, x: torch.Tensor) -> dict[str, Any]:
     effect: dict[str, Any] = {"samples": int(x.shape[0]), **d.as_dict()}
     if d.max_rel == float("inf"):
         effect["structure"] = f"{structure(out_now)} in training mode vs {structure(out_eval)} in eval"
-    a, b = logits(out_now), logits(out_eval)
+    read = ctx.scores or logits
+    a, b = read(out_now), read(out_eval)
     if a is not None and b is not None and a.shape == b.shape:
         effect["top1_changed"] = int((a.argmax(1) != b.argmax(1)).sum())
     return effect

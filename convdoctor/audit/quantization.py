@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import CaptureError, one_line
 from ..findings import Finding
-from ._int8 import has_quantized_layers, quantization_findings, quantization_metrics
+from ..quant import has_quantized_layers, quantization_findings, quantization_metrics
 from .context import CheckContext, CheckSkipped
 from .registry import register_check
 
@@ -21,7 +21,7 @@ QUANT_MIN_RUN_TIME = 0.3
 @register_check("quantization", summary="INT8 vs FP32: agreement, accuracy, size on disk, latency",
                 codes=("QUANTIZATION_DROP", "QUANTIZATION_PARTIAL"), order=70)
 def check_quantization(ctx: CheckContext) -> list[Finding]:
-    """Quantize a copy with ``convdoctor.fix.quantize_int8`` and compare it with the model."""
+    """Quantize a copy with ``convdoctor.quant.quantize_int8`` and compare it with the model."""
     already = has_quantized_layers(ctx.model)
     if ctx.synthetic and not already:
         raise CheckSkipped("needs real samples to calibrate and score the int8 model (--data)")

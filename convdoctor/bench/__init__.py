@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,15 +47,22 @@ _import_benchmark()
 from torch.utils.benchmark import set_torch_threads  # noqa: E402
 
 from .._guard import preserve_model_state
-from ..capture.inputs import make_input
-from ..capture.load import load_model, load_weights
+from ..capture.inputs import (
+    DEFAULT_INPUT_SIZE,
+    InputForm,
+    InputSize,
+    ModelInput,
+    format_shape,
+    make_input,
+)
+from ..capture.prepare import model_input, prepare_model
 from ..errors import CaptureError, ConvDoctorError, UsageError
 from ..findings import Finding
 from ..results.base import sort_findings
 from ..results.bench import BenchReport, BenchRow, LayerTiming
 from . import _findings
 from ._costs import ModelCosts, model_costs
-from ._options import BenchOptions, Device, Dtype, bench_options, input_shape
+from ._options import BenchOptions, Device, Dtype, bench_options, validate_input
 from .probe import MachinePeaks, machine_peaks
 from .profile import ModuleProfile, profile_modules
 from .timing import BenchResult, measure
@@ -73,23 +81,38 @@ class _Target:
 
     name: str
     module: nn.Module
+    call: ModelInput
     spec: str | None = None
     weights: str | None = None
-    default_shape: tuple[int, ...] | None = None
     rebuild: Callable[[], nn.Module] | None = None
 
 
-def _target(model: nn.Module | str, name: str | None, weights: str | None) -> _Target:
-    if isinstance(model, str):
-        loaded = load_model(model)
-        if weights is not None:
-            loaded = load_weights(loaded, weights)
-        return _Target(name or model, loaded.module, model, weights, loaded.default_input_size, loaded.rebuild)
-    if isinstance(model, nn.Module):
-        if weights is not None:
-            raise UsageError("weights= applies to a MODEL spec; load the checkpoint into your module yourself")
-        return _Target(name or type(model).__name__, model)
-    raise UsageError(f"model must be an nn.Module or a MODEL spec string, got {type(model).__name__}")
+def _target(model: nn.Module | str, name: str | None, weights: Any, input_size: Any, example_input: Any) -> _Target:
+    if not isinstance(model, (nn.Module, str)):
+        raise UsageError(f"model must be an nn.Module or a MODEL spec string, got {type(model).__name__}")
+    loaded = prepare_model(model, weights=weights)
+    call = model_input(loaded, input_size, example_input, fallback=DEFAULT_INPUT_SIZE)
+    call.batched(require_one="bench")  # one batched tensor, images of one size: checked before any timing
+    spec = model if isinstance(model, str) else None
+    return _Target(name or loaded.spec, loaded.module, call, spec, None if weights is None else str(weights),
+                   loaded.rebuild)
+
+
+def batch_call(call: ModelInput, batch_size: int, device: str, dtype: torch.dtype) -> tuple[
+        tuple[Any, ...], dict[str, Any]]:
+    """The model's arguments at ``batch_size``: a size gives random inputs; an example is cycled
+    along its batch (its values and integer dtype kept, floats cast to ``dtype``)."""
+    base = call.batched(require_one="bench")
+    if base.device.type == "meta":
+        x = make_input((batch_size, *base.shape[1:]), device=device, dtype=dtype)
+    else:
+        x = base[torch.arange(batch_size) % base.shape[0]]
+        x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
+    args, kwargs = call.bind(x)
+    def move(v: Any) -> Any:
+        return v.to(device) if isinstance(v, torch.Tensor) else v
+
+    return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
 
 
 def _runner(model: nn.Module, opts: BenchOptions) -> nn.Module:
@@ -126,26 +149,26 @@ def _layers(costs: ModelCosts | None, prof: ModuleProfile, peaks: MachinePeaks |
     return tuple(rows[:top]), mem_share
 
 
-def _time_row(target: _Target, shape: tuple[int, ...], opts: BenchOptions) -> tuple[BenchResult, ModuleProfile | None]:
+def _time_row(target: _Target, batch_size: int, opts: BenchOptions) -> tuple[BenchResult, ModuleProfile | None]:
     """Warm timing and profile of one batch size, the user's model left as it was."""
     model = target.module
     with preserve_model_state(model, verify=True), set_torch_threads(opts.threads):
         runner = _runner(model, opts)  # a copy, when made, is made outside inference mode
         runner.eval()
-        x = make_input(shape, device=opts.device, dtype=opts.dtype.torch)
+        args, kwargs = batch_call(target.call, batch_size, opts.device, opts.dtype.torch)
         with torch.inference_mode():
-            return _measure_call(target.name, runner, x, opts)
+            return _measure_call(target.name, runner, args, kwargs, batch_size, opts)
 
 
-def _measure_call(name: str, runner: nn.Module, x: torch.Tensor, opts: BenchOptions
-                  ) -> tuple[BenchResult, ModuleProfile | None]:
+def _measure_call(name: str, runner: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], batch_size: int,
+                  opts: BenchOptions) -> tuple[BenchResult, ModuleProfile | None]:
     """Warm timing, then the profile; any failure of the model becomes one CaptureError line."""
 
     def call() -> object:
-        return runner(x)
+        return runner(*args, **kwargs)
 
     try:
-        result = measure(call, batch_size=int(x.shape[0]), threads=opts.threads, device=opts.device_type,
+        result = measure(call, batch_size=batch_size, threads=opts.threads, device=opts.device_type,
                          warmup=opts.warmup, min_samples=opts.min_samples, min_run_time=opts.min_run_time,
                          max_run_time=opts.max_run_time)
         prof = profile_modules(runner, call, device=opts.device) if opts.profile else None
@@ -153,35 +176,40 @@ def _measure_call(name: str, runner: nn.Module, x: torch.Tensor, opts: BenchOpti
         raise
     except Exception as exc:  # the user's forward can raise anything: one line, with where
         first = (str(exc).strip().splitlines() or [""])[0]
-        shape = "x".join(str(d) for d in x.shape)
+        shape = ", ".join(format_shape(t.shape) for t in ModelInput(args, kwargs).tensors)
         raise CaptureError(f"{name} failed at input {shape} on {opts.device}: {type(exc).__name__}: {first}") from exc
     return result, prof
 
 
-def _costs(target: _Target, shape: tuple[int, ...], opts: BenchOptions) -> tuple[ModelCosts | None, str | None]:
+def _costs(target: _Target, batch_size: int, opts: BenchOptions) -> tuple[ModelCosts | None, str | None]:
     try:
-        return model_costs(target.module, shape, opts.dtype.torch, target.rebuild), None
+        args, kwargs = batch_call(target.call, batch_size, "meta", torch.float32)
+        return model_costs(target.module, None, opts.dtype.torch, target.rebuild, args=args, kwargs=kwargs), None
     except ConvDoctorError as exc:
         return None, f"MACs unavailable: {exc}"
 
 
-def _cold(target: _Target, shape: tuple[int, ...], opts: BenchOptions) -> Any:
+def _cold(target: _Target, batch_size: int, opts: BenchOptions) -> Any:
     from .cold import ColdStart, cold_start
 
+    shape = (batch_size, *target.call.batched().shape[1:])
     if not opts.cold_start:
         return ColdStart(None, reason="not requested (cold_start=False)")
     if target.spec is None:
         return ColdStart(None, reason="needs a MODEL spec a fresh process can load (e.g. 'torchvision:resnet18', "
                                       "'pkg.module:factory'); a module object cannot be rebuilt there")
+    if target.call.form not in (InputForm.SIZE, InputForm.TENSOR):
+        return ColdStart(None, reason=f"the fresh process calls model(x); a {target.call.form.value} input "
+                                      "is not replayed there")
     return cold_start(target.spec, shape, device=opts.device, threads=opts.threads, dtype=opts.dtype.value,
                       weights=target.weights)
 
 
-def _row(target: _Target, shape: tuple[int, ...], opts: BenchOptions, peaks: MachinePeaks | None) -> BenchRow:
+def _row(target: _Target, batch_size: int, opts: BenchOptions, peaks: MachinePeaks | None) -> BenchRow:
     """Everything measured for one model at one batch size."""
-    costs, costs_reason = _costs(target, shape, opts)
-    result, prof = _time_row(target, shape, opts)
-    cold = _cold(target, shape, opts)
+    costs, costs_reason = _costs(target, batch_size, opts)
+    result, prof = _time_row(target, batch_size, opts)
+    cold = _cold(target, batch_size, opts)
     layers, mem_share = _layers(costs, prof, peaks, target.module, opts.top) if prof else ((), None)
     macs = costs.macs if costs and not costs.uncounted else None
     intensity = costs.intensity if macs is not None and costs else None
@@ -191,7 +219,7 @@ def _row(target: _Target, shape: tuple[int, ...], opts: BenchOptions, peaks: Mac
     if costs and costs.uncounted:
         warnings.append(f"MACs absent: ops with unknown cost ran ({', '.join(sorted(costs.uncounted))})")
     return BenchRow(
-        model=target.name, batch_size=shape[0], device=opts.device, threads=opts.threads, dtype=opts.dtype.value,
+        model=target.name, batch_size=batch_size, device=opts.device, threads=opts.threads, dtype=opts.dtype.value,
         p50_ms=result.p50_ms, p90_ms=result.p90_ms, p99_ms=result.p99_ms, mean_ms=result.mean_ms,
         iqr_ms=result.iqr_ms, rel_iqr=result.rel_iqr, throughput=result.throughput, n_samples=result.n_samples,
         samples_ms=result.samples_ms, warmup_ms=result.warmup_ms, first_call_ms=result.first_call_ms,
@@ -215,16 +243,15 @@ def _peaks(opts: BenchOptions) -> tuple[MachinePeaks | None, dict[str, Any]]:
     return peaks, peaks.to_dict()
 
 
-def _run(targets: list[_Target], input_size: Any, opts: BenchOptions, progress: Progress | None) -> tuple[
+def _run(targets: list[_Target], opts: BenchOptions, progress: Progress | None) -> tuple[
         list[BenchRow], dict[str, Any]]:
     peaks, machine = _peaks(opts)
     rows = []
     total = len(targets) * len(opts.batch_sizes)
     for i, (t, bs) in enumerate(itertools.product(targets, opts.batch_sizes)):
-        shape = input_shape(input_size, t.default_shape)
         if progress is not None:
             progress(f"{t.name} batch {bs}", i, total)
-        rows.append(_row(t, (bs, *shape[1:]), opts, peaks))
+        rows.append(_row(t, bs, opts, peaks))
     if progress is not None:
         progress("done", total, total)
     return rows, machine
@@ -237,15 +264,16 @@ def _row_findings(rows: Sequence[BenchRow]) -> list[Finding]:
 
 def bench(
     model: nn.Module | str,
-    input_size: str | Sequence[int] | None = None,
+    input_size: InputSize = None,
     *,
     batch_sizes: int | str | Sequence[int] = (1,),
     device: str = "cpu",
     threads: int | None = None,
     dtype: str | torch.dtype = "float32",
-    weights: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
     name: str | None = None,
     progress: Progress | None = None,
+    example_input: Any = None,
     **options: Any,
 ) -> BenchReport:
     """Measure a model's latency, throughput, cold start and where its time goes.
@@ -253,8 +281,9 @@ def bench(
     Args:
         model: an ``nn.Module`` or a MODEL spec (a spec also gets a cold start measured in a
             fresh process; a module's cold start is reported absent with the reason).
-        input_size: input shape such as ``"1x3x224x224"``; its batch is replaced by each
-            batch size. Default: the spec's suggested size, else 1x3x224x224.
+        input_size: input shape such as ``"1x3x224x224"`` (or keyword sizes
+            ``"pixel_values=1x3x224x224"``; ``CxHxW`` is one image for a detector); its batch is
+            replaced by each batch size. Default: the spec's suggested size, else 1x3x224x224.
         batch_sizes: sizes to sweep (``(1, 8)``, ``"1,8,32"``).
         device: ``"cpu"`` or ``"cuda"``.
         threads: intra-op threads (default: the current count); always recorded.
@@ -262,6 +291,9 @@ def bench(
         weights: state_dict checkpoint for a MODEL spec (``weights_only=True``).
         name: display name (default: the spec or the class name).
         progress: ``progress(description, done, total)`` before each row.
+        example_input: instead of ``input_size``: a tensor, a tuple of positional args, a list
+            of images or a dict of keyword args; its one tensor is cycled along the batch to
+            each batch size.
         **options: ``warmup`` (10), ``min_samples`` (100), ``min_run_time`` (1.0 s),
             ``max_run_time`` (30 s), ``cold_start`` (True), ``profile`` (True), ``probe``
             (True), ``top`` (10): see :class:`~convdoctor.bench.BenchOptions`.
@@ -275,16 +307,16 @@ def bench(
         CaptureError: the model fails on the input.
     """
     opts = bench_options(batch_sizes, device, threads, dtype, **options)
-    input_shape(input_size, None)  # validate before loading anything
-    target = _target(model, name, weights)
-    rows, machine = _run([target], input_size, opts, progress)
+    validate_input(input_size, example_input)  # before loading anything
+    target = _target(model, name, weights, input_size, example_input)
+    rows, machine = _run([target], opts, progress)
     return BenchReport(model=target.name, findings=sort_findings(_row_findings(rows)), rows=tuple(rows),
                        machine=machine, method=opts.method())
 
 
 def compare(
     models: Mapping[str, nn.Module | str],
-    input_size: str | Sequence[int] | None = None,
+    input_size: InputSize = None,
     *,
     progress: Progress | None = None,
     **bench_kwargs: Any,
@@ -309,13 +341,14 @@ def compare(
     if not models:
         raise UsageError("compare needs at least one model, e.g. {'resnet18': 'torchvision:resnet18'}")
     for key in ("name", "weights"):
-        if key in bench_kwargs:
+        if bench_kwargs.pop(key, None) is not None:
             raise UsageError(f"{key}= applies to one model; use bench() for it")
+    example_input = bench_kwargs.pop("example_input", None)
     opts = bench_options(bench_kwargs.pop("batch_sizes", (1,)), bench_kwargs.pop("device", "cpu"),
                          bench_kwargs.pop("threads", None), bench_kwargs.pop("dtype", "float32"), **bench_kwargs)
-    input_shape(input_size, None)
-    targets = [_target(m, str(n), None) for n, m in models.items()]
-    rows, machine = _run(targets, input_size, opts, progress)
+    validate_input(input_size, example_input)
+    targets = [_target(m, str(n), None, input_size, example_input) for n, m in models.items()]
+    rows, machine = _run(targets, opts, progress)
     report = BenchReport(model=" vs ".join(t.name for t in targets), rows=tuple(rows), machine=machine,
                          method=opts.method())
     findings = _row_findings(rows) + _findings.macs_not_latency(report)

@@ -64,24 +64,30 @@ def op_bytes(node: OpNode) -> int:
     return sum(t.nbytes for t in node.inputs) + sum(t.nbytes for t in node.outputs)
 
 
-def model_costs(model: nn.Module, shape: Sequence[int], dtype: torch.dtype | None = None,
-                rebuild: Any = None) -> ModelCosts:
-    """Capture ``model`` on a meta input of ``shape`` and cost it.
+def model_costs(model: nn.Module, shape: Sequence[int] | None, dtype: torch.dtype | None = None,
+                rebuild: Any = None, *, args: tuple[Any, ...] | None = None,
+                kwargs: dict[str, Any] | None = None) -> ModelCosts:
+    """Capture ``model`` on a meta input of ``shape`` (or on ``args``/``kwargs``) and cost it.
 
     Args:
         model: the module (left untouched: capture swaps in meta parameters).
-        shape: input shape, batch included.
+        shape: input shape, batch included; ignored when ``args`` is given.
         dtype: run in this dtype (affects bytes, not MACs).
         rebuild: real-weight factory for models that cannot run on meta tensors.
+        args: the call's positional arguments (keyword inputs, image lists), instead of ``shape``.
+        kwargs: the call's keyword arguments.
 
     Returns:
         The costs.
     """
-    x = make_input(shape, device="meta", dtype=torch.float32)
+    if args is None:
+        if shape is None:
+            raise ValueError("model_costs needs a shape or args")
+        args = (make_input(shape, device="meta", dtype=torch.float32),)
     floats = [t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()]
     if dtype is not None and all(t.dtype == dtype for t in floats):
         dtype = None  # already in that dtype: no cast, so a real-tensor fallback needs no copy
-    graph = capture(model, (x,), mode="eval", dtype=dtype, rebuild=rebuild)
+    graph = capture(model, args, kwargs, mode="eval", dtype=dtype, rebuild=rebuild)
     flops = count_flops(graph)
     layer_macs: dict[str, int | None] = {}
     layer_bytes: dict[str, int] = {}

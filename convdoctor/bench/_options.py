@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import enum
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..capture.inputs import parse_input_spec
+from ..capture.choices import (
+    Device,
+    Dtype,
+    parse_batch_sizes,
+    parse_device,
+    parse_dtype,
+    parse_threads,
+)
+from ..capture.inputs import DEFAULT_INPUT_SIZE, normalize_input
 from ..errors import UsageError
 
-
-class Device(str, enum.Enum):
-    """Where the model runs; shared with the CLI's ``--device`` choices."""
-
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class Dtype(str, enum.Enum):
-    """Weight and input dtype; shared with the CLI's ``--dtype`` choices."""
-
-    FLOAT32 = "float32"
-    FLOAT16 = "float16"
-    BFLOAT16 = "bfloat16"
-
-    @property
-    def torch(self) -> torch.dtype:
-        """The ``torch.dtype``."""
-        return getattr(torch, self.value)  # type: ignore[no-any-return]
+__all__ = ["BenchOptions", "Device", "Dtype", "bench_options", "parse_batch_sizes", "parse_device", "parse_dtype",
+           "parse_threads", "validate_input"]
 
 
 @dataclass(frozen=True)
@@ -82,83 +70,6 @@ class BenchOptions:
         }
 
 
-def parse_batch_sizes(value: int | str | Sequence[int]) -> tuple[int, ...]:
-    """``"1,8,32"``, ``8`` or ``(1, 8)`` -> ``(1, 8, 32)``; every size a positive integer.
-
-    Raises:
-        UsageError: empty, non-integer or non-positive sizes.
-    """
-    items: Sequence[Any]
-    if isinstance(value, str):
-        items = [p.strip() for p in value.split(",") if p.strip()]
-    elif isinstance(value, int):
-        items = [value]
-    else:
-        items = list(value)
-    sizes = []
-    for item in items:
-        is_int = isinstance(item, int) and not isinstance(item, bool)
-        if not (is_int or (isinstance(item, str) and item.strip().lstrip("-").isdigit())):
-            raise UsageError(f"batch size {item!r} is not an integer; give e.g. --batch-sizes 1,8,32")
-        size = int(item)
-        if size < 1:
-            raise UsageError(f"batch size {size} is not positive; give sizes >= 1, e.g. --batch-sizes 1,8,32")
-        sizes.append(size)
-    if not sizes:
-        raise UsageError("no batch size given; give e.g. --batch-sizes 1,8,32")
-    return tuple(sorted(set(sizes)))
-
-
-def parse_device(value: str | torch.device) -> str:
-    """``"cpu"``, ``"cuda"`` or ``"cuda:N"``, checked against this machine.
-
-    Raises:
-        UsageError: unknown device, or CUDA asked for without a usable GPU.
-    """
-    text = str(value).strip().lower()
-    try:
-        dev = torch.device(text)
-        Device(dev.type)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"unknown device {str(value)!r}; choose one of: "
-                         f"{', '.join(d.value for d in Device)}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("device 'cuda' asked for but no CUDA GPU is available here "
-                             "(torch.cuda.is_available() is False); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"device {text!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
-    return text
-
-
-def parse_dtype(value: str | torch.dtype | Dtype) -> Dtype:
-    """A dtype name or ``torch.dtype`` -> :class:`Dtype`.
-
-    Raises:
-        UsageError: a dtype convdoctor does not bench.
-    """
-    text = str(value).removeprefix("torch.").strip().lower()
-    try:
-        return Dtype(text)
-    except ValueError:
-        raise UsageError(f"unsupported dtype {str(value)!r}; choose one of: "
-                         f"{', '.join(d.value for d in Dtype)}") from None
-
-
-def parse_threads(value: int | None) -> int:
-    """None -> the current ``torch.get_num_threads()``; otherwise a positive integer.
-
-    Raises:
-        UsageError: zero, negative or non-integer.
-    """
-    if value is None:
-        return torch.get_num_threads()
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        cores = os.cpu_count() or 1
-        raise UsageError(f"threads must be a positive integer, got {value!r}; this machine has {cores} core(s)")
-    return value
-
-
 def bench_options(batch_sizes: Any, device: Any, threads: Any, dtype: Any, **kwargs: Any) -> BenchOptions:
     """Validate everything before any model runs.
 
@@ -180,13 +91,10 @@ def bench_options(batch_sizes: Any, device: Any, threads: Any, dtype: Any, **kwa
                         threads=parse_threads(threads), dtype=parse_dtype(dtype), **kwargs)
 
 
-def input_shape(input_size: Any, default: tuple[int, ...] | None) -> tuple[int, ...]:
-    """The input shape to bench, batch included (the batch is replaced per row).
+def validate_input(input_size: Any, example_input: Any) -> None:
+    """Check the input's form before any model is loaded (the model then picks its default).
 
     Raises:
-        UsageError: malformed input size.
+        UsageError: both given, or a malformed form.
     """
-    from ..capture.inputs import DEFAULT_INPUT_SIZE
-
-    shape = parse_input_spec(input_size)
-    return shape or default or DEFAULT_INPUT_SIZE
+    normalize_input(input_size, example_input, default_size=DEFAULT_INPUT_SIZE)

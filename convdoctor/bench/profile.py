@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
+from .._native import capture_native
+
 log = logging.getLogger(__name__)
 
 #: Prefix of the profiler ranges that mark module calls.
@@ -139,7 +141,9 @@ def profile_modules(model: nn.Module, call: Callable[[], object], *, device: str
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     scripted = isinstance(model, torch.jit.ScriptModule)
     module_reason = "TorchScript modules take no forward hooks" if scripted else None
-    with contextlib.nullcontext() if scripted else _module_ranges(model):
+    # Kineto prints "USDT: ... profiler_start" and, without a GPU, "ERROR: ... gpuGetDeviceCount"
+    # from C++ to fd 2: held back (shown under the CLI's -v), never the user's terminal.
+    with capture_native("torch.profiler"), contextlib.nullcontext() if scripted else _module_ranges(model):
         # One warm-up step first: the profiler's own start-up cost lands on the first op it sees.
         with profile(activities=activities, profile_memory=not cuda,
                      schedule=schedule(wait=0, warmup=1, active=runs)) as prof:

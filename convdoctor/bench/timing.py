@@ -12,8 +12,10 @@ Method (every figure convdoctor prints depends on it, so it is stated here once)
    that timer overhead is below 0.01% and reports per-block means: right for a median,
    wrong for a tail, because a block of 100 calls hides its one slow call. A request in
    production is one call, so each sample here is one call (``number_per_run == 1``),
-   timed by torch's own measurement loop (``Timer._threaded_measurement_loop``, the loop
-   behind ``blocked_autorange``). The clock costs ~0.1 us on CPU, under 0.1% of any CNN
+   timed the way torch's ``Timer`` times a block: ``timeit.Timer`` (garbage collection
+   off while it runs) around ``fn()``, in the same stopping loop as ``blocked_autorange``,
+   written here on public pieces (``timeit``, ``set_torch_threads``, ``Measurement``)
+   because torch's loop is private. The clock costs ~0.1 us on CPU, under 0.1% of any CNN
    forward worth timing.
 4. **Stopping rule.** Sampling stops once at least ``min_samples`` samples and
    ``min_run_time`` seconds of samples are in, or ``max_run_time`` seconds have passed
@@ -30,11 +32,12 @@ Method (every figure convdoctor prints depends on it, so it is stated here once)
 from __future__ import annotations
 
 import time
+import timeit
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.benchmark import Measurement, Timer
+from torch.utils.benchmark import Measurement, TaskSpec, set_torch_threads
 
 #: Relative IQR (IQR / median) above which a measurement is noisy. Same value as torch's
 #: ``torch.utils.benchmark.utils.common._IQR_WARN_THRESHOLD``.
@@ -77,31 +80,40 @@ def clock_for(device: str) -> Clock:
     return time.perf_counter
 
 
-class _PerCallTimer(Timer):
-    """``torch.utils.benchmark.Timer`` whose samples are single calls (see module docstring, 3)."""
+#: Floor of one reading, as in torch's ``Timer``: no call takes under 1 ns, and a zero
+#: would divide throughput by zero.
+_MIN_SAMPLE_S = 1e-9
 
-    def sample(self, *, min_samples: int, min_run_time: float, max_run_time: float | None) -> Measurement:
-        """Run torch's measurement loop with one call per sample.
 
-        Args:
-            min_samples: keep sampling until at least this many samples are in.
-            min_run_time: and at least this many seconds of samples.
-            max_run_time: stop after this many seconds whatever the count (None: no cap).
+def sample_calls(
+    fn: Callable[[], object], *, clock: Clock, threads: int, min_samples: int, min_run_time: float,
+    max_run_time: float | None,
+) -> Measurement:
+    """Time ``fn()`` one call per sample until the stopping rule holds (module docstring, 3-4).
 
-        Returns:
-            A torch ``Measurement`` with ``number_per_run == 1``.
-        """
+    Args:
+        fn: the call to time.
+        clock: seconds clock read before and after each call.
+        threads: intra-op threads to run with (the previous count is restored).
+        min_samples: keep sampling until at least this many samples are in ...
+        min_run_time: ... and at least this many seconds of samples ...
+        max_run_time: ... unless this many seconds have passed (None or 0: no cap).
 
-        def time_hook() -> float:
-            return self._timeit(1)
-
-        def stop_hook(times: list[float]) -> bool:
-            return len(times) >= min_samples
-
-        times = self._threaded_measurement_loop(
-            1, time_hook, stop_hook, min_run_time=min_run_time, max_run_time=max_run_time
-        )
-        return Measurement(number_per_run=1, raw_times=times, task_spec=self._task_spec)
+    Returns:
+        A torch ``Measurement`` with ``number_per_run == 1`` and every sample in order.
+    """
+    one_call = timeit.Timer(stmt="fn()", globals={"fn": fn}, timer=clock)
+    times: list[float] = []
+    total = 0.0
+    with set_torch_threads(threads):
+        while not times or total < min_run_time or len(times) < min_samples:  # one sample at least
+            spent = max(one_call.timeit(1), _MIN_SAMPLE_S)
+            times.append(spent)
+            total += spent
+            if max_run_time and total > max_run_time:
+                break
+    spec = TaskSpec(stmt="fn()", setup="pass", label="convdoctor.bench", num_threads=threads)
+    return Measurement(number_per_run=1, raw_times=times, task_spec=spec)
 
 
 @dataclass(frozen=True)
@@ -240,11 +252,12 @@ def measure(
     Returns:
         The result, raw samples included.
     """
-    timer = _PerCallTimer(stmt="fn()", globals={"fn": fn}, timer=clock or clock_for(device), num_threads=threads,
-                          label="convdoctor.bench")
+    tick = clock or clock_for(device)
     warm: list[float] = []
     if warmup > 0:
-        warm = list(timer.sample(min_samples=warmup, min_run_time=0.0, max_run_time=None).times)
-    measured = timer.sample(min_samples=min_samples, min_run_time=min_run_time, max_run_time=max_run_time)
+        warm = list(sample_calls(fn, clock=tick, threads=threads, min_samples=warmup, min_run_time=0.0,
+                                 max_run_time=None).times)
+    measured = sample_calls(fn, clock=tick, threads=threads, min_samples=min_samples, min_run_time=min_run_time,
+                            max_run_time=max_run_time)
     return BenchResult.from_measurement(measured, warm, batch_size=batch_size, threads=threads, device=device,
                                         min_samples=min_samples)

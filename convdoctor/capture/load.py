@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import warnings
@@ -130,17 +131,51 @@ def _call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], spec: str
     return _check_module(obj, spec)
 
 
+#: torchvision builder arguments that name pretrained weights (fetched from the internet).
+_DOWNLOADED = ("weights", "weights_backbone")
+
+
+@contextlib.contextmanager
+def _no_downloads(spec: str) -> Iterator[None]:
+    """Make any attempt to fetch weights through ``torch.hub`` fail at once, with the spec named.
+
+    A MODEL spec builds random weights throughout; a builder that still reaches for a file
+    (a new default we do not know of) must fail fast and clearly, never hang offline.
+    """
+    import torch.hub
+
+    def refuse(url: str, *args: Any, **kwargs: Any) -> None:
+        raise ModelLoadError(f"building {spec!r} tried to download {url}; convdoctor builds random weights "
+                             "only: pass a state_dict checkpoint with --weights")
+
+    # every torch.hub fetch (torchvision's weights included) goes through this one function
+    saved = torch.hub.download_url_to_file
+    torch.hub.download_url_to_file = refuse
+    try:
+        yield
+    finally:
+        torch.hub.download_url_to_file = saved
+
+
 def _torchvision(name: str, kwargs: dict[str, Any], spec: str, meta: bool) -> LoadedModel:
-    import torchvision.models as tvm
+    try:
+        import torchvision.models as tvm
+    except ImportError as exc:  # optional: convdoctor does not pin the user's torchvision
+        raise ModelLoadError(f"{spec!r} needs torchvision: pip install torchvision (the release built for your "
+                             f"torch {torch.__version__}), or pip install 'convdoctor[vision]'") from exc
 
     available = tvm.list_models()
     if name not in available:
         close = difflib.get_close_matches(name, available, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see torchvision.models.list_models()"
         raise ModelLoadError(f"unknown torchvision model {name!r}{hint}")
-    if kwargs.get("weights") not in (None, "None"):
-        raise UsageError("torchvision weights cannot be downloaded here; load a checkpoint with --weights")
-    kwargs = {k: v for k, v in kwargs.items() if k != "weights"}
+    for key in _DOWNLOADED:
+        if kwargs.get(key) not in (None, "None"):
+            raise UsageError(f"torchvision {key} cannot be downloaded here; load a checkpoint with --weights")
+    kwargs = {k: v for k, v in kwargs.items() if k not in _DOWNLOADED}
+    # a detector's or segmenter's backbone defaults to ImageNet weights: ask for none
+    takes = inspect.signature(tvm.get_model_builder(name)).parameters
+    none = {key: None for key in _DOWNLOADED if key in takes}
     default_size: tuple[int, ...] = DEFAULT_INPUT_SIZE  # torchvision's classifiers' usual input
     try:
         weights = tvm.get_model_weights(name).DEFAULT  # metadata only: nothing is downloaded
@@ -151,7 +186,8 @@ def _torchvision(name: str, kwargs: dict[str, Any], spec: str, meta: bool) -> Lo
         pass
 
     def factory(**kw: Any) -> nn.Module:
-        return tvm.get_model(name, weights=None, **kw)
+        with _no_downloads(spec):
+            return tvm.get_model(name, **none, **kw)
 
     module = _call_factory(factory, kwargs, spec, meta)
     native = getattr(module, "image_size", None)  # ViTs are built for one size; the weights may use another

@@ -5,11 +5,18 @@ and composite decomposition, with its tensor arguments (producer edges), its res
 and the innermost module that was running (forward pre/post hooks keep a stack).
 
 By default the model runs on *meta* tensors through ``torch.func.functional_call``: the
-user's parameters are swapped for empty meta copies for the duration of the call, so
-nothing is computed, cost does not grow with input size, and the user's tensors are never
-touched. Models that cannot run on meta tensors (data-dependent control flow, ops with no
-meta kernel, TorchScript) fall back to one real CPU forward under the same recorder; the
-graph says so in ``fallback_reason``.
+parameters are swapped for empty meta copies for the duration of the call, so nothing is
+computed and cost does not grow with input size. Models that cannot run on meta tensors
+(data-dependent control flow, ops with no meta kernel, TorchScript) fall back to a real
+CPU forward under the same recorder; the graph says so in ``fallback_reason``.
+
+Neither run touches the user's objects: both run a :func:`~convdoctor.capture.shadow.shadow`
+of the module tree, so a head that caches anchors in ``self`` caches them in the shadow.
+That also decides what is reported for such a model: when the first run wrote into the
+shadow (a cache was built), the model is run a second time and that run is recorded. The
+capture is the model's steady state, the one every call after the first repeats, and is
+the same whether or not the model ran before (a cache the user's model already holds is
+used as is; one it lacks is built by the first run).
 """
 
 from __future__ import annotations
@@ -21,15 +28,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.nn.parameter import is_lazy
-from torch.utils._pytree import tree_flatten, tree_map
-from torch.utils.weak import WeakTensorKeyDictionary
 
-from .._guard import preserve_model_state
+from .._compat import BatchNormBase, DropoutBase, compiled_inner, tree_flatten, tree_map
+from .._guard import AttributeSnapshot, preserve_model_state
 from ..errors import CaptureError
-from ..graph import CONST, INPUT, PARAM, Graph, ModuleCall, ModuleInfo, OpNode, ParamInfo, TensorInfo
+from ..graph import INPUT, PARAM, Graph, ModuleInfo, ParamInfo, TensorInfo
 from .inputs import to_meta
+from .recorder import Recorder, _dtype_name
+from .shadow import shadow
 
 #: Module attributes the lints and rules read, copied into ``ModuleInfo.attrs``.
 _MODULE_ATTRS = (
@@ -39,142 +46,6 @@ _MODULE_ATTRS = (
 )
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-class _Recorder(TorchDispatchMode):
-    """Records each dispatched op into ``self.nodes``; module stack kept by hooks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.values: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
-        self.nodes: list[OpNode] = []
-        self.calls: list[ModuleCall] = []
-        self.stack: list[tuple[str, str, int, tuple[TensorInfo, ...]]] = [("", "", 0, ())]
-        self._storage_ids = itertools.count()
-        self._consts = itertools.count()
-
-    # -- values ---------------------------------------------------------------
-    def new_value(self, t: torch.Tensor, producer: tuple[int, int], name: str = "") -> TensorInfo:
-        """Register a tensor with fresh storage."""
-        info = TensorInfo(
-            shape=tuple(int(d) for d in t.shape),
-            dtype=_dtype_name(t.dtype),
-            itemsize=t.element_size(),
-            storage=next(self._storage_ids),
-            storage_bytes=_storage_nbytes(t),
-            producer=producer,
-            name=name,
-        )
-        self.values[t] = info
-        return info
-
-    def info(self, t: torch.Tensor) -> TensorInfo:
-        """The value a tensor holds; tensors never seen are graph constants."""
-        found = self.values.get(t)
-        if found is None:
-            found = self.new_value(t, (CONST, next(self._consts)))
-        return found  # type: ignore[no-any-return]
-
-    def infos(self, obj: Any) -> tuple[TensorInfo, ...]:
-        flat, _ = tree_flatten(obj)
-        return tuple(self.info(t) for t in flat if isinstance(t, torch.Tensor))
-
-    # -- dispatch -------------------------------------------------------------
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        self._record(func, args, kwargs, out)
-        return out
-
-    def _record(self, func: Any, args: Any, kwargs: dict[str, Any], out: Any) -> None:
-        index = len(self.nodes)
-        inputs = self.infos((args, kwargs))
-        to_info = lambda v: self.info(v) if isinstance(v, torch.Tensor) else v  # noqa: E731
-        rec_args = tree_map(to_info, tuple(args))
-        rec_kwargs = tree_map(to_info, dict(kwargs))
-        flat_out, _ = tree_flatten(out)
-        outputs: list[TensorInfo] = []
-        allocates: list[bool] = []
-        tensor_outs = [t for t in flat_out if isinstance(t, torch.Tensor)]
-        for i, t in enumerate(tensor_outs):
-            base = _aliased_argument(func, i, len(tensor_outs), args, kwargs)
-            if base is not None:
-                src = self.info(base)
-                info = TensorInfo(
-                    tuple(int(d) for d in t.shape), _dtype_name(t.dtype), t.element_size(),
-                    src.storage, 0, (index, i),
-                )
-                self.values[t] = info
-                allocates.append(False)
-            else:
-                info = self.new_value(t, (index, i))
-                allocates.append(True)
-            outputs.append(info)
-        path, mtype, _, _ = self.stack[-1]
-        self.nodes.append(
-            OpNode(
-                index=index,
-                op=str(func),
-                packet=str(func.overloadpacket) if hasattr(func, "overloadpacket") else str(func),
-                module=path,
-                module_type=mtype,
-                args=rec_args,
-                kwargs=rec_kwargs,
-                inputs=inputs,
-                outputs=tuple(outputs),
-                allocates=tuple(allocates),
-            )
-        )
-
-    # -- module hooks ---------------------------------------------------------
-    def pre_hook(self, path: str, mtype: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: Any) -> None:
-            self.stack.append((path, mtype, len(self.nodes), self.infos(args)))
-
-        return hook
-
-    def post_hook(self, path: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if len(self.stack) <= 1 or self.stack[-1][0] != path:
-                return  # an exception unwound past us; the stack is abandoned
-            p, mtype, first, ins = self.stack.pop()
-            self.calls.append(ModuleCall(p, mtype, first, len(self.nodes) - 1, ins, self.infos(output)))
-
-        return hook
-
-
-def _storage_nbytes(t: torch.Tensor) -> int:
-    try:
-        return int(t.untyped_storage().nbytes())
-    except (RuntimeError, NotImplementedError):
-        return t.numel() * t.element_size()
-
-
-def _aliased_argument(func: Any, out_pos: int, n_out: int, args: Any, kwargs: dict[str, Any]) -> torch.Tensor | None:
-    """The input tensor whose storage result ``out_pos`` shares, from the op schema's alias sets."""
-    schema = getattr(func, "_schema", None)
-    if schema is None:
-        return None
-    returns = schema.returns
-    if not returns:
-        return None
-    ret = returns[0] if len(returns) == 1 else (returns[out_pos] if out_pos < len(returns) else None)
-    if ret is None or ret.alias_info is None:
-        return None
-    wanted = set(ret.alias_info.before_set)
-    for j, arg in enumerate(schema.arguments):
-        if arg.alias_info is None or not wanted & set(arg.alias_info.before_set):
-            continue
-        value = args[j] if j < len(args) else kwargs.get(arg.name)
-        if isinstance(value, (list, tuple)):
-            value = next((v for v in value if isinstance(v, torch.Tensor)), None)
-        if isinstance(value, torch.Tensor):
-            return value
-    return None
-
-
 def _module_table(model: nn.Module, flags: dict[str, bool]) -> dict[str, ModuleInfo]:
     table: dict[str, ModuleInfo] = {}
     for path, m in model.named_modules():
@@ -182,8 +53,8 @@ def _module_table(model: nn.Module, flags: dict[str, bool]) -> dict[str, ModuleI
         if hasattr(m, "bias") and isinstance(getattr(m, "bias", None), (torch.Tensor, type(None))):
             attrs["has_bias"] = getattr(m, "bias", None) is not None
         # role flags by isinstance, never by class-name substrings
-        attrs["is_batchnorm"] = isinstance(m, nn.modules.batchnorm._BatchNorm)
-        attrs["is_dropout"] = isinstance(m, nn.modules.dropout._DropoutNd)
+        attrs["is_batchnorm"] = isinstance(m, BatchNormBase)
+        attrs["is_dropout"] = isinstance(m, DropoutBase)
         own = tuple(f"{path}.{n}" if path else n for n, _ in m.named_parameters(recurse=False))
         table[path] = ModuleInfo(path, type(m).__name__, flags.get(path, m.training), own, attrs)
     return table
@@ -254,8 +125,31 @@ def _cast_inputs(args: tuple[Any, ...], dtype: torch.dtype | None, meta: bool) -
 
 def _run(
     model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], state: dict[str, torch.Tensor] | None
-) -> tuple[_Recorder, Any]:
-    rec = _Recorder()
+) -> tuple[Recorder, Any]:
+    """Record a shadow's steady-state call: the first call builds any cache (module docstring).
+
+    On meta tensors the first call is recorded, and recorded again only if it wrote into
+    the shadow. A real call costs about ten times more under the recorder than without
+    it, so on the real path an unrecorded call always goes first.
+    """
+    if state is None:
+        try:
+            with torch.no_grad():
+                model(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - the recorded call below fails the same way and says where
+            pass
+        return _run_once(model, args, kwargs, state)
+    before = AttributeSnapshot(model, values=False)
+    rec, out = _run_once(model, args, kwargs, state)
+    if before.changes():
+        rec, out = _run_once(model, args, kwargs, state)
+    return rec, out
+
+
+def _run_once(
+    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], state: dict[str, torch.Tensor] | None
+) -> tuple[Recorder, Any]:
+    rec = Recorder(meta=state is not None)
     handles = []
     for path, m in model.named_modules():
         if isinstance(m, torch.jit.ScriptModule):
@@ -289,7 +183,7 @@ def _run(
     return rec, out
 
 
-def _where(rec: _Recorder) -> str:
+def _where(rec: Recorder) -> str:
     path, mtype, _, _ = rec.stack[-1]
     return f" at module '{path}' ({mtype})" if path else ""
 
@@ -307,7 +201,8 @@ def capture(
     """Trace ``model(*args, **kwargs)`` into a graph without changing the model.
 
     Args:
-        model: any module (parameters on CPU, CUDA or meta).
+        model: any module (parameters on CPU, CUDA or meta); a ``torch.compile`` wrapper is
+            traced through the module it compiles, with that module's names.
         args: example positional inputs (only their shapes and dtypes matter on the meta path).
         kwargs: example keyword inputs.
         mode: ``"eval"`` (inference, the default), ``"train"``, or ``"as-is"``.
@@ -322,29 +217,32 @@ def capture(
         CaptureError: the model cannot run on these inputs, meta or real.
     """
     kwargs = dict(kwargs or {})
+    model = compiled_inner(model) or model
     flags = {path: m.training for path, m in model.named_modules()}
     if any(is_lazy(p) for p in itertools.chain(model.parameters(), model.buffers())):
         model = _materialized_copy(model, args, kwargs)
     modules = _module_table(model, flags)
     params = _param_table(model, dtype)
+    # the runs below only touch shadows; the guard is the proof, and catches what a shadow cannot hold
     with preserve_model_state(model):
-        _set_mode(model, mode)
         fallback: str | None = None
-        rec: _Recorder | None = None
+        rec: Recorder | None = None
         if isinstance(model, torch.jit.ScriptModule):
             fallback = "TorchScript modules cannot run on meta tensors"
         else:
             try:
+                work = shadow(model)
+                _set_mode(work, mode)
                 margs = _cast_inputs(tuple(args), dtype, meta=True)
                 mkw = dict(zip(kwargs, _cast_inputs(tuple(kwargs.values()), dtype, meta=True)))
-                rec, out = _run(model, margs, mkw, _meta_state(model, dtype))
+                rec, out = _run(work, margs, mkw, _meta_state(model, dtype))
             except Exception as exc:  # any failure on meta: try for real below
                 fallback = f"meta execution failed ({type(exc).__name__}: {_first_line(exc)})"
                 rec = None
         if rec is None:
             if not allow_fallback:
                 raise CaptureError(f"cannot trace the model on meta tensors: {fallback}")
-            rec, out = _real_run(model, tuple(args), kwargs, dtype, mode, rebuild)
+            rec, out = _real_run(model, tuple(args), kwargs, dtype, mode, rebuild, fallback)
     return Graph(
         nodes=tuple(rec.nodes),
         inputs=tuple(v for v in _inputs_of(rec)),
@@ -369,7 +267,7 @@ def _materialized_copy(model: nn.Module, args: Sequence[Any], kwargs: dict[str, 
     return clone
 
 
-def _inputs_of(rec: _Recorder) -> list[TensorInfo]:
+def _inputs_of(rec: Recorder) -> list[TensorInfo]:
     found = {}
     for node in rec.nodes:
         for t in node.inputs:
@@ -390,34 +288,36 @@ def _set_mode(model: nn.Module, mode: str) -> None:
 
 def _real_run(
     model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dtype: torch.dtype | None,
-    mode: str, rebuild: Callable[[], nn.Module] | None,
-) -> tuple[_Recorder, Any]:
+    mode: str, rebuild: Callable[[], nn.Module] | None, meta_failure: str | None,
+) -> tuple[Recorder, Any]:
     on_meta = any(t.device.type == "meta" for t in itertools.chain(model.parameters(), model.buffers()))
+    why = f" ({meta_failure})" if meta_failure else ""
     target = model
     if on_meta:
         if rebuild is None:
-            raise CaptureError("the model lives on the meta device and cannot run for real; pass a real model")
+            where = f", where {meta_failure}" if meta_failure else ""
+            raise CaptureError(f"the model lives on the meta device{where}; it cannot run for real: "
+                               "pass a model with real weights")
         target = rebuild()
-        _set_mode(target, mode)
-    if dtype is not None or (mode == "train" and target is model):
-        # a real training-mode forward updates BatchNorm running stats: work on a copy
-        target = copy.deepcopy(target)
-        if dtype is not None:
-            target = target.to(dtype)
-    device = next(itertools.chain(target.parameters(), target.buffers()), torch.empty(0)).device
+    if dtype is not None:
+        target = copy.deepcopy(target).to(dtype)  # .to() converts parameters in place: never on the user's
+    # buffers copied: a real training-mode forward updates BatchNorm running stats
+    work = shadow(target, copy_buffers=True)
+    _set_mode(work, mode)
+    device = next(itertools.chain(work.parameters(), work.buffers()), torch.empty(0)).device
     rargs = _cast_inputs(args, dtype, meta=False)
     rargs = tuple(tree_map(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v, list(rargs)))
     rkw = dict(zip(kwargs, _cast_inputs(tuple(kwargs.values()), dtype, meta=False)))
-    rec = None
     try:
-        rec, out = _run(target, rargs, rkw, None)
+        return _run(work, rargs, rkw, None)
     except Exception as exc:
-        shapes = ", ".join("x".join(map(str, a.shape)) for a in rargs if isinstance(a, torch.Tensor))
+        shapes = ", ".join("x".join(map(str, t.shape)) for t in tree_flatten((rargs, rkw))[0]
+                           if isinstance(t, torch.Tensor))
         where = getattr(exc, "convdoctor_where", "")
         raise CaptureError(
             f"the model failed on input {shapes}{where}: {type(exc).__name__}: {_first_line(exc)}"
+            + (f"; on meta tensors it had failed too{why}" if meta_failure else "")
         ) from exc
-    return rec, out
 
 
 def _first_line(exc: BaseException) -> str:

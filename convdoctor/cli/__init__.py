@@ -2,10 +2,14 @@
 
 The CLI only parses arguments, calls the public API and renders; every error becomes
 one line on stderr and exit code 2 (see ``_exit.py``).
+
+A verb's module (and with it torch) is imported only when that verb runs or prints its own
+help: ``convdoctor --help`` and ``--version`` import click and nothing heavy.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 
@@ -13,24 +17,57 @@ import click
 
 from .. import __version__
 
+#: verb -> (module that defines its ``command``, the one-line help ``convdoctor --help`` lists).
+#: The line is the command's own short help (``tests/cli/test_lazy_cli.py`` keeps them equal):
+#: written here so that listing the verbs imports none of them.
+VERBS: dict[str, tuple[str, str]] = {
+    "audit": ("._audit", "Will this checkpoint behave the same in production? Modes, batch dependence, "
+                         "export parity."),
+    "bench": ("._bench", "Latency the way production sees it: warm p50/p90/p99, cold start, throughput, "
+                         "where the time goes."),
+    "check": ("._check", "inspect + rf + audit (+ bench): exit 1 on an error finding (--fail-on widens it), "
+                         "2 on bad input."),
+    "demo": ("._demo", "Train, monitor, audit, quantize and bench a small CNN on scikit-learn's digits."),
+    "inspect": ("._inspect", "Shapes, parameters, MACs, memory and lints, without running the model."),
+    "layers": ("._layers", "Compare standard, depthwise-separable, strided and pooled layers (and 3x3 stacks "
+                           "for k>=5)."),
+    "rf": ("._rf", "Receptive field (size, jump, start) of every layer, in input pixels."),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when they are called, not when they are listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(VERBS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in VERBS:
+            return None
+        command: click.Command = importlib.import_module(VERBS[cmd_name][0], __name__).command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        width = max(formatter.width - 6 - max(len(name) for name in VERBS), 20)
+        rows = [(name, _fit(VERBS[name][1], width)) for name in sorted(VERBS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _fit(text: str, limit: int) -> str:
+    """``text`` cut at a word to at most ``limit`` characters, ``...`` marking the cut."""
+    return text if len(text) <= limit else text[:limit - 3].rsplit(" ", 1)[0] + "..."
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="convdoctor")
-@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More log output, including what third-party code printed (repeat for debug).")
 def main(verbose: int) -> None:
     """convdoctor: find what is wrong with a PyTorch CNN before production does."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:  # basicConfig leaves an already configured root alone: the convdoctor loggers still follow -v
+        logging.getLogger("convdoctor").setLevel(level)
     if os.environ.get("CONVDOCTOR_DEBUG"):
         logging.getLogger("convdoctor").setLevel(logging.DEBUG)
-
-
-def _register() -> None:
-    """Each verb module defines one click command; add them to the group."""
-    from . import _audit, _bench, _check, _demo, _inspect, _layers, _rf
-
-    for mod in (_inspect, _rf, _audit, _bench, _check, _layers, _demo):
-        main.add_command(mod.command)
-
-
-_register()

@@ -6,41 +6,48 @@ from pathlib import Path
 
 import click
 
-from ..advice import OPTIMIZER_STATE, training_memory
-from ..api import inspect
-from ..capture.load import load_model, load_weights
+from ..capture.choices import Mode
 from ._exit import guarded
-from ._options import emit, input_option, output_options, parse_bytes
+from ._options import (
+    EnumChoice,
+    dtype_option,
+    emit,
+    input_option,
+    output_options,
+    parse_bytes,
+    weights_option,
+)
 
-_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64"}
+#: The optimizers whose state ``--train-memory`` counts (kept equal to advice.OPTIMIZER_STATE by a test).
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "sgd_momentum")
 
 
 @click.command("inspect")
 @click.argument("model")
 @input_option
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="state_dict checkpoint (weights_only).")
+@weights_option
 @click.option("--depth", type=click.IntRange(1, 20), default=2, show_default=True, help="Module depth of the table.")
-@click.option("--mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True,
+@click.option("--mode", type=EnumChoice(Mode, "mode"), default=Mode.EVAL.value, show_default=True,
               help="Analyse the inference (eval) or the training forward.")
-@click.option("--dtype", type=click.Choice(sorted(_DTYPES)), default=None, help="Analyse in this dtype.")
+@dtype_option(None, "Analyse in this dtype.")
 @click.option("--train-memory", is_flag=True, help="Estimate one training step's memory at the input's batch.")
-@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZER_STATE)), default="sgd_momentum", show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd_momentum", show_default=True)
 @click.option("--budget", default=None, help="Memory budget (e.g. 8GiB): the largest batch that fits.")
 @click.option("--target-batch", type=click.IntRange(1), default=None, help="Batch to reach by accumulation.")
 @output_options
 @guarded
-def command(model: str, input_size: str | None, weights: Path | None, depth: int, mode: str, dtype: str | None,
-            train_memory: bool, optimizer: str, budget: str | None, target_batch: int | None,
+def command(model: str, input_size: str | tuple[str, ...] | None, weights: Path | None, depth: int, mode: str,
+            dtype: str | None, train_memory: bool, optimizer: str, budget: str | None, target_batch: int | None,
             as_json: bool, html_file: Path | None, fail_on: str, width: int | None) -> None:
     """Shapes, parameters, MACs, memory and lints, without running the model."""
     import dataclasses
 
-    import torch
+    from ..advice import training_memory
+    from ..api import inspect
+    from ..capture.prepare import prepare_model
 
-    loaded = load_model(model, meta=weights is None)
-    if weights is not None:
-        loaded = load_weights(loaded, weights)
-    report = inspect(loaded, input_size, mode=mode, dtype=getattr(torch, dtype) if dtype else None)
+    loaded = prepare_model(model, weights=weights, meta=True)
+    report = inspect(loaded, input_size, mode=mode, dtype=dtype)
     if train_memory or budget or target_batch:
         tm = training_memory(loaded, report.input_shapes[0], optimizer=optimizer, budget_bytes=parse_bytes(budget),
                              target_batch=target_batch)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import click
-from rich.table import Table
 
 from ..advice import layer_alternatives
-from ..report.terminal import to_text
+from ..report.layers import layer_options_text
 from ._exit import guarded
 
 
@@ -25,9 +24,5 @@ def command(c_in: int, c_out: int, kernel: int, size: int, as_json: bool) -> Non
     if as_json:
         click.echo(json.dumps([o.to_dict() for o in options], indent=2))
         return
-    table = Table(title=f"{c_in}->{c_out} channels, {kernel}x{kernel}, {size}x{size} input")
-    for col in ("layer", "params", "MACs", "output", "note"):
-        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
-    for o in options:
-        table.add_row(o.name, f"{o.params:,}", f"{o.macs:,}", "x".join(map(str, o.output_shape)), o.note)
-    click.echo(to_text([table]), nl=False)
+    title = f"{c_in}->{c_out} channels, {kernel}x{kernel}, {size}x{size} input"
+    click.echo(layer_options_text(options, title), nl=False)

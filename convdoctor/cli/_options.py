@@ -11,15 +11,92 @@ from typing import Any
 
 import click
 
+from ..capture.choices import Choice, Device, Dtype, ModelMode, either
 from ..report import Format, render
 from ..results.base import ReportBase
-from ._exit import FailOn, exit_code
+from ._exit import EXIT_USAGE, FailOn, exit_code
+
+
+def _inputs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> str | tuple[str, ...] | None:
+    """One ``--input`` is the size string; several are keyword sizes, passed on as given."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def input_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--input NxCxHxW``."""
-    return click.option("--input", "input_size", default=None, metavar="NxCxHxW",
-                        help="Input size, e.g. 1x3x224x224 (CxHxW means batch 1).")(fn)
+    """``--input NxCxHxW`` or ``--input NAME=NxCxHxW`` (repeatable): the API's ``input_size``."""
+    return click.option("--input", "input_size", multiple=True, callback=_inputs, metavar="[NAME=]NxCxHxW",
+                        help="Input size, e.g. 1x3x224x224 (CxHxW: batch 1; one image for a detector); "
+                             "NAME=1x3x224x224 passes it as keyword argument NAME (repeat for several).")(fn)
+
+
+class OneLineUsage(click.ClickException):
+    """A bad option value: one line on stderr and exit 2, like every other usage error (see ``_exit``)."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        """Print ``convdoctor: error: MESSAGE`` only (click would add the usage block)."""
+        click.echo(f"convdoctor: error: {self.format_message()}", err=True)
+
+
+class EnumChoice(click.Choice):  # type: ignore[type-arg]
+    """A ``click.Choice`` built from one of the shared string enums, so the CLI and the API cannot drift.
+
+    ``device_suffix`` also accepts ``cuda:N`` (the API checks that the device exists). A bad
+    value is one line and exit 2, with the valid choices.
+    """
+
+    def __init__(self, enum_type: type[Choice], what: str, *, device_suffix: bool = False,
+                 adjective: str = "unknown") -> None:
+        super().__init__([m.value for m in enum_type], case_sensitive=False)
+        self.enum_type = enum_type
+        self.what = what
+        self.device_suffix = device_suffix
+        self.adjective = adjective
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The member's value (``cuda:N`` kept whole), or a one-line usage error."""
+        text = str(value).strip().lower()
+        head = text.split(":", 1)[0] if self.device_suffix else text
+        try:
+            self.enum_type(head)
+        except ValueError:
+            raise OneLineUsage(f"{self.adjective} {self.what} {str(value)!r}: choose {either(self.enum_type)}") from None
+        return text
+
+
+def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--device cpu|cuda[:N]`` from :class:`Device`."""
+    return click.option("--device", type=EnumChoice(Device, "device", device_suffix=True), default=Device.CPU.value,
+                        show_default=True, help="Where the model runs (cuda:N picks a GPU).")(fn)
+
+
+def dtype_option(default: Dtype | None, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--dtype`` from :class:`Dtype`."""
+    return click.option("--dtype", type=EnumChoice(Dtype, "dtype", adjective="unsupported"), default=None if default is None else default.value,
+                        show_default=default is not None, help=help_text)
+
+
+def mode_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--mode auto|as-is|eval`` from :class:`ModelMode` (the rule itself lives in the API)."""
+    return click.option("--mode", type=EnumChoice(ModelMode, "mode"), default=ModelMode.AUTO.value, show_default=True,
+                        help="as-is: the flags the model loads with; eval: after model.eval(); auto: eval for a "
+                             "model a factory just built (training mode by construction), as-is for .pt/.pt2 "
+                             "files.")(fn)
+
+
+def weights_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--weights CKPT``."""
+    return click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="state_dict checkpoint for MODEL (loaded with weights_only=True).")(fn)
+
+
+def batch_sizes_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--batch-sizes 1,8,32``: passed to the API, which has the one parser."""
+    return click.option("--batch-sizes", default=default, show_default=True,
+                        help="Batch sizes, comma-separated, e.g. 1,8,32.")
 
 
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -54,6 +54,10 @@ class DigitsCNN(nn.Module):
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
+#: Batch size of the BatchNorm recalibration pass: the mean of 64-sample batch statistics.
+RECALIBRATION_BATCH = 64
+
+
 @dataclass
 class TrainResult:
     """What a training run produced."""
@@ -73,10 +77,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def train_digits(split: Split, *, epochs: int = 8, lr: float = 0.02, batch_size: int = 32, seed: int = 0,
-                 model: nn.Module | None = None) -> TrainResult:
-    """SGD with momentum on the digits; returns the model in eval mode with its test accuracy."""
-    torch.manual_seed(seed)
-    model = model or DigitsCNN()
+                 model: nn.Module | None = None, width: int = 16) -> TrainResult:
+    """SGD with momentum on the digits; returns the model in eval mode with its test accuracy.
+
+    The BatchNorm running statistics are recomputed at the end over the training set with
+    the final weights (``convdoctor.fix.recalibrate_bn``). The running averages kept during
+    training lag behind weights that were still moving; with them, eval mode scored below
+    large train-mode batches (94.9% vs 98.0% at batch 64), and the demo's incident table
+    would have taught that training mode is the better one.
+    """
+    from ..fix import recalibrate_bn
+
+    torch.manual_seed(seed)  # before the model is built: its initialisation is part of the run
+    model = model or DigitsCNN(width)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
@@ -91,6 +104,6 @@ def train_digits(split: Split, *, epochs: int = 8, lr: float = 0.02, batch_size:
             loss.backward()
             opt.step()
             result.losses.append(float(loss.detach()))
-    model.eval()
+    result.model = model = recalibrate_bn(model, torch.split(split.x_train, RECALIBRATION_BATCH))
     result.test_accuracy = accuracy(model, split.x_test, split.y_test)
     return result

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from .._compat import BatchNormBase, forward_pre_hooks
 from ..errors import UsageError
 
 
@@ -41,9 +41,9 @@ def freeze_bn(model: nn.Module) -> list[str]:
     """
     frozen = []
     for name, module in model.named_modules():
-        if not isinstance(module, _BatchNorm):
+        if not isinstance(module, BatchNormBase):
             continue
-        if _keep_eval not in module._forward_pre_hooks.values():
+        if _keep_eval not in forward_pre_hooks(module):
             module.register_forward_pre_hook(_keep_eval, prepend=True)
         module.eval()
         for p in module.parameters(recurse=False):
@@ -56,4 +56,4 @@ def freeze_bn(model: nn.Module) -> list[str]:
 
 def is_bn_frozen(module: nn.Module) -> bool:
     """Whether ``freeze_bn`` froze this BatchNorm layer."""
-    return _keep_eval in getattr(module, "_forward_pre_hooks", {}).values()
+    return _keep_eval in forward_pre_hooks(module)

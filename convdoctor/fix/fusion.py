@@ -9,7 +9,16 @@ pair and has no BatchNorm left to be in training mode.
 A pair is folded only when the data flow proves it: the BatchNorm's input is exactly the
 convolution's output, nothing else reads that output, and each module is called once.
 The flow comes from convdoctor's op graph when an example input is given, else from a
-``torch.fx`` symbolic trace, else from adjacent children of ``nn.Sequential`` containers.
+``torch.fx`` symbolic trace (BatchNorm and convolution kept as leaves, so subclasses
+from other packages are seen as the layers they are), else from adjacent children of
+``nn.Sequential`` containers.
+
+BatchNorm subclasses that do more than normalise, such as timm's ``BatchNormAct2d``
+(normalise, then ``self.drop``, then ``self.act``), keep that extra behaviour: the
+normalisation is folded and the layer becomes its remainder (``Sequential(drop, act)``).
+A subclass whose forward convdoctor does not know is left unfolded, and
+:func:`unfoldable_batchnorms` says why; replacing it with an identity would silently
+drop whatever it adds.
 """
 
 from __future__ import annotations
@@ -20,19 +29,72 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvNd
 
-__all__ = ["find_conv_bn_pairs", "fuse_conv_bn"]
+from .._compat import BatchNormBase, ConvBase, child_names
+
+__all__ = ["find_conv_bn_pairs", "fuse_conv_bn", "unfoldable_batchnorms"]
 
 Pair = tuple[str, str]
 
 
+#: BatchNorm subclasses whose forward is ``batch_norm`` then ``self.drop`` then ``self.act``
+#: (timm's norm-act layers; ``module.qualname``). Their remainder after folding is
+#: ``Sequential(drop, act)``.
+NORM_ACT_TYPES = frozenset({"timm.layers.norm_act.BatchNormAct2d", "timm.layers.norm_act.SyncBatchNormAct"})
+
+
+def _qualname(m: nn.Module) -> str:
+    return f"{type(m).__module__}.{type(m).__qualname__}"
+
+
+def _plain_bn(bn: nn.Module) -> bool:
+    """A torch BatchNorm class, or a subclass that does not override ``forward``."""
+    return type(bn).forward in (BatchNormBase.forward, nn.SyncBatchNorm.forward)
+
+
+def unfoldable_batchnorms(model: nn.Module) -> dict[str, str]:
+    """BatchNorm layers :func:`fuse_conv_bn` will not fold whatever precedes them, with the reason."""
+    out = {}
+    for path, m in model.named_modules():
+        if not isinstance(m, BatchNormBase):
+            continue
+        if m.running_mean is None or m.running_var is None:
+            out[path] = "no running statistics (track_running_stats=False): it normalises with batch statistics"
+        elif not (_plain_bn(m) or _qualname(m) in NORM_ACT_TYPES):
+            out[path] = (f"{_qualname(m)} overrides forward; what it does besides normalising is unknown, "
+                         "so folding could drop it")
+    return out
+
+
+def _remainder(bn: nn.Module) -> nn.Module:
+    """What stays of a folded BatchNorm layer: nothing, or a norm-act layer's drop and activation."""
+    if _plain_bn(bn):
+        return nn.Identity()
+    drop, act = getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity())
+    return nn.Sequential(drop, act)
+
+
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
-    return (isinstance(conv, _ConvNd) and isinstance(bn, _BatchNorm)
+    return (isinstance(conv, ConvBase) and isinstance(bn, BatchNormBase)
             and bn.running_mean is not None and bn.running_var is not None
+            and (_plain_bn(bn) or _qualname(bn) in NORM_ACT_TYPES)
             and conv.out_channels == bn.num_features
             and not (conv.transposed and conv.groups > 1))
+
+
+def _fx_graph(model: nn.Module) -> Any:
+    """``torch.fx`` graph of ``model`` with every convolution and BatchNorm kept a leaf.
+
+    fx's default tracer only keeps ``torch.nn`` classes whole; it would trace into a
+    subclass from another package (timm's ``BatchNormAct2d``) and hide the pair.
+    """
+    import torch.fx
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return isinstance(m, (BatchNormBase, ConvBase)) or super().is_leaf_module(m, qualname)
+
+    return Tracer().trace(model)
 
 
 def _pairs_from_graph(model: nn.Module, example_input: Any) -> list[Pair]:
@@ -66,10 +128,10 @@ def _pairs_from_graph(model: nn.Module, example_input: Any) -> list[Pair]:
 def _pairs_from_fx(model: nn.Module) -> list[Pair]:
     import torch.fx
 
-    traced = torch.fx.symbolic_trace(model)
-    targets = [n.target for n in traced.graph.nodes if n.op == "call_module"]
+    graph = _fx_graph(model)
+    targets = [n.target for n in graph.nodes if n.op == "call_module"]
     pairs = []
-    for node in traced.graph.nodes:
+    for node in graph.nodes:
         if node.op != "call_module" or targets.count(node.target) != 1:
             continue
         src = node.args[0] if node.args else None
@@ -83,7 +145,7 @@ def _pairs_from_sequential(model: nn.Module) -> list[Pair]:
     pairs = []
     for path, m in model.named_modules():
         if isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward:
-            names = list(m._modules)
+            names = child_names(m)
             for a, b in itertools.pairwise(names):
                 prefix = f"{path}." if path else ""
                 pairs.append((prefix + a, prefix + b))
@@ -127,14 +189,16 @@ def fuse_conv_bn(model: nn.Module, example_input: Any = None) -> nn.Module:
             cannot trace (see :func:`find_conv_bn_pairs`).
 
     Returns:
-        The fused copy; folded BatchNorms are replaced by ``nn.Identity``.
+        The fused copy; folded BatchNorms are replaced by ``nn.Identity`` (a norm-act
+        layer by ``Sequential(drop, act)``). Layers left unfolded, and why:
+        :func:`unfoldable_batchnorms`.
     """
     pairs = find_conv_bn_pairs(model, example_input)
     fused = copy.deepcopy(model).eval()
     with torch.no_grad():
         for conv_path, bn_path in pairs:
             conv, bn = fused.get_submodule(conv_path), fused.get_submodule(bn_path)
-            assert isinstance(conv, _ConvNd) and isinstance(bn, _BatchNorm)  # find_conv_bn_pairs checked
+            assert isinstance(conv, ConvBase) and isinstance(bn, BatchNormBase)  # find_conv_bn_pairs checked
             assert bn.running_mean is not None and bn.running_var is not None
             new_conv = copy.deepcopy(conv)
             weight, bias = torch.nn.utils.fusion.fuse_conv_bn_weights(
@@ -142,5 +206,5 @@ def fuse_conv_bn(model: nn.Module, example_input: Any = None) -> nn.Module:
                 transpose=conv.transposed)
             new_conv.weight, new_conv.bias = weight, bias
             fused.set_submodule(conv_path, new_conv)
-            fused.set_submodule(bn_path, nn.Identity())
+            fused.set_submodule(bn_path, _remainder(bn))
     return fused

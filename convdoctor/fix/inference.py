@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _NormBase
 
+from .._compat import NormBase
 from ..errors import UsageError
 
 __all__ = ["inference_mode", "prepare_for_inference", "recalibrate_bn"]
@@ -105,7 +105,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], *, num_batches: int
         UsageError: no batch was given, or an item is not a tensor.
     """
     fresh = copy.deepcopy(model).eval()
-    norms = [m for m in fresh.modules() if isinstance(m, _NormBase) and m.track_running_stats]
+    norms = [m for m in fresh.modules() if isinstance(m, NormBase) and m.track_running_stats]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
@@ -120,6 +120,6 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], *, num_batches: int
     if seen == 0:
         raise UsageError("recalibrate_bn got no batch; pass an iterable of input tensors")
     for copied, src in zip(fresh.modules(), model.modules()):  # a deep copy lists modules in the same order
-        if isinstance(copied, _NormBase) and isinstance(src, _NormBase) and copied.track_running_stats:
+        if isinstance(copied, NormBase) and isinstance(src, NormBase) and copied.track_running_stats:
             copied.momentum = src.momentum
     return fresh.eval()

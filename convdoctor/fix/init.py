@@ -12,8 +12,8 @@ import enum
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from .._compat import BatchNormBase, ConvBase
 from ..errors import UsageError
 
 #: PyTorch's LeakyReLU default slope; He et al. (2015) found small slopes work as well as learnt ones.
@@ -101,7 +101,7 @@ def reinit(model: nn.Module, scheme: InitScheme | str = InitScheme.KAIMING, *, n
 
 def _reinit_module(m: nn.Module, scheme: InitScheme, nonlinearity: str, gain: float) -> None:
     weight = getattr(m, "weight", None)
-    if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and isinstance(weight, nn.Parameter):
+    if isinstance(m, (nn.Linear, ConvBase)) and isinstance(weight, nn.Parameter):
         if scheme is InitScheme.KAIMING:
             nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity=nonlinearity)  # type: ignore[arg-type]
         else:
@@ -109,5 +109,5 @@ def _reinit_module(m: nn.Module, scheme: InitScheme, nonlinearity: str, gain: fl
         bias = getattr(m, "bias", None)
         if isinstance(bias, torch.Tensor):
             nn.init.zeros_(bias)
-    elif isinstance(m, _BatchNorm):
+    elif isinstance(m, BatchNormBase):
         m.reset_parameters()

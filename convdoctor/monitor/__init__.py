@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,13 +34,15 @@ from ..results.base import json_safe, sort_findings
 from ..results.monitor import MonitorReport
 from .ddp import make_reducer
 from .hooks import unwrap
-from .rules import evaluate, list_rules
+from .rules import attach, evaluate, list_rules
 from .stats import SYNC_EVERY, Collector
 from .window import Epoch, Window
 
 #: Steps a rule must stay quiet before its episode ends and it may fire again: rules read
 #: windows of 20-150 steps, so a shorter gap would re-report one episode as it fades.
 EPISODE_GAP = 100
+#: A loss at or below this has (numerically) zero gradients by right: no misuse warning.
+ZERO_LOSS = 1e-6
 
 __all__ = ["EPISODE_GAP", "SYNC_EVERY", "Monitor", "list_rules"]
 
@@ -59,12 +60,17 @@ class Monitor:
             ratios) every ``every`` steps; the loss and predictions are recorded every step.
         ddp: None reduces across ranks when ``torch.distributed`` is initialised with more
             than one rank, False never, True over the default group, or a process group.
+            DDP and FSDP2 (``fully_shard``; create the monitor after sharding) are both handled.
+        ignore_index: the target value the loss skips (``CrossEntropyLoss``'s default -100, or
+            e.g. 255 for void pixels); other targets outside ``[0, num_classes)`` raise
+            ``DEGENERATE_TARGETS``. None counts every out-of-range target.
 
     Raises:
         UsageError: a non-module model, ``every < 1`` or ``num_classes < 1``.
     """
 
-    def __init__(self, model: nn.Module, *, num_classes: int | None = None, every: int = 1, ddp: Any = None) -> None:
+    def __init__(self, model: nn.Module, *, num_classes: int | None = None, every: int = 1, ddp: Any = None,
+                 ignore_index: int | None = -100) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(f"Monitor needs the nn.Module being trained, got {type(model).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -73,7 +79,10 @@ class Monitor:
                                         or num_classes < 1):
             raise UsageError(f"num_classes must be a positive integer or None, got {num_classes!r}")
         self._reducer = make_reducer(ddp)
-        self._collector = Collector(model, num_classes=num_classes, every=every, reducer=self._reducer)
+        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+            raise UsageError(f"ignore_index must be an integer target value or None, got {ignore_index!r}")
+        self._collector = Collector(model, num_classes=num_classes, every=every, reducer=self._reducer,
+                                    ignore_index=ignore_index)
         self._name = type(unwrap(model)).__name__
         self._findings: list[Finding] = []
         self._last_fired: dict[str, int] = {}
@@ -154,11 +163,15 @@ class Monitor:
 
     # ---------------------------------------------------------------- judging
     def _judge(self, window: Window) -> list[Finding]:
-        fired = evaluate(window)
+        active = {c for c, last in self._last_fired.items() if window.step - last <= EPISODE_GAP}
+        fired, late = evaluate(window, active)
+        for code, consequences in late.items():
+            self._merge_consequences(code, consequences)
         new = []
         for code, finding in fired.items():
-            last = self._last_fired.get(code)
-            if last is None or window.step - last > EPISODE_GAP:
+            if code in active:
+                self._merge_consequences(code, finding.evidence.get("consequences", []))
+            else:
                 finding = replace(finding, evidence={**finding.evidence, "step": window.step})
                 self._findings.append(finding)
                 self._events.append({"step": window.step, "code": code, "where": finding.where})
@@ -166,11 +179,28 @@ class Monitor:
             self._last_fired[code] = window.step
         return new
 
+    def _merge_consequences(self, code: str, later: list[dict[str, str]]) -> None:
+        """A root still in its episode may have gained consequences: add them to its reported finding."""
+        if not later:
+            return
+        for i in range(len(self._findings) - 1, -1, -1):
+            if self._findings[i].code == code:
+                self._findings[i] = attach(self._findings[i], list(later))
+                return
+
     def _warn_zero_gradients(self, window: Window) -> None:
+        """Warn once when every gradient of a step is exactly zero although its loss is not: the
+        sign of ``step()`` called after ``zero_grad()``. A loss that reached zero (a model that fits
+        constant labels exactly) has zero gradients by right and does not warn."""
         g, present = window.grad_norms[-SYNC_EVERY:], window.grad_present[-SYNC_EVERY:]
         if self._warned_zero or g.size == 0 or not present.any():
             return
-        if np.all(np.where(present, g, 0.0) == 0.0, axis=1).any():
+        at = window.grad_steps[-SYNC_EVERY:] - window.loss_start
+        ok = (at >= 0) & (at < window.loss.size)
+        loss = np.full(at.shape, np.nan)
+        loss[ok] = window.loss[at[ok]]
+        zero = np.all(np.where(present, g, 0.0) == 0.0, axis=1)
+        if (zero & ~(np.abs(loss) <= ZERO_LOSS)).any():
             self._warned_zero = True
             warnings.warn("Monitor.step() saw every gradient exactly zero: call it after loss.backward() and "
                           "before optimizer.zero_grad()", stacklevel=3)
@@ -196,21 +226,16 @@ class Monitor:
         """The run's findings and summary numbers, for ``convdoctor.report.render``.
 
         Args:
-            figures: also draw the loss and gradient-norm PNGs (for the HTML report; about
-                0.2 s with matplotlib).
+            figures: also carry the plot data (:meth:`history`), from which the HTML renderer
+                draws the loss and gradient-norm charts (about 0.2 s with matplotlib), and
+                ``convdoctor.report.monitor_plot.save_monitor_plots`` writes them as PNG files.
         """
         from ._report import build_report
 
         findings = self.findings
-        pngs: tuple[tuple[str, bytes], ...] = ()
-        if figures:
-            from .plots import grad_png, loss_png
-
-            history = self.history()
-            pngs = (("loss", loss_png(history)), ("grad_norms", grad_png(history)))
         return build_report(self._name, sort_findings(findings), self._collector, self._window,
                             epochs=tuple(asdict(e) for e in self._epochs), events=tuple(self._events),
-                            summary=self.summary(), figures=pngs)
+                            summary=self.summary(), history=self.history() if figures else None)
 
     def to_json(self) -> str:
         """The report as one JSON document (NaN/Inf written as strings), with the plot data
@@ -225,20 +250,6 @@ class Monitor:
         col = self._collector
         return {**{k: list(v) for k, v in col.plot.items()}, "param_names": [n for n, _ in col.params],
                 "weight_params": [n for n, _ in col.params if n in col.weight_names], "events": list(self._events)}
-
-    def save_plots(self, directory: str | Path) -> list[Path]:
-        """Write ``loss.png`` (with the steps where findings fired) and ``grad_norms.png`` (by layer).
-
-        Args:
-            directory: where to write (created if missing).
-
-        Returns:
-            The paths written.
-        """
-        from .plots import save_plots
-
-        self.findings  # noqa: B018  (flush so the plots include the latest steps)
-        return save_plots(self.history(), Path(directory))
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -303,16 +314,12 @@ def report_from_json(doc: dict[str, Any]) -> MonitorReport:
                                                       "where")}) for f in doc.get("findings", []))
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"malformed finding in the Monitor JSON: {exc}") from None
-    figures: tuple[tuple[str, bytes], ...] = ()
     history = doc.get("history")
-    if isinstance(history, dict) and history.get("loss"):
-        from .plots import grad_png, loss_png
-
-        figures = (("loss", loss_png(history)), ("grad_norms", grad_png(history)))
     return MonitorReport(
         model=str(doc.get("model", "")), findings=findings, steps=int(doc.get("steps", 0)),
         every=int(doc.get("every", 1)), num_classes=doc.get("num_classes"), loss=dict(doc.get("loss", {})),
         grad_norm=dict(doc.get("grad_norm", {})), epochs=tuple(doc.get("epochs", ())),
         events=tuple(doc.get("events", ())), layers=tuple(doc.get("layers", ())), groups=tuple(doc.get("groups", ())),
-        summary=str(doc.get("summary", "")), figures=figures,
+        summary=str(doc.get("summary", "")),
+        history=history if isinstance(history, dict) and history.get("loss") else None,
     )

@@ -16,7 +16,7 @@ from .window import Window
 
 def build_report(name: str, findings: tuple[Finding, ...], col: Collector, window: Window | None, *,
                  epochs: tuple[dict[str, Any], ...], events: tuple[dict[str, Any], ...],
-                 summary: str, figures: tuple[tuple[str, bytes], ...] = ()) -> MonitorReport:
+                 summary: str, history: dict[str, Any] | None = None) -> MonitorReport:
     """Assemble the report from the collector's record and the last window the rules saw."""
     w = window if window is not None else Window()
     recent = w.loss[-10:][np.isfinite(w.loss[-10:])] if w.loss.size else np.zeros(0)
@@ -26,7 +26,7 @@ def build_report(name: str, findings: tuple[Finding, ...], col: Collector, windo
         loss={"initial": col.loss_initial, "best": col.loss_best, "best_step": col.loss_best_step,
               "last": float(np.median(recent)) if recent.size else math.nan},
         grad_norm={"initial": col.grad_norm_initial, "last": float(total[-1]) if total.size else math.nan},
-        epochs=epochs, events=events, layers=_layers(w), groups=_groups(w), summary=summary, figures=figures,
+        epochs=epochs, events=events, layers=_layers(w), groups=_groups(w), summary=summary, history=history,
     )
 
 
@@ -34,6 +34,7 @@ def _layers(w: Window) -> tuple[dict[str, Any], ...]:
     if w.grad_norms.shape[0] == 0:
         return ()
     dead = {u.name: (int((u.idle >= DEAD_STEPS).sum()), int(u.idle.size)) for u in w.units}
+    acts = {u.name: u.activation for u in w.units}
     out = []
     for i, pname in enumerate(w.param_names):
         if not (w.param_is_weight.size and w.param_is_weight[i]):
@@ -43,7 +44,8 @@ def _layers(w: Window) -> tuple[dict[str, Any], ...]:
         wn = float(w.weight_norms[-1, i])
         n_dead, units = dead.get(layer, (0, 0))
         out.append({"name": layer, "grad_norm": g, "weight_norm": wn,
-                    "relative_grad": g / wn if wn > 0 else math.nan, "units": units, "dead_units": n_dead})
+                    "relative_grad": g / wn if wn > 0 else math.nan, "units": units, "dead_units": n_dead,
+                    "activation": acts.get(layer)})
     return tuple(out)
 
 

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._compat import foreach_norm
+
 
 def same_device(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
     """Move tensors to the first one's device (only model-parallel runs need a move)."""
@@ -18,8 +20,8 @@ def same_device(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[
 
 
 def total_norm(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The L2 norm over a list of tensors (per-tensor ``_foreach_norm``, then the norm of those)."""
-    norms: torch.Tensor = torch.stack([n.float() for n in same_device(list(torch._foreach_norm(tensors)))])
+    """The L2 norm over a list of tensors (per-tensor norms in one kernel, then the norm of those)."""
+    norms: torch.Tensor = torch.stack([n.float() for n in same_device(foreach_norm(tensors))])
     out: torch.Tensor = torch.linalg.vector_norm(norms)
     return out
 

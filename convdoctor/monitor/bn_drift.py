@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from .._compat import BatchNormBase
 from .hooks import is_frozen_bn
 from .window import FrozenBN
 
@@ -26,16 +26,16 @@ class FrozenBNTracker:
 
     def __init__(self, model: nn.Module) -> None:
         modules = dict(model.named_modules())
-        self._layers: dict[str, tuple[_BatchNorm, nn.Module | None, dict[str, Any]]] = {}
+        self._layers: dict[str, tuple[BatchNormBase, nn.Module | None, dict[str, Any]]] = {}
         for name, m in modules.items():
-            if isinstance(m, _BatchNorm):
+            if isinstance(m, BatchNormBase):
                 parent = modules.get(name.rpartition(".")[0]) if name else None
                 self._layers[name] = (m, parent, {})
                 if is_frozen_bn(m, parent):
                     self._snap(m, self._layers[name][2], 0)
 
     @staticmethod
-    def _snap(bn: _BatchNorm, snap: dict[str, Any], step: int) -> None:
+    def _snap(bn: BatchNormBase, snap: dict[str, Any], step: int) -> None:
         count = getattr(bn, "num_batches_tracked", None)
         if count is None or bn.running_mean is None or bn.running_var is None:
             return

@@ -1,4 +1,4 @@
-"""Cross-rank reduction for DistributedDataParallel runs.
+"""Cross-rank reduction for DistributedDataParallel and FSDP2 runs.
 
 What differs between ranks is only what each rank saw of the batch: its loss, its
 predicted and target class counts, its correct count. Gradients are already averaged by
@@ -6,6 +6,10 @@ DDP's backward and weights are identical, so gradient and weight statistics need
 reduction. The monitor packs the per-step numbers of one sync interval into a single
 tensor and reduces it with one ``all_reduce(SUM)``, at step counts every rank reaches
 together, so rank 0's verdict is the one a single process would reach on the global batch.
+
+Under FSDP2 (``fully_shard``) each rank holds a shard of every parameter: the sampled gradient
+and weight statistics are sums of squares per shard, summed in the same all-reduce (see
+:mod:`.shard`), and the dead-unit state takes one MAX all-reduce at the same sync.
 
 The loss is reduced as a batch-weighted mean (``sum(loss_r * batch_r) / sum(batch_r)``),
 which is the global-batch loss for criteria with ``reduction="mean"``.
@@ -43,6 +47,12 @@ class Reducer:
         """All-reduce ``tensor`` in place with SUM and return it."""
         if self.enabled and self.world_size > 1:
             torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM, group=self.group)
+        return tensor
+
+    def max_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """All-reduce ``tensor`` in place with MAX and return it (FSDP2 dead-unit state, see ``.shard``)."""
+        if self.enabled and self.world_size > 1:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX, group=self.group)
         return tensor
 
 

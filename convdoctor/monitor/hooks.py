@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.hooks import RemovableHandle
+
+from .._compat import BatchNormBase, compiled_in_place, compiled_inner
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     """
     for _ in range(4):  # wrappers nest at most a few deep (compile(DDP(model)))
         inner = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) \
-            else getattr(model, "_orig_mod", None)
+            else compiled_inner(model)
         if isinstance(inner, nn.Module):
             model = inner
         else:
@@ -119,7 +120,7 @@ class BNProbe:
         self._training_layers: set[str] = set()
         self._hooks = HookSet()
         for name, module in model.named_modules():
-            if isinstance(module, _BatchNorm):
+            if isinstance(module, BatchNormBase):
                 # SyncBatchNorm normalises over the batches of every rank together.
                 scale = world_size if isinstance(module, nn.SyncBatchNorm) else 1
                 self.names.append(name)
@@ -145,3 +146,98 @@ class BNProbe:
     def remove(self) -> None:
         """Remove the hooks."""
         self._hooks.remove()
+
+
+#: Nonlinearities whose gradient is exactly zero on a half-line (or outside an interval): a unit
+#: pushed there for every input stops learning for good. ReLU6 and Hardtanh run as ``hardtanh``.
+DYING_ACTIVATIONS = frozenset({"relu", "relu6", "hardtanh", "threshold", "hardswish", "hardsigmoid"})
+#: Nonlinearities with a non-zero gradient almost everywhere: their units cannot be "dead".
+#: (sigmoid and tanh saturate instead: VANISHING_GRADIENT watches that.)
+LIVE_ACTIVATIONS = frozenset({"leaky_relu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu", "mish",
+                              "sigmoid", "tanh", "softplus", "softsign", "logsigmoid", "tanhshrink"})
+_ACTIVATIONS = DYING_ACTIVATIONS | LIVE_ACTIVATIONS
+_DYING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Threshold, nn.Hardswish, nn.Hardsigmoid)
+_LIVE_MODULES = (nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+                 nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink)
+
+
+class ActivationProbe:
+    """The nonlinearity that follows each conv/linear layer, seen in the first forward pass.
+
+    A ``TorchFunctionMode`` is active for that one pass (entered by a forward pre-hook on the
+    root, left by an ``always_call`` forward hook, so an exception cannot leave it on): it sees
+    module activations (``nn.ReLU`` calls ``F.relu``) and functional ones (``F.relu``,
+    ``x.relu_()``) alike. The first activation called after a unit layer ran, and before the
+    next unit layer runs, is that layer's. Compiled models are not probed (the mode would be
+    traced); :meth:`can_die` then falls back on the activation modules the model holds.
+    """
+
+    def __init__(self, model: nn.Module, unit_paths: dict[nn.Module, str]) -> None:
+        self.after: dict[str, str] = {}
+        self.captured = False
+        self._last: str | None = None
+        self._mode: Any = None
+        self._hooks = HookSet()
+        self._fallback = _module_fallback(model)
+        if compiled_in_place(model):
+            return
+        for module, path in unit_paths.items():
+            self._hooks.add(module.register_forward_hook(self._make(path)))
+        self._hooks.add(model.register_forward_pre_hook(self._enter))
+        self._hooks.add(model.register_forward_hook(self._exit, always_call=True))
+
+    def _make(self, path: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            self._last = path
+
+        return hook
+
+    def _enter(self, module: nn.Module, args: Any) -> None:
+        if self._mode is None and not self.captured:
+            self._mode = _ActivationMode(self)
+            self._mode.__enter__()
+
+    def _exit(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+            self.captured = True
+            self.remove()
+
+    def seen(self, name: str) -> None:
+        """Called by the mode for every torch function: keep activations that follow a unit layer."""
+        act = name.rstrip("_")
+        if act in _ACTIVATIONS and self._last is not None:
+            self.after.setdefault(self._last, act)
+            self._last = None
+
+    def activation(self, path: str) -> str | None:
+        """The nonlinearity recorded after layer ``path`` (None: none seen, or not probed)."""
+        return self.after.get(path)
+
+    def can_die(self, path: str) -> bool:
+        """Whether the units of layer ``path`` can be dead (see :data:`DYING_ACTIVATIONS`)."""
+        if self.captured:
+            return self.after.get(path) in DYING_ACTIVATIONS
+        return self._fallback
+
+    def remove(self) -> None:
+        """Remove the hooks (the mode is left as soon as the first forward returns)."""
+        self._hooks.remove()
+
+
+def _module_fallback(model: nn.Module) -> bool:
+    """Without a probe: units can die unless every activation module is one that cannot
+    (functional ReLUs are invisible here, so a model without activation modules may have them)."""
+    kinds = [m for m in model.modules() if isinstance(m, _DYING_MODULES + _LIVE_MODULES)]
+    return not kinds or any(isinstance(m, _DYING_MODULES) for m in kinds)
+
+
+class _ActivationMode(torch.overrides.TorchFunctionMode):
+    def __init__(self, probe: ActivationProbe) -> None:
+        super().__init__()
+        self._probe = probe
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self._probe.seen(getattr(func, "__name__", ""))
+        return func(*args, **(kwargs or {}))

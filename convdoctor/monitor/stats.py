@@ -3,7 +3,7 @@
 Every step costs a detach of the loss and, given outputs, an argmax plus two
 ``scatter_add_`` class counts: a handful of kernels and no device-to-host copy. Every
 ``every`` steps the collector adds the costly statistics: gradient and weight norms
-(``torch._foreach_norm``), per-unit gradient norms of conv and linear weights (which update
+(``torch``'s multi-tensor norm), per-unit gradient norms of conv and linear weights (which update
 a per-unit "last step with a non-zero gradient" tensor in place), and every
 ``UPDATE_EVERY``-th sample the optimizer step's update-to-weight ratio per parameter group.
 Nothing is copied to the host until :meth:`Collector.sync`, which runs every
@@ -21,12 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._compat import foreach_norm, foreach_sub
 from ..errors import UsageError
-from ._tensors import pack, rows, same_device, total_norm, unpack
-from .batch import batch_counts, scalar_loss
+from ._tensors import pack, rows, same_device, unpack
+from .batch import EXTRA, batch_counts, scalar_loss
 from .bn_drift import FrozenBNTracker
 from .ddp import Reducer
-from .hooks import UNIT_LAYERS, BNProbe, DepthOrder, unit_dim, unwrap
+from .hooks import UNIT_LAYERS, ActivationProbe, BNProbe, DepthOrder, unit_dim, unwrap
+from .shard import layout, local
 from .window import FrozenBN, Units, Window
 
 #: Steps between host syncs (and rule evaluations). A finding can lag by at most this many
@@ -58,21 +60,26 @@ class Collector:
         reducer: cross-rank reduction (a no-op outside DDP).
     """
 
-    def __init__(self, model: nn.Module, *, num_classes: int | None, every: int, reducer: Reducer) -> None:
+    def __init__(self, model: nn.Module, *, num_classes: int | None, every: int, reducer: Reducer,
+                 ignore_index: int | None = -100) -> None:
         self.model = unwrap(model)
         self.num_classes = num_classes
+        self.ignore_index = ignore_index
         self.every = every
         self.reducer = reducer
         self.step = 0
         self.params: list[tuple[str, nn.Parameter]] = list(self.model.named_parameters())
         self._owner = _owners(self.model)
         self._order: DepthOrder | None = DepthOrder(self.model)
+        self.activations = ActivationProbe(self.model, {m: path for path, m in self._owner.values()})
+        self.layout = layout(self.params, {n: unit_dim(m) for n, (_, m) in self._owner.items()}, reducer.world_size)
+        self._share = {id(q): self.layout.share[n] for n, q in self.params}
         self.bn_probe = BNProbe(self.model, reducer.world_size)
         self.bn_drift = FrozenBNTracker(self.model)
         self._last_alive: dict[str, torch.Tensor] = {}
         self.no_grad = [0] * len(self.params)
         self._pending: dict[str, list[Any]] = _new_pending()
-        self._steps: dict[str, deque[Any]] = {k: deque(maxlen=STEP_KEEP) for k in ("loss", "pred", "tgt", "bn")}
+        self._steps: dict[str, deque[Any]] = {k: deque(maxlen=STEP_KEEP) for k in ("loss", "pred", "tgt", "bad", "bn")}
         self._samples: dict[str, deque[Any]] = {k: deque(maxlen=SAMPLE_KEEP) for k in
                                                 ("step", "gn", "wn", "present", "ustep", "ratio", "lr")}
         self.group_names: tuple[str, ...] = ()
@@ -93,7 +100,7 @@ class Collector:
         """Record one step's loss and class counts (no device sync) and advance the step."""
         self._finish_order()
         loss_t = scalar_loss(loss)
-        counts, batch, self.num_classes = batch_counts(outputs, targets, self.num_classes)
+        counts, batch, self.num_classes = batch_counts(outputs, targets, self.num_classes, self.ignore_index)
         p = self._pending
         p["loss"].append(loss_t)
         p["batch"].append(batch)
@@ -114,7 +121,7 @@ class Collector:
                              "loss.backward() and before optimizer.step() / zero_grad()")
         self.no_grad = [n + 1 if t and not ok else 0 for n, t, ok in zip(self.no_grad, trainable, present)]
         norms = self._grad_norms(present)
-        weights = [w.float() for w in torch._foreach_norm([p.detach() for _, p in self.params])]
+        weights = [w.float() for w in foreach_norm([local(p.detach()) for _, p in self.params])]
         p = self._pending
         p["gstep"].append(self.step)
         p["gn"].append(torch.stack(same_device(norms)))
@@ -130,22 +137,24 @@ class Collector:
         for i, ((name, p), ok) in enumerate(zip(self.params, present)):
             if not ok:
                 continue
-            owner = self._owner.get(name)
-            if owner is None:
+            owner, start = self._owner.get(name), self.layout.unit_offset.get(name, 0)
+            if owner is None or start is None:
                 plain.append(i)
                 continue
-            grad = p.grad
-            assert grad is not None  # present[i] says so
-            g = grad.movedim(unit_dim(owner[1]), 0).reshape(p.shape[unit_dim(owner[1])], -1)
-            per_unit = torch.linalg.vector_norm(g.float(), dim=1)
+            assert p.grad is not None  # present[i] says so
+            d = unit_dim(owner[1])
+            grad = local(p.grad)
+            per_unit = torch.linalg.vector_norm(grad.movedim(d, 0).reshape(grad.shape[d], -1).float(), dim=1)
             alive = self._last_alive.get(name)
-            if alive is None:
-                alive = self._last_alive[name] = torch.full_like(per_unit, self.step - 1, dtype=torch.int64)
-            alive.masked_fill_(per_unit > 0, self.step)
+            if alive is None:  # every unit of the layer, also those other ranks hold (see .shard)
+                alive = self._last_alive[name] = torch.full((int(p.shape[d]),), self.step - 1, dtype=torch.int64,
+                                                            device=per_unit.device)
+            # NaN is not zero: a unit with a NaN gradient is broken, not dead (NAN_LOSS names it)
+            alive[start:start + per_unit.numel()].masked_fill_(per_unit != 0, self.step)
             out[i] = torch.linalg.vector_norm(per_unit)
         if plain:
-            plain_grads = [g for g in (self.params[i][1].grad for i in plain) if g is not None]
-            for i, n in zip(plain, torch._foreach_norm(plain_grads)):
+            plain_grads = [local(g) for g in (self.params[i][1].grad for i in plain) if g is not None]
+            for i, n in zip(plain, foreach_norm(plain_grads)):
                 out[i] = n.float()
         zero = torch.zeros((), device=self.params[0][1].device) if self.params else torch.zeros(())
         return [n if n is not None else zero for n in out]
@@ -159,25 +168,29 @@ class Collector:
             self._opt_id = id(optimizer)
         groups = optimizer.param_groups
         self.group_names = tuple(str(g.get("name", f"group{i}")) for i, g in enumerate(groups))
-        self._snapshot = [[q.detach().clone() for q in g["params"] if q.requires_grad] for g in groups]
+        self._snapshot = [[local(q.detach()).clone() for q in g["params"] if q.requires_grad] for g in groups]
         self._snapshot_step = self.step
 
     @torch.no_grad()
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        """Optimizer post-hook: ``||w_after - w_before|| / ||w_after||`` per parameter group."""
+        """Optimizer post-hook: ``||w_after - w_before||^2`` and ``||w_after||^2`` per parameter group
+        (weighted sums of squares, so that shards add up across ranks; the ratio is taken at the sync)."""
         if self._snapshot is None:
             return
-        ratios, lrs = [], []
+        squares, lrs = [], []
         for old, group in zip(self._snapshot, optimizer.param_groups):
-            new = [q.detach() for q in group["params"] if q.requires_grad]
+            params = [q for q in group["params"] if q.requires_grad]
+            new = [local(q.detach()) for q in params]
             if not old or len(old) != len(new):
-                ratios.append(torch.zeros((), device=old[0].device if old else "cpu"))
+                squares.append(torch.zeros(2, device=old[0].device if old else "cpu"))
             else:
-                upd = total_norm(torch._foreach_sub(old, new))
-                ratios.append(upd / total_norm(new).clamp_min(1e-12))
+                share = torch.tensor([self._share.get(id(q), 1.0) for q in params], device=new[0].device)
+                upd = torch.stack(same_device(foreach_norm(foreach_sub(old, new)))).float()
+                now = torch.stack(same_device(foreach_norm(new))).float()
+                squares.append(torch.stack([(share * upd * upd).sum(), (share * now * now).sum()]))
             lrs.append(float(group.get("lr", 0.0)))
         self._pending["ustep"].append(self._snapshot_step)
-        self._pending["ratio"].append(torch.stack(same_device(ratios)).float())
+        self._pending["ratio"].append(torch.stack(same_device(squares)).double())
         self._pending["lr"].append(lrs)
         self._snapshot = None
 
@@ -188,30 +201,78 @@ class Collector:
         return self.window(self.bn_drift.measure(self.step), epochs)
 
     def pull(self) -> None:
-        """Copy the pending records to the host: one reduction under DDP, one device sync."""
-        self._sync_steps()
-        self._sync_samples()
+        """Copy the pending records to the host: one all-reduce across ranks, one device sync.
 
-    def _sync_steps(self) -> None:
+        Under DDP only the per-step records are summed (gradients and weights are the same on
+        every rank); under FSDP2 the sampled sums of squares join the same all-reduce.
+        """
         p = self._pending
-        n = len(p["loss"])
-        if n == 0:
-            return
+        steps, samples, updates = self._packed_steps(), self._packed_samples(), self._packed_updates()
+        parts = [t for t in (steps, *((samples, updates) if self.layout.sharded else ())) if t is not None]
+        if parts:
+            dev = parts[0].device
+            flat = self.reducer.sum_(torch.cat([t.to(dev).reshape(-1) for t in parts]))
+            out, at = [], 0
+            for t in parts:
+                out.append(flat[at:at + t.numel()].reshape(t.shape))
+                at += t.numel()
+            steps = out.pop(0) if steps is not None else None
+            if self.layout.sharded:
+                samples = out.pop(0) if samples is not None else None
+                updates = out.pop(0) if updates is not None else None
+        if steps is not None:
+            self._read_steps(steps.cpu().numpy())
+        if samples is not None:
+            host = samples.cpu().numpy()
+            if self.layout.sharded:  # weighted sums of squares -> norms
+                host = np.sqrt(host)
+            self._read_samples(host)
+        if updates is not None:
+            self._read_updates(updates.cpu().numpy())
+        for k in p:
+            p[k].clear()
+
+    def _packed_steps(self) -> torch.Tensor | None:
+        """``(n, 2 + 2C + EXTRA)``: loss x batch, batch, then the class and target counts."""
+        p = self._pending
+        if not p["loss"]:
+            return None
         c = self.num_classes or 0
         loss = torch.stack(same_device(p["loss"])).to(torch.float64)
         dev = loss.device
         batch = torch.tensor(p["batch"], dtype=torch.float64, device=dev)
-        blank = torch.zeros(2 * c + 1, dtype=torch.int64, device=dev)
-        counts = torch.stack([k.to(dev) if k is not None and k.numel() == 2 * c + 1 else blank
+        width = 2 * c + EXTRA
+        blank = torch.zeros(width, dtype=torch.int64, device=dev)
+        counts = torch.stack([k.to(dev) if k is not None and k.numel() == width else blank
                               for k in p["counts"]]).to(torch.float64)
-        packed = self.reducer.sum_(torch.cat([(loss * batch)[:, None], batch[:, None], counts], dim=1))
-        host = packed.cpu().numpy()
+        return torch.cat([(loss * batch)[:, None], batch[:, None], counts], dim=1)
+
+    def _packed_samples(self) -> torch.Tensor | None:
+        """``(m, 2P)``: gradient then weight norms (sharded: their squares weighted by their share)."""
+        p = self._pending
+        if not p["gstep"]:
+            return None
+        norms = torch.cat([torch.stack(same_device(p["gn"])), torch.stack(same_device(p["wn"]))], dim=1).double()
+        if not self.layout.sharded:
+            return norms
+        share = torch.tensor([self.layout.share[n] for n, _ in self.params], dtype=torch.float64, device=norms.device)
+        return norms * norms * share.repeat(2)
+
+    def _packed_updates(self) -> torch.Tensor | None:
+        """``(u, G, 2)``: per group the weighted squares of the update and of the weights."""
+        ratios = self._pending["ratio"]
+        return torch.stack(same_device(ratios)) if ratios and len({r.shape for r in ratios}) == 1 else None
+
+    def _read_steps(self, host: np.ndarray) -> None:
+        p = self._pending
+        n, c = host.shape[0], self.num_classes or 0
         with np.errstate(invalid="ignore", divide="ignore"):
             losses = host[:, 0] / host[:, 1]
         for i in range(n):
             self._steps["loss"].append(float(losses[i]))
             self._steps["pred"].append(host[i, 2:2 + c].astype(np.int64))
             self._steps["tgt"].append(host[i, 2 + c:2 + 2 * c].astype(np.int64))
+            self._steps["bad"].append(host[i, 3 + 2 * c:2 + 2 * c + EXTRA].astype(np.int64))
             self._steps["bn"].append(p["bn"][i])
         ok = np.isfinite(losses)
         self.epoch_loss_sum += float(losses[ok].sum())
@@ -220,33 +281,30 @@ class Collector:
         self.epoch_seen += float(host[:, 2 + c:2 + 2 * c].sum())
         self._update_loss_refs()
         self._plot_add("loss", list(range(self.step - n, self.step)), [float(x) for x in losses])
-        for k in ("loss", "batch", "counts", "bn"):
-            p[k].clear()
 
-    def _sync_samples(self) -> None:
+    def _read_samples(self, host: np.ndarray) -> None:
         p = self._pending
-        if p["gstep"]:
-            gn = torch.stack(same_device(p["gn"])).double().cpu().numpy()
-            wn = torch.stack(same_device(p["wn"])).double().cpu().numpy()
-            for i, s in enumerate(p["gstep"]):
-                self._samples["step"].append(s)
-                self._samples["gn"].append(gn[i])
-                self._samples["wn"].append(wn[i])
-                self._samples["present"].append(np.array(p["present"][i], dtype=bool))
-            if math.isnan(self.grad_norm_initial) and len(self._samples["step"]) >= INITIAL_STEPS:
-                tot = np.sqrt(np.nansum(np.stack(list(self._samples["gn"]))[:INITIAL_STEPS] ** 2, axis=1))
-                self.grad_norm_initial = float(np.median(tot))
-            self._plot_add("grad", list(p["gstep"]), [row.tolist() for row in gn])
-        if p["ustep"]:
-            for s, r, lr in zip(p["ustep"], p["ratio"], p["lr"]):
-                self._samples["ustep"].append(s)
-                self._samples["ratio"].append(r.double().cpu().numpy())
-                self._samples["lr"].append(np.array(lr, dtype=np.float64))
-                if len(self.group_lr_max) != len(lr):
-                    self.group_lr_max = [0.0] * len(lr)
-                self.group_lr_max = [max(a, b) for a, b in zip(self.group_lr_max, lr)]
-        for k in ("gstep", "gn", "wn", "present", "ustep", "ratio", "lr"):
-            p[k].clear()
+        gn, wn = np.split(host, 2, axis=1)
+        for i, s in enumerate(p["gstep"]):
+            self._samples["step"].append(s)
+            self._samples["gn"].append(gn[i])
+            self._samples["wn"].append(wn[i])
+            self._samples["present"].append(np.array(p["present"][i], dtype=bool))
+        if math.isnan(self.grad_norm_initial) and len(self._samples["step"]) >= INITIAL_STEPS:
+            tot = np.sqrt(np.nansum(np.stack(list(self._samples["gn"]))[:INITIAL_STEPS] ** 2, axis=1))
+            self.grad_norm_initial = float(np.median(tot))
+        self._plot_add("grad", list(p["gstep"]), [row.tolist() for row in gn])
+
+    def _read_updates(self, host: np.ndarray) -> None:
+        with np.errstate(invalid="ignore"):
+            ratios = np.sqrt(host[..., 0]) / np.maximum(np.sqrt(host[..., 1]), 1e-12)
+        for s, r, lr in zip(self._pending["ustep"], ratios, self._pending["lr"]):
+            self._samples["ustep"].append(s)
+            self._samples["ratio"].append(r)
+            self._samples["lr"].append(np.array(lr, dtype=np.float64))
+            if len(self.group_lr_max) != len(lr):
+                self.group_lr_max = [0.0] * len(lr)
+            self.group_lr_max = [max(a, b) for a, b in zip(self.group_lr_max, lr)]
 
     def _update_loss_refs(self) -> None:
         """Initial loss (median of the first steps) and the best rolling-median loss so far."""
@@ -282,6 +340,7 @@ class Collector:
         steps, samples = self._steps, self._samples
         prows = [r if r.shape == (c,) else np.zeros(c, dtype=np.int64) for r in steps["pred"]]
         trows = [r[:c] if r.shape[0] >= c else np.zeros(c, dtype=np.int64) for r in steps["tgt"]]
+        bad = rows(steps["bad"], EXTRA - 1).astype(np.int64)
         bn = np.array([(b or 0, n) for b, n in steps["bn"]], dtype=np.int64).reshape(-1, 2)
         p = len(self.params)
         return Window(
@@ -289,7 +348,7 @@ class Collector:
             loss=np.asarray(steps["loss"], dtype=np.float64), loss_start=self.step - len(steps["loss"]),
             loss_initial=self.loss_initial, loss_best=self.loss_best, loss_best_step=self.loss_best_step,
             preds=np.stack(prows) if prows else np.zeros((0, c), dtype=np.int64),
-            targets=np.stack(trows) if trows else np.zeros((0, c), dtype=np.int64),
+            targets=np.stack(trows) if trows else np.zeros((0, c), dtype=np.int64), target_bad=bad,
             bn_batch=bn[:, 0], bn_layers=bn[:, 1],
             grad_steps=np.asarray(samples["step"], dtype=np.int64),
             param_names=tuple(n for n, _ in self.params),
@@ -310,12 +369,16 @@ class Collector:
             return ()
         last = int(self._samples["step"][-1])
         names = list(self._last_alive)
-        flat = torch.cat([t.to(self._last_alive[names[0]].device) for t in self._last_alive.values()]).cpu().numpy()
+        flat_t = torch.cat([t.to(self._last_alive[names[0]].device) for t in self._last_alive.values()])
+        if self.layout.sharded:  # each rank wrote the units it holds: the latest step alive is the MAX
+            flat_t = self.reducer.max_(flat_t.clone())
+        flat = flat_t.cpu().numpy()
         out, at = [], 0
         for name in names:
             n = self._last_alive[name].numel()
             path, module = self._owner[name]
-            out.append(Units(path, last - flat[at:at + n], type(module).__name__))
+            out.append(Units(path, last - flat[at:at + n], type(module).__name__,
+                             self.activations.activation(path), self.activations.can_die(path)))
             at += n
         return tuple(out)
 
@@ -381,6 +444,7 @@ class Collector:
             self._order.remove()
             self._order = None
         self.bn_probe.remove()
+        self.activations.remove()
         if self._opt_hook is not None:
             self._opt_hook.remove()
             self._opt_hook, self._opt_id = None, None

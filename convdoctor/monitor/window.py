@@ -6,7 +6,7 @@ gradient sequence alone (``Window(loss=np.array([...]))``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,11 +24,17 @@ class Units:
         idle: per output unit, the number of steps since its weight gradient was last non-zero
             (counted from the first step the monitor saw it).
         kind: the layer's class name (``Conv2d``, ``Linear``).
+        activation: the nonlinearity applied to its output in the first forward pass
+            (``relu``, ``leaky_relu``, ``hardtanh`` for ReLU6, ...), None when none was seen.
+        can_die: whether that nonlinearity has an exactly-zero gradient on a half-line (ReLU,
+            ReLU6/hardtanh, threshold, hardswish, hardsigmoid), so a unit can stop learning for good.
     """
 
     name: str
     idle: np.ndarray
     kind: str = ""
+    activation: str | None = None
+    can_die: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,8 @@ class Window:
         loss_best_step: step at which ``loss_best`` was reached.
         preds: per step, predicted-class counts, shape ``(steps, num_classes)``.
         targets: per step, target-class counts, same shape (all zero where no targets).
+        target_bad: per step, ``(below 0, at or above num_classes, soft rows not summing to 1)``
+            target counts, shape ``(steps, 3)`` (``ignore_index`` values are not counted).
         bn_batch: per step, the smallest batch a BatchNorm layer normalised in training
             mode (0 when none ran in training mode).
         bn_layers: per step, how many BatchNorm layers ran in training mode.
@@ -109,6 +117,7 @@ class Window:
     loss_best_step: int = 0
     preds: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     targets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    target_bad: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
     bn_batch: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     bn_layers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     grad_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -141,3 +150,45 @@ class Window:
         g = np.where(present, self.grad_norms, 0.0)
         with np.errstate(over="ignore", invalid="ignore"):
             return np.asarray(np.sqrt(np.sum(g * g, axis=1)), dtype=np.float64)
+
+    def first_nonfinite(self) -> int | None:
+        """The first step with a non-finite loss or non-finite weights, None when all is finite.
+
+        From that step on every statistic derives from NaN/Inf numbers (the optimizer wrote them
+        into the weights), so it says nothing on its own about the run.
+        """
+        found = []
+        bad_loss = np.flatnonzero(~np.isfinite(self.loss))
+        if bad_loss.size:
+            found.append(self.loss_start + int(bad_loss[0]))
+        if self.weight_norms.size:
+            bad_w = np.flatnonzero(~np.isfinite(self.weight_norms).all(axis=1))
+            if bad_w.size:
+                found.append(int(self.grad_steps[bad_w[0]]))
+        return min(found) if found else None
+
+    def before(self, step: int) -> Window:
+        """The window as it stood before ``step``: every per-step and per-sample record cut there.
+
+        Dead-unit idle counts are reduced by the steps cut off (clipped at zero), so a unit
+        counts as idle only for the part of its idle run that lies before ``step``.
+        """
+        keep = max(0, min(self.loss.size, step - self.loss_start))
+        s = self.grad_steps < step
+        u = self.update_steps < step
+        cut = max(0, self.step - step)
+        units = tuple(replace(x, idle=np.maximum(x.idle - cut, 0)) for x in self.units)
+        return replace(
+            self, step=min(self.step, step), loss=self.loss[:keep], preds=self.preds[:keep],
+            targets=self.targets[:keep], target_bad=self.target_bad[:keep], bn_batch=self.bn_batch[:keep],
+            bn_layers=self.bn_layers[:keep], grad_steps=self.grad_steps[s], grad_norms=_cut(self.grad_norms, s),
+            grad_present=_cut(self.grad_present, s), weight_norms=_cut(self.weight_norms, s),
+            update_steps=self.update_steps[u], update_ratio=_cut(self.update_ratio, u),
+            group_lr=_cut(self.group_lr, u), units=units, frozen_bn=(),
+            epochs=tuple(e for e in self.epochs if e.step < step),
+        )
+
+
+def _cut(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The rows of a per-sample array that ``keep`` selects (left whole when their lengths differ)."""
+    return rows[keep] if rows.shape[0] == keep.size else rows

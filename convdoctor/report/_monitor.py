@@ -12,6 +12,7 @@ from rich.text import Text
 
 from ..results.monitor import MonitorReport
 from .html import esc, html_section, png_img, table
+from .monitor_plot import monitor_figures
 from .terminal import renderer
 
 #: Layers listed in the terminal (first and last by depth; the JSON holds every one).
@@ -88,9 +89,10 @@ def render_monitor(report: MonitorReport, *, layers: int = TERMINAL_LAYERS, **_:
 def html_monitor(report: MonitorReport) -> str:
     """Summary, the loss and gradient plots (when drawn), then the epoch, layer and group tables."""
     parts = [f"<p>{esc(report.summary)}</p><p>{esc(_overview(report))}</p>"]
-    for name, png in report.figures:
+    figures = monitor_figures(report)
+    for name, png in figures:
         parts.append(png_img(png, name))
-    if not report.figures:
+    if not figures:
         parts.append("<p>Plots: build the report with <code>mon.report(figures=True)</code>.</p>")
     for title, columns, rows in (("Epochs", EPOCH_COLUMNS, _epoch_rows(report)),
                                  ("Layers (depth order)", LAYER_COLUMNS, _layer_rows(report)),

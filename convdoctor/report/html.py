@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..findings import Finding
@@ -57,7 +57,7 @@ def png_img(png: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def table(headers: list[str], rows: list[list[object]], numeric: set[int] | None = None) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], numeric: set[int] | None = None) -> str:
     """A plain table; columns in ``numeric`` are right-aligned."""
     numeric = numeric or set()
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..findings import Finding, Severity, _jsonable
+from ..findings import Finding, Severity, jsonable
 
 
 def _version() -> str:
@@ -35,7 +35,7 @@ class ReportBase:
             "model": self.model,
             "findings": [f.to_dict() for f in self.findings],
         }
-        doc.update(_jsonable(self._payload()))
+        doc.update(jsonable(self._payload()))
         return doc
 
     def _payload(self) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def json_safe(value: Any) -> Any:
     """Plain JSON values: tensors/numpy scalars to numbers, NaN and Inf to strings (JSON has neither)."""
     import math
 
-    value = _jsonable(value)
+    value = jsonable(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):

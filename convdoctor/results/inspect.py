@@ -1,13 +1,52 @@
-"""``ModelReport``: what ``inspect`` returns."""
+"""``ModelReport``: what ``inspect`` returns, and its per-module row."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..analysis.layers import LayerRow
-from ..graph import Graph
 from .base import ReportBase
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One module, its costs rolled up over its sub-modules.
+
+    Attributes:
+        name: module path (``""`` for the root).
+        type: class name.
+        depth: nesting depth (root 0).
+        output_shape: shape of its first output on its last call (None when it never ran).
+        calls: how many times it ran.
+        params: unique parameters in it and below.
+        macs: multiply-accumulates of its ops.
+        other_flops: non-MAC FLOPs of its ops.
+        activation_bytes: bytes its ops allocated.
+        uncounted: op calls with no cost rule inside it.
+        training: its ``training`` flag in the user's model.
+    """
+
+    name: str
+    type: str
+    depth: int
+    output_shape: tuple[int, ...] | None
+    calls: int
+    params: int
+    macs: int
+    other_flops: int
+    activation_bytes: int
+    uncounted: int
+    training: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON row (DESIGN keys name, type, output_shape, params, macs plus ours)."""
+        return {
+            "name": self.name, "type": self.type, "depth": self.depth,
+            "output_shape": list(self.output_shape) if self.output_shape is not None else None,
+            "calls": self.calls, "params": self.params, "macs": self.macs, "flops": 2 * self.macs,
+            "other_flops": self.other_flops, "activation_bytes": self.activation_bytes,
+            "uncounted": self.uncounted, "training": self.training,
+        }
 
 
 @dataclass(frozen=True)
@@ -26,7 +65,6 @@ class ModelReport(ReportBase):
         bytes_by_dtype: parameter bytes per dtype.
         training_memory: the training-step memory estimate, when asked for
             (``convdoctor.advice.TrainingMemory.to_dict()``).
-        graph: the captured graph (not serialised).
     """
 
     kind: ClassVar[str] = "inspect"
@@ -39,7 +77,6 @@ class ModelReport(ReportBase):
     size_as: dict[str, int] = field(default_factory=dict)
     bytes_by_dtype: dict[str, int] = field(default_factory=dict)
     training_memory: dict[str, Any] | None = None
-    graph: Graph | None = field(default=None, repr=False, compare=False)
 
     def layer(self, name: str) -> LayerRow:
         """The row of one module path.

@@ -23,11 +23,13 @@ class MonitorReport(ReportBase):
             ``train_acc``, ``val_loss``, ``val_acc``.
         events: ``{"step", "code", "where"}`` for each finding, at the step it fired.
         layers: per conv/linear layer at the last sample: ``name``, ``grad_norm``,
-            ``weight_norm``, ``relative_grad``, ``units``, ``dead_units``.
+            ``weight_norm``, ``relative_grad``, ``units``, ``dead_units``, ``activation`` (the
+            nonlinearity after it, e.g. ``relu``, ``leaky_relu``; None when none was seen).
         groups: per optimizer parameter group: ``name``, ``lr``, ``update_ratio``.
         summary: the one-line summary of the run so far.
-        figures: ``(name, PNG bytes)`` pairs (``loss``, ``grad_norms``) when the report was
-            built with ``Monitor.report(figures=True)``; not part of the JSON document.
+        history: the plot data (``Monitor.history()``) when the report was built with
+            ``Monitor.report(figures=True)`` or read from a Monitor JSON document; the HTML
+            renderer draws the loss and gradient-norm charts from it. Not part of ``to_dict()``.
     """
 
     kind: ClassVar[str] = "monitor"
@@ -41,7 +43,7 @@ class MonitorReport(ReportBase):
     layers: tuple[dict[str, Any], ...] = ()
     groups: tuple[dict[str, Any], ...] = ()
     summary: str = ""
-    figures: tuple[tuple[str, bytes], ...] = ()
+    history: dict[str, Any] | None = None
 
     def _payload(self) -> dict[str, Any]:
         return {

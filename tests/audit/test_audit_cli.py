@@ -62,8 +62,25 @@ def test_train_mode_model_exits_1_with_the_incident_table(files: dict[str, str])
 
 @pytest.mark.parametrize("mode", ["eval", "auto"])
 def test_factory_models_are_audited_after_eval_by_default(files: dict[str, str], mode: str) -> None:
-    result = _run(f"{files['model']}?train=True", "--mode", mode, "--input", "1x1x6x6", "--checks", "modes")
+    result = _run(f"{files['model']}?train=True", "--mode", mode, "--input", "1x1x6x6", "--checks", "modes",
+                  "--json")
     assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    (modes,) = doc["checks"]
+    # the factory built it in train mode; the audited model has its one BatchNorm in eval
+    assert modes["name"] == "modes" and modes["status"] == "pass"
+    assert modes["evidence"]["batchnorm_total"] == 1 and modes["evidence"]["batchnorm_training"] == 0
+    assert modes["evidence"]["training_modules"] == 0
+    assert not {"BN_TRAIN_MODE", "DROPOUT_TRAIN_MODE"} & {f["code"] for f in doc["findings"]}
+
+
+def test_as_is_keeps_the_factory_train_mode(files: dict[str, str]) -> None:
+    """The control for the test above: without eval, the same model's BatchNorm is found training."""
+    result = _run(f"{files['model']}?train=True", "--mode", "as-is", "--input", "1x1x6x6", "--checks", "modes",
+                  "--json")
+    assert result.exit_code == 1, result.output
+    (modes,) = json.loads(result.stdout)["checks"]
+    assert modes["status"] == "fail" and modes["evidence"]["batchnorm_training"] == 1
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit")

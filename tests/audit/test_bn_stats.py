@@ -23,14 +23,48 @@ def _bn(model: nn.Module) -> nn.BatchNorm2d:
     return model[1]
 
 
-def test_trained_layer_with_reset_statistics_is_an_error() -> None:
+def test_layer_that_counted_batches_but_holds_reset_statistics_is_an_error() -> None:
     model = zoo.trained_like(zoo.bn_net())
-    _bn(model).reset_running_stats()  # the checkpoint lost its buffers; gamma/beta stayed trained
+    with torch.no_grad():  # the statistics were overwritten after training; the counter says 100 batches
+        _bn(model).running_mean.zero_()
+        _bn(model).running_var.fill_(1.0)
     report = _stats(model)
     (f,) = report.findings
     assert f.code == "BN_STATS_UNINITIALIZED" and f.severity is Severity.ERROR and f.where == "1"
-    assert f.evidence["layers"][0]["num_batches_tracked"] == 0
+    assert f.evidence["layers"][0]["num_batches_tracked"] == 100
+    assert f.evidence["evidence"] == "num_batches_tracked > 0"
     assert "recalibrate_bn" in f.fix
+
+
+def test_reset_statistics_without_a_counted_batch_are_graded_by_the_rest_of_the_model() -> None:
+    model = zoo.trained_like(zoo.bn_net())
+    _bn(model).reset_running_stats()  # buffers lost (counter 0 too); gamma/beta differ per channel
+    (f,) = _stats(model).findings  # the only layer: fresh init and lost buffers look the same
+    assert f.severity is Severity.INFO and f.evidence["learned_affine"] == 1
+    two = nn.Sequential(zoo.trained_like(zoo.bn_net()), nn.Unflatten(1, (4, 1, 1)),
+                        zoo.trained_like(nn.BatchNorm2d(4)))
+    two[2].reset_running_stats()  # the first BatchNorm's statistics moved: this one lost its buffers
+    (f,) = _stats(two).findings
+    assert f.severity is Severity.WARNING and f.where == "2" and f.evidence["learned_affine"] == 1
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_constant_affine_from_an_initialiser_is_no_evidence_of_training(value: float) -> None:
+    """Zero-init of the last BN of a residual block (timm repvgg/resnest/regnet, torchvision)."""
+    model = zoo.bn_net()
+    nn.init.constant_(_bn(model).weight, value)
+    nn.init.constant_(_bn(model).bias, value / 2)
+    (f,) = _stats(model).findings
+    assert f.severity is Severity.INFO and f.evidence["untrained_model"] is True
+
+
+@pytest.mark.parametrize("name", ["repvgg_a0", "resnest14d", "regnety_016"])
+def test_freshly_built_timm_models_are_untrained_not_broken(name: str) -> None:
+    timm = pytest.importorskip("timm")
+    model = timm.create_model(name, pretrained=False).eval()
+    report = audit(model, input_size="1x3x32x32", batch_sizes=(1,), checks=["bn_stats"])
+    codes = [(f.code, f.severity) for f in report.findings if f.code.startswith("BN_")]
+    assert codes == [("BN_STATS_UNINITIALIZED", Severity.INFO)]
 
 
 def test_random_init_model_is_only_an_info() -> None:

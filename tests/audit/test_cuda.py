@@ -20,7 +20,17 @@ def test_cuda_audit_on_a_copy_finds_the_incident() -> None:
     assert report.input["device"] == "cuda"
     assert report.has("BN_TRAIN_MODE") and report.has("BATCH_DEPENDENT_OUTPUT")
     assert report.check("determinism").status is CheckStatus.PASS
-    assert report.check("export").status in (CheckStatus.PASS, CheckStatus.FAIL)
+    # Export on CUDA: all three formats must export and run (ONNX on onnxruntime's CPU provider when
+    # there is no CUDA one); the verdict is the one its own numbers imply. TF32 convolutions may
+    # legitimately differ from a CPU artefact, so the rule is checked, not a fixed outcome.
+    export = report.check("export")
+    formats = export.evidence["formats"]
+    assert set(formats) == {"torchscript", "torch_export", "onnx"}
+    rel = [d["max_rel_diff"] for f in formats.values() for k, d in f.items() if k.startswith("batch_")]
+    assert len(rel) == 6 and all(f["status"] in ("ok", "mismatch") for f in formats.values())
+    worst = max(rel)
+    assert export.status is (CheckStatus.PASS if worst <= export.evidence["rtol"] else CheckStatus.FAIL), worst
+    assert (export.status is CheckStatus.FAIL) == report.has("EXPORT_MISMATCH")
     assert next(model.parameters()).device.type == "cpu"
     assert state_dict_digest(model) == digest and training_flags(model) == flags
 

@@ -48,7 +48,30 @@ def test_figures_consistent_with_raw_samples_and_hand_macs(tiny: nn.Module) -> N
     assert row.peak_mem_bytes is not None and row.peak_mem_bytes > 0
     assert {layer.name for layer in row.layers} <= {"0", "1", "2", "3", "4", "5", "6"}
     conv = next(layer for layer in row.layers if layer.name == "0")
-    assert conv.macs == 2 * 16 * 16 * 8 * 27 and conv.bound in ("memory-bound", "compute-bound")
+    # traffic by hand: input 2x3x16x16, weight 8x3x3x3 (no bias), output 2x8x16x16, fp32
+    conv_bytes = 4 * (2 * 3 * 16 * 16 + 8 * 27 + 2 * 8 * 16 * 16)
+    assert conv.macs == 2 * 16 * 16 * 8 * 27 and conv.bytes == conv_bytes == 23_392
+    assert conv.intensity == pytest.approx(conv.macs / conv_bytes)
+    ridge = report.machine["ridge_macs_per_byte"]
+    assert conv.bound == ("memory-bound" if conv.macs / conv_bytes < ridge else "compute-bound")
+
+
+@pytest.mark.parametrize("ridge, label", [(1.0, "compute-bound"), (100.0, "memory-bound")])
+def test_roofline_label_follows_the_ridge_point(tiny: nn.Module, monkeypatch: pytest.MonkeyPatch,
+                                                ridge: float, label: str) -> None:
+    """The conv's intensity is 110,592 MACs / 23,392 B = 4.73 MACs/B: above a ridge of 1, below 100."""
+    import sys
+
+    from convdoctor.bench import MachinePeaks
+
+    bench_pkg = sys.modules["convdoctor.bench"]  # the package: its name is shadowed by the bench function
+
+    peaks = MachinePeaks("cpu", "fixed", 1, "float32", gmacs_per_s=ridge, gbytes_per_s=1.0,
+                         torch_version=torch.__version__, measured_at="2026-01-01T00:00:00Z")
+    monkeypatch.setattr(bench_pkg, "machine_peaks", lambda *a, **k: peaks)
+    row = bench(tiny, "1x3x16x16", batch_sizes=(2,), threads=1, **_no_cold()).rows[0]
+    conv = next(layer for layer in row.layers if layer.name == "0")
+    assert conv.bound == label
 
 
 def test_model_left_untouched(tiny: nn.Module) -> None:

@@ -15,9 +15,9 @@ from convdoctor.bench.timing import (
     NOISY_REL_IQR,
     TAIL_MIN_SAMPLES,
     BenchResult,
-    _PerCallTimer,
     clock_for,
     measure,
+    sample_calls,
 )
 
 
@@ -110,13 +110,28 @@ def test_from_measurement_rejects_blocked_samples() -> None:
         BenchResult.from_measurement(m, [], batch_size=1, threads=1, device="cpu")
 
 
-def test_per_call_timer_uses_torch_measurement_loop() -> None:
-    # Guards the private hooks we build on: if torch renames them this fails loudly.
-    assert hasattr(_PerCallTimer, "_threaded_measurement_loop") and hasattr(_PerCallTimer, "_timeit")
-    clock = ScriptedClock([0.002])
-    m = _PerCallTimer(stmt="fn()", globals={"fn": clock.fn}, timer=clock).sample(
-        min_samples=7, min_run_time=0.0, max_run_time=None)
-    assert m.number_per_run == 1 and m.times == pytest.approx([0.002] * 7)
+def test_sample_calls_gives_one_call_per_sample_in_a_torch_measurement() -> None:
+    clock = ScriptedClock([0.002, 0.004])
+    m = sample_calls(clock.fn, clock=clock, threads=1, min_samples=7, min_run_time=0.0, max_run_time=None)
+    assert clock.calls == 7
+    assert m.number_per_run == 1 and m.times == pytest.approx([0.002, 0.004] * 3 + [0.002])
+    assert m.median == pytest.approx(0.002)  # torch's own statistic over our samples: 4 of 7 are 2 ms
+
+
+def test_sample_calls_takes_one_sample_even_when_nothing_is_asked() -> None:
+    clock = ScriptedClock([0.003])
+    m = sample_calls(clock.fn, clock=clock, threads=1, min_samples=0, min_run_time=0.0, max_run_time=None)
+    assert m.times == pytest.approx([0.003])
+
+
+def test_sample_calls_disables_gc_during_each_call_like_torch_timer() -> None:
+    import gc
+
+    seen: list[bool] = []
+    sample_calls(lambda: seen.append(gc.isenabled()), clock=ScriptedClock([0.0]), threads=1, min_samples=3,
+                 min_run_time=0.0, max_run_time=None)
+    assert seen == [False, False, False]
+    assert gc.isenabled()
 
 
 def test_cpu_clock_is_perf_counter() -> None:

@@ -1,25 +1,86 @@
-"""``convdoctor demo``: the whole story runs end to end and writes its report."""
+"""``convdoctor demo``: run once as a user runs it (a real process, real descriptors), then read it.
+
+The process's descriptors 1 and 2 are pipes, so anything native code writes (Kineto's
+``USDT:`` lines, torch's logged tracebacks, a printed graph) shows up here exactly as it
+would in a terminal.
+"""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from convdoctor.cli import main
+ROOT = Path(__file__).resolve().parents[2]
+#: What must never reach the user's terminal.
+LEAKS = ("Traceback", "USDT:", "ERROR:", "def forward(self", "Warning:")
+#: An incident row: batches, batch size, train-mode BN accuracy, eval-mode accuracy.
+ROW = re.compile(r"^│ (one request|shuffled|one class)\s*│\s*(\d+) │\s*([\d.]+)% │\s*([\d.]+)% │$", re.M)
+#: Eval mode may trail train-mode BN by at most this much (half a point: 2 of 449 digits).
+NOISE_POINTS = 0.5
+
+pytestmark = pytest.mark.slow
 
 
-@pytest.mark.slow
-def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
-    html = tmp_path / "demo.html"
-    result = CliRunner().invoke(main, ["demo", "--html", str(html)])
-    assert result.exit_code == 0, result.output
-    out = result.stdout
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    html = tmp_path_factory.mktemp("demo") / "demo.html"
+    run = subprocess.run([sys.executable, "-m", "convdoctor", "demo", "--html", str(html)],
+                         capture_output=True, text=True, timeout=1500)
+    return run, html
+
+
+def test_demo_tells_the_whole_story(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    run, html = demo
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     for needle in ("1. Design", "2. Training", "3. Hand-off", "4. INT8", "5. Serving",
                    "BN_TRAIN_MODE", "BATCH_DEPENDENT_OUTPUT", "DEAD_RELU", "healthy"):
-        assert needle in out, needle
-    assert f"written to {html.resolve()}" in out
+        assert needle in run.stdout, needle
+    assert f"written to {html.resolve()}" in run.stdout
     page = html.read_text(encoding="utf-8")
     for section in ("inspect", "rf", "audit", "bench", "training: healthy (lr 0.05)"):
         assert f'id="{section}"' in page, section
+
+
+def test_demo_output_is_clean(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    run, _ = demo
+    for leak in LEAKS:
+        assert leak not in run.stdout and leak not in run.stderr, leak
+    # stderr carries the progress lines and nothing else
+    assert all(line.startswith("  ... ") for line in run.stderr.splitlines()), run.stderr[-2000:]
+
+
+def test_eval_mode_is_right_at_every_batch_and_train_mode_bn_visibly_wrong(
+        demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    rows = [(kind, int(b), float(train), float(ev)) for kind, b, train, ev in ROW.findall(demo[0].stdout)]
+    assert {kind for kind, *_ in rows} == {"one request", "shuffled", "one class"}, rows
+    for kind, batch, train, ev in rows:
+        assert ev >= train - NOISE_POINTS, f"{kind} batches of {batch}: train-mode BN {train}% beats eval {ev}%"
+    # what production sends: a single request, batches of one class
+    for kind, batch, train, ev in rows:
+        if kind != "shuffled":
+            assert ev - train > 50, f"{kind} batches of {batch}: train-mode BN {train}% is not visibly wrong"
+
+
+def test_int8_says_where_it_pays_and_where_it_does_not(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    out = demo[0].stdout
+    assert "DigitsCNN (width 16)" in out and "DigitsCNN (width 64)" in out
+    flat = " ".join(out.split())
+    faster, slower = "x faster" in out, "x slower" in out
+    assert ("INT8 pays where a call does enough arithmetic" in flat) == faster
+    assert ("It does not pay for tiny work" in flat) == slower
+
+
+def test_readme_excerpt_matches_the_demo(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """The README's deterministic lines (accuracies, tables) are what the demo prints on this machine."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    excerpt = readme[readme.index("## A 30-second tour"):readme.index("Sizing any model")]
+    lines = [m.group(0) for m in ROW.finditer(excerpt)]
+    assert len(lines) == 4, "the README excerpt shows the four incident rows"
+    accuracy = re.search(r"test accuracy [\d.]+%", excerpt)
+    assert accuracy is not None
+    for expected in [*lines, accuracy.group(0)]:
+        assert expected in demo[0].stdout, f"README shows {expected!r}; rerun `make demo` and update README.md"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,40 @@ def test_json_document_has_design_keys() -> None:
     assert {"name", "type", "output_shape", "params", "macs"} <= set(doc["layers"][0])
 
 
+SI = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+def _table_rows(out: str) -> dict[str, list[str]]:
+    """The layer table's body rows (and the total row), cells stripped, keyed by layer name."""
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("│") and line.count("│") == 8:  # 7 columns: the layer table, not Totals
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            rows[cells[0]] = cells
+    return rows
+
+
 def test_terminal_table_sums_match_totals() -> None:
+    import torchvision.models as tvm
+
     code, out, _ = run("inspect", "torchvision:resnet18", "--depth", "1", "--width", "140")
     assert code == 0
-    assert "11,689,512" in out and "layer4" in out
+    rows = _table_rows(out)
+    total = rows.pop("total")
+    assert list(rows) == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
+    params = [int(r[3].replace(",", "")) for r in rows.values()]
+    published = tvm.ResNet18_Weights.DEFAULT.meta
+    assert sum(params) == int(total[3].replace(",", "")) == published["num_params"] == 11_689_512
+    # the MACs column is rounded to 3 significant digits: its sum agrees with the total to that
+    # rounding, and the total with torchvision's published GMACs (1.814)
+    macs = [float(r[4][:-1]) * SI[r[4][-1]] if r[4][-1] in SI else float(r[4]) for r in rows.values()]
+    assert sum(macs) == pytest.approx(1.81e9, rel=5e-3) and total[4] == "1.81G"
+    exact = int(re.search(r"MACs\s+│\s+([\d,]+)", out).group(1).replace(",", ""))
+    assert round(exact / 1e9, 3) == published["_ops"]
+    # layer4 by hand: block 1 = 3x3 256->512 + 3x3 512->512 + 1x1 256->512 + 3 BNs; block 2 = 2 3x3 512->512 + 2 BNs
+    block1 = 9 * 256 * 512 + 9 * 512 * 512 + 256 * 512 + 3 * 2 * 512
+    block2 = 2 * 9 * 512 * 512 + 2 * 2 * 512
+    assert int(rows["layer4"][3].replace(",", "")) == block1 + block2
 
 
 def test_file_factory_and_input(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from convdoctor.demo.training import digits
 from convdoctor.monitor import Monitor
-from convdoctor.monitor.demo import digits
 
 _DATA: dict[int, tuple[torch.Tensor, ...]] = {}
 
@@ -134,30 +134,54 @@ def _validate(mon: Monitor, model: nn.Module, xv: torch.Tensor, yv: torch.Tensor
     mon.end_epoch(val_loss=float(F.cross_entropy(out, yv)), val_acc=float((out.argmax(1) == yv).float().mean()))
 
 
-def ddp_worker(rank: int, world: int, init_file: str, out: str, steps: int) -> None:
-    """One rank of a 2-process gloo DDP run of :func:`train_global` (spawned by the DDP test)."""
+def ddp_worker(rank: int, world: int, init_file: str, out: str, steps: int, engine: str = "ddp",
+               dead: bool = False) -> None:
+    """One rank of a 2-process gloo run of :func:`train_global` under DDP or FSDP2 (spawned by the tests)."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        mon, _ = train_global(steps, rank=rank, world=world)
+        mon, _ = train_global(steps, rank=rank, world=world, engine=engine, dead=dead)
         torch.save({"findings": [f.to_dict() for f in mon.findings], "history": mon.history(),
                     "report": mon.report().to_dict()}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def train_global(steps: int, rank: int = 0, world: int = 1, lr: float = 1e-6) -> tuple[Monitor, nn.Module]:
-    """Global batches of 32 from a fixed order; under DDP each rank takes its share of each batch.
+#: Filters of the first conv whose bias is set so low that they never activate: dead ReLUs from
+#: step 0. Under FSDP2 on 2 ranks rank 0 holds filters 0-7 and rank 1 filters 8-15, so the dead
+#: ones lie on both.
+DEAD_FILTERS = range(4, 12)
 
-    ``lr=1e-6`` leaves the loss at chance (LOSS_AT_CHANCE) while staying numerically identical
-    between one process and two, so verdicts and curves can be compared exactly.
+
+def kill_filters(model: nn.Module) -> None:
+    """Bias -100 on :data:`DEAD_FILTERS` of the first conv (inputs are in [0, 1], weights ~0.3)."""
+    with torch.no_grad():
+        model[0].bias[DEAD_FILTERS.start:DEAD_FILTERS.stop] = -100.0
+
+
+def train_global(steps: int, rank: int = 0, world: int = 1, lr: float = 1e-6, engine: str = "ddp",
+                 dead: bool = False) -> tuple[Monitor, nn.Module]:
+    """Global batches of 32 from a fixed order; with ``world > 1`` each rank takes its share of each
+    batch, under DDP or FSDP2 (``engine="fsdp"``: ``fully_shard`` on both convs, the head and the root).
+
+    ``lr=1e-6`` keeps the run numerically the same between one process and two (the update ratio
+    is far too small: LR_MISMATCH, with the loss at chance attached), so verdicts and curves
+    compare exactly. ``dead`` kills :data:`DEAD_FILTERS` (DEAD_RELU).
     """
     x, y, _, _ = data(0)
     torch.manual_seed(0)
     model: nn.Module = plain_cnn()
-    if world > 1:
+    if dead:
+        kill_filters(model)
+    if world > 1 and engine == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for i in (0, 3, 8):
+            fully_shard(model[i])
+        fully_shard(model)
+    elif world > 1:
         model = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     mon = Monitor(model, num_classes=10)

@@ -3,10 +3,10 @@ misuse errors, the model left unchanged, state round trip, reports and plots."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import json
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -52,7 +52,7 @@ def test_recorded_norms_match_autograd() -> None:
     mon.flush()
     h = mon.history()
     by_name = dict(zip(h["param_names"], h["grad"][0]))
-    for (name, p), g in zip(model.named_parameters(), expected):
+    for (name, _), g in zip(model.named_parameters(), expected):
         assert by_name[name] == pytest.approx(float(g.norm()), rel=1e-5)
     assert h["loss"][0] == pytest.approx(float(loss.detach()))
     assert mon.report().num_classes == 3
@@ -136,6 +136,85 @@ def test_dead_units_behind_functional_and_module_relu() -> None:
         dead = [f for f in mon.findings if f.code == "DEAD_RELU"]
         assert len(dead) == 1 and dead[0].where == layer
         assert dead[0].evidence["dead"] == 2 and dead[0].evidence["units"] == 4
+
+
+class Acts(nn.Module):
+    """Five conv/linear layers, each followed by another nonlinearity, two of them functional."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+        self.act2, self.act3 = nn.LeakyReLU(0.1), nn.ReLU6()
+        self.fc1, self.fc2 = nn.Linear(4 * 36, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.c1(x))
+        x = self.act3(self.c3(self.act2(self.c2(x)))) + 0.0  # an add between layers changes nothing
+        return self.fc2(F.gelu(self.fc1(x.flatten(1))))
+
+
+def test_the_activation_after_each_layer_is_recorded() -> None:
+    """Module and functional activations alike; only ReLU-like ones can have dead units."""
+    model = Acts()
+    mon = Monitor(model)
+    x, y = batch()
+    loss, out = backward(model, x, y)
+    mon.step(loss=loss, outputs=out, targets=y)
+    mon.flush()
+    acts = {row["name"]: row["activation"] for row in mon.report().layers}
+    assert acts == {"c1": "relu", "c2": "leaky_relu", "c3": "hardtanh", "fc1": "gelu", "fc2": None}
+    window = mon._window
+    assert window is not None
+    assert {u.name: u.can_die for u in window.units} == {"c1": True, "c2": False, "c3": True, "fc1": False,
+                                                         "fc2": False}
+    x2, _ = batch(seed=1)
+    model(x2)  # the probe left after the first forward: no mode, no hooks of its own
+    assert not torch.overrides._get_current_function_mode_stack()
+
+
+def test_nan_gradients_are_not_dead_units() -> None:
+    """Weights gone NaN give NaN gradients for 100+ steps: broken (NAN_LOSS), never "dead"."""
+    model = tiny(bn=False)
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] = float("nan")
+    mon = Monitor(model)
+    for i in range(110):
+        x, y = batch(seed=i)
+        loss, out = backward(model, x, y)
+        mon.step(loss=loss, outputs=out, targets=y)
+    assert [f.code for f in mon.findings] == ["NAN_LOSS"]
+    assert all(row["dead_units"] == 0 for row in mon.report().layers)
+
+
+def _label_run(targets_of: object, steps: int = SYNC_EVERY, **kw: object) -> Monitor:
+    model = tiny(bn=False)
+    mon = Monitor(model, num_classes=3, **kw)  # type: ignore[arg-type]
+    for i in range(steps):
+        x, y = batch(seed=i)
+        loss, out = backward(model, x, y)
+        mon.step(loss=loss, outputs=out, targets=targets_of(y, i))  # type: ignore[operator]
+    return mon
+
+
+def test_out_of_range_targets_are_counted_and_ignore_index_is_not() -> None:
+    def targets(y: torch.Tensor, i: int) -> torch.Tensor:  # per batch of 8: one 3, one -1, one -100
+        return torch.cat([y[:5], torch.tensor([3, -1, -100])])
+
+    found = {f.code: f for f in _label_run(targets).findings}
+    assert list(found) == ["DEGENERATE_TARGETS"]
+    ev = found["DEGENERATE_TARGETS"].evidence
+    assert (ev["below_zero"], ev["at_or_above_num_classes"], ev["soft_rows_not_summing_to_1"]) == (25, 25, 0)
+    assert ev["targets"] == 25 * 7 and ev["first_step"] == 0  # -100 is the loss's ignore_index: not a label
+    strict = _label_run(targets, ignore_index=None).findings[0].evidence
+    assert strict["below_zero"] == 50
+
+
+def test_soft_targets_label_smoothing_and_multi_hot_are_fine() -> None:
+    smooth = _label_run(lambda y, i: F.one_hot(y, 3).float() * 0.9 + 0.1 / 3)
+    multi_hot = _label_run(lambda y, i: (F.one_hot(y, 3) + F.one_hot((y + 1) % 3, 3)).float())
+    assert smooth.findings == [] and multi_hot.findings == []
+    wrong_dim = _label_run(lambda y, i: torch.softmax(F.one_hot(y, 3).float(), dim=0))  # over the batch
+    assert wrong_dim.findings[0].evidence["soft_rows_not_summing_to_1"] == 8 * SYNC_EVERY
 
 
 # ---------------------------------------------------------------------------- the model is left alone
@@ -283,7 +362,11 @@ def test_report_json_summary_and_plots(tmp_path: object) -> None:
     assert "convdoctor monitor: Sequential" in text and "epoch" in text
     line = mon.summary()
     assert line.startswith("epoch 1 (step 40): loss ") and "val loss 1.39" in line and "\n" not in line
-    paths = mon.save_plots(tmp_path)  # type: ignore[arg-type]
+    from convdoctor.report.monitor_plot import save_monitor_plots
+
+    with pytest.raises(ValueError, match="figures=True"):
+        save_monitor_plots(mon.report(), tmp_path)  # type: ignore[arg-type]
+    paths = save_monitor_plots(mon.report(figures=True), tmp_path)  # type: ignore[arg-type]
     assert sorted(p.name for p in paths) == ["grad_norms.png", "loss.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
@@ -301,8 +384,13 @@ def test_findings_fire_once_per_episode() -> None:
         loss, out = backward(model, x, y)
         mon.step(loss=loss, outputs=out, targets=y, optimizer=opt)
         opt.step()
-    at_chance = [f for f in mon.findings if f.code == "LOSS_AT_CHANCE"]
-    assert len(at_chance) == 1 and at_chance[0].evidence["step"] == 100
+    # uniform outputs: argmax is class 0 for every input from the first step (fires at 50, the
+    # first sync with CONST_STEPS of history) and keeps firing: reported once. The loss at chance
+    # (from step 100) is a consequence, attached to a root rather than reported.
+    constant = [f for f in mon.findings if f.code == "CONSTANT_PREDICTION"]
+    assert len(constant) == 1 and constant[0].evidence["step"] == 50
+    attached = [c["code"] for f in mon.findings for c in f.evidence.get("consequences", [])]
+    assert attached.count("LOSS_AT_CHANCE") == 1 and "LOSS_AT_CHANCE" not in [f.code for f in mon.findings]
 
 
 
@@ -344,4 +432,4 @@ def test_html_section_embeds_the_plots() -> None:
     page = render(mon.report(figures=True), "html")
     assert page.count("data:image/png;base64,") == 2 and "<h3>Epochs</h3>" in page and "<h3>Layers" in page
     assert "mon.report(figures=True)" in render(mon.report(), "html")
-    assert "figures" not in mon.report(figures=True).to_dict()
+    assert "history" not in mon.report(figures=True).to_dict()

@@ -24,9 +24,11 @@ def test_two_ranks_match_one_process(tmp_path: Path) -> None:
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
     codes = [f.code for f in single.findings]
-    assert "LOSS_AT_CHANCE" in codes
+    assert "LR_MISMATCH" in codes  # lr 1e-6: the root, with the loss at chance attached
     for r in ranks:
         assert [f["code"] for f in r["findings"]] == codes
+        assert [f["evidence"].get("consequences") for f in r["findings"]] == \
+            [f.evidence.get("consequences") for f in single.findings]
         assert [f["evidence"]["step"] for f in r["findings"]] == [f.evidence["step"] for f in single.findings]
         np.testing.assert_allclose(r["history"]["loss"], single.history()["loss"], rtol=1e-5)
         np.testing.assert_allclose(np.array(r["history"]["grad"]), np.array(single.history()["grad"]), rtol=1e-4)

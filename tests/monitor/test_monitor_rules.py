@@ -15,7 +15,7 @@ import pytest
 
 from convdoctor.findings import FINDING_CODES
 from convdoctor.monitor import rules as R
-from convdoctor.monitor.rules import batchnorm, gradients, loss
+from convdoctor.monitor.rules import batchnorm, gradients, loss, targets
 from convdoctor.monitor.window import Epoch, FrozenBN, Units, Window
 
 LN10 = math.log(10)
@@ -109,7 +109,6 @@ def test_nan_gradients_need_consecutive_samples() -> None:
 @pytest.mark.parametrize(("preds", "targets", "fires"), [
     ([3] * 50, list(range(10)) * 5, True),
     (list(range(10)) * 5, list(range(10)) * 5, False),
-    ([3] * 50, [3] * 50, False),                  # the data really is one class
     ([3] * 40, list(range(10)) * 4, False),       # too few steps
 ])
 def test_constant_prediction(preds: list[int], targets: list[int], fires: bool) -> None:
@@ -118,7 +117,41 @@ def test_constant_prediction(preds: list[int], targets: list[int], fires: bool) 
     assert (found is not None) == fires
     if fires:
         assert found.evidence["class"] == 3 and found.evidence["share"] == 1.0
+        assert found.evidence["cause"] == "model"  # good labels: the model collapsed on its own
         assert re.search(r"class 3 for 100% of 1600 inputs", found.message)
+
+
+@pytest.mark.parametrize(("targets", "cause"), [
+    ([3] * 50, "degenerate_targets"),             # every target is class 3: a label bug
+    ([3] * 49 + [4], "degenerate_targets"),       # 98% class 3 (1568 of 1600)
+    ([3] * 47 + [4, 5, 6], None),                 # 94%: imbalanced data, predicted as labelled
+])
+def test_constant_prediction_names_degenerate_targets(targets: list[int], cause: str | None) -> None:
+    w = Window(step=50, num_classes=10, preds=onehot_counts([3] * 50), targets=onehot_counts(targets))
+    found = loss.constant_prediction(w)
+    assert (found.evidence["cause"] if found else None) == cause
+    if cause:
+        assert found is not None and found.evidence["target_class"] == 3 and "label" in found.fix
+
+
+def bad_targets(rows: list[tuple[int, int, int]], steps: int = 50) -> Window:
+    bad = np.zeros((steps, 3), dtype=np.int64)
+    bad[-len(rows):] = rows
+    return Window(step=steps, num_classes=10, targets=onehot_counts(list(range(10)) * (steps // 10)), target_bad=bad)
+
+
+@pytest.mark.parametrize(("rows", "fires", "match"), [
+    ([(0, 32, 0)], True, r"32 of 1632 targets lie outside \[0, 10\) \(0 negative, 32 at or above 10\)"),
+    ([(2, 0, 0), (1, 0, 0)], True, r"3 of 1603 targets .* \(3 negative"),
+    ([(0, 0, 5)], True, r"5 soft-target rows do not sum to 1"),
+    ([(0, 0, 0)], False, None),
+])
+def test_degenerate_targets(rows: list[tuple[int, int, int]], fires: bool, match: str | None) -> None:
+    found = targets.degenerate_targets(bad_targets(rows))
+    assert (found is not None) == fires
+    if found is not None:
+        assert match is not None and re.search(match, found.message), found.message
+        assert found.evidence["first_step"] == 50 - len(rows)
 
 
 def epochs(val: list[float | None], train: list[float], acc: list[float | None] | None = None) -> Window:
@@ -179,11 +212,24 @@ def test_no_gradient() -> None:
     (np.r_[np.full(40, 50), np.zeros(24)], False),
 ])
 def test_dead_relu(idle: np.ndarray, fires: bool) -> None:
-    found = gradients.dead_relu(Window(units=(Units("layer3.conv2", idle, "Conv2d"),)))
+    found = gradients.dead_relu(Window(units=(Units("layer3.conv2", idle, "Conv2d", "relu"),)))
     assert (found is not None) == fires
     if fires:
-        assert found.message.startswith("40 of 64 units in layer3.conv2 (Conv2d) had zero gradient for the last 150")
+        assert found.message.startswith("40 of 64 units in layer3.conv2 (Conv2d, then relu) had zero gradient for "
+                                        "the last 150")
         assert found.where == "layer3.conv2"
+
+
+@pytest.mark.parametrize("act", ["leaky_relu", "prelu", "elu", "gelu", "silu", "mish"])
+def test_units_that_cannot_die_are_never_dead(act: str) -> None:
+    """Behind a leaky nonlinearity a zero gradient is not a dead unit, and the fix must not be
+    to swap to what the model already uses."""
+    idle = np.r_[np.full(40, 150), np.zeros(24)]
+    assert gradients.dead_relu(Window(units=(Units("c", idle, "Conv2d", act, can_die=False),))) is None
+    mixed = (Units("c", idle, "Conv2d", act, can_die=False), Units("d", idle, "Conv2d", "hardtanh", can_die=True))
+    found = gradients.dead_relu(Window(units=mixed))
+    assert found is not None and found.where == "d" and [x["name"] for x in found.evidence["layers"]] == ["d"]
+    assert "swap hardtanh for LeakyReLU" in found.fix
 
 
 NAMES = ["conv1.weight", "conv1.bias", "fc.weight"]
@@ -257,7 +303,7 @@ def test_registry_rejects_duplicates_and_unknown_codes() -> None:
         R.get_rule("NOPE")
 
 
-@pytest.mark.parametrize("module", [loss, gradients, batchnorm], ids=lambda m: m.__name__.rsplit(".", 1)[1])
+@pytest.mark.parametrize("module", [loss, gradients, batchnorm, targets], ids=lambda m: m.__name__.rsplit(".", 1)[1])
 def test_thresholds_are_documented(module: object) -> None:
     text = DOCS.read_text(encoding="utf-8")
     names = [n for n in vars(module) if re.fullmatch(r"[A-Z][A-Z0-9_]+", n) and isinstance(getattr(module, n), (int, float))]

@@ -6,7 +6,7 @@ import pytest
 from torch import nn
 
 from convdoctor.demo.digits import Split
-from convdoctor.fix import QuantResult, quantize_int8
+from convdoctor.quant import QuantResult, quantize_int8
 from tests.quant.digits_resnet import digits32, trained_resnet
 
 #: Calibration samples taken from the training split (never the test split).
@@ -27,5 +27,10 @@ def resnet(digits: Split) -> nn.Module:
 
 @pytest.fixture(scope="session")
 def int8(resnet: nn.Module, digits: Split) -> QuantResult:
-    """``quantize_int8`` of the trained ResNet, calibrated on training images."""
-    return quantize_int8(resnet, digits.x_train[:N_CALIBRATION])
+    """``quantize_int8`` of the trained ResNet, calibrated on training images.
+
+    Served from the lowered graph (``compile=False``): the tests that use it call the model
+    at many batch sizes, and each would be an Inductor compilation; ``test_serve.py``
+    covers the compiled model.
+    """
+    return quantize_int8(resnet, digits.x_train[:N_CALIBRATION], compile=False)

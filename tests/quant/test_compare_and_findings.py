@@ -10,20 +10,21 @@ import torch
 from torch import nn
 from torch.utils.benchmark import Timer
 
-from convdoctor.audit._int8 import (
+from convdoctor.quant import (
     MAX_ACCURACY_DROP_POINTS,
     MAX_DISAGREEMENT,
     MIN_FLIPS,
+    QuantResult,
     compare_int8,
     dynamic_quant_coverage,
+    load_int8,
     quantization_findings,
     quantization_metrics,
+    quantize_int8,
 )
 from convdoctor.demo.digits import Split
 from convdoctor.errors import CaptureError, UsageError
 from convdoctor.findings import FINDING_CODES, Severity
-from convdoctor.fix import QuantResult, quantize_int8
-from convdoctor.fix.quantize import load_int8
 from tests.quant import _independent as ind
 from tests.quant.digits_resnet import DigitsResNet
 

@@ -10,10 +10,8 @@ import torch
 from torch import nn
 
 from convdoctor._guard import state_dict_digest, training_flags
-from convdoctor.audit._int8 import compare_int8
 from convdoctor.demo.digits import Split
-from convdoctor.fix import QuantResult, quantize_int8
-from convdoctor.fix.quantize import load_int8
+from convdoctor.quant import QuantResult, compare_int8, load_int8, quantize_int8
 from tests.quant import _independent as ind
 from tests.quant.digits_resnet import DigitsResNet
 
@@ -71,9 +69,10 @@ def test_record_every_conv_and_linear_int8_every_bn_folded(resnet: nn.Module, in
             assert rows[path].status == "folded", rows[path]
     assert int8.left_float == ()
     assert int8.lowered and int8.lowering_note == "" and int8.dynamic_batch
+    assert int8.model is int8.lowered_graph and not int8.compiled  # the fixture serves without compiling
     assert int8.calibration_samples == 256
     # the record's kernel counts are the lowered graph's onednn nodes
-    nodes = [n for n in int8.model.graph.nodes if n.op == "call_function"]
+    nodes = [n for n in int8.lowered_graph.graph.nodes if n.op == "call_function"]
     onednn = [n for n in nodes if str(n.target).startswith("onednn.")]
     assert sum(int8.int8_ops.values()) == len(onednn) == len(int8.quantized)
     assert not [n for n in nodes if str(n.target).startswith(FP32_WEIGHTED_OPS)]
@@ -105,7 +104,7 @@ def test_input_model_is_not_changed() -> None:
     model = _mixed_mode_model()
     digest, flags = state_dict_digest(model), training_flags(model)
     calibration = torch.rand(64, 1, 32, 32)
-    result = quantize_int8(model, calibration)
+    result = quantize_int8(model, calibration, compile=False)
     assert state_dict_digest(model) == digest and training_flags(model) == flags
     compare_int8(model, result.model, calibration[:16], torch.zeros(16, dtype=torch.long), batch_sizes=(2,),
                  min_run_time=0.01)
@@ -121,7 +120,7 @@ def test_calibration_accepts_loader_pairs() -> None:
     model = DigitsResNet(width=8).eval()
     data = torch.rand(40, 1, 32, 32)
     loader = [(data[i:i + 8], torch.zeros(8, dtype=torch.long)) for i in range(0, 40, 8)]
-    result = quantize_int8(model, loader, max_batches=3)
+    result = quantize_int8(model, loader, max_batches=3, compile=False)
     assert result.calibration_batches == 3 and result.calibration_samples == 24
 
 
@@ -134,7 +133,7 @@ def test_saved_program_is_small_and_loads(resnet: nn.Module, int8: QuantResult, 
     torch.export.save(torch.export.export(resnet, (x,)), fp32_path)
     assert ind.file_bytes(path) / ind.file_bytes(fp32_path) <= 0.35
     loaded = torch.export.load(path).module()
-    lowered = load_int8(path, x)
+    lowered = load_int8(path, x, compile=False)
     assert any(str(n.target).startswith("onednn.qconv") for n in lowered.graph.nodes)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), int8.reference(x))
@@ -177,7 +176,7 @@ class _FixedBatch(_UpConv):
 
 def test_record_says_what_stayed_float_and_why() -> None:
     torch.manual_seed(0)
-    result = quantize_int8(_UpConv().eval(), torch.rand(32, 1, 12, 12))
+    result = quantize_int8(_UpConv().eval(), torch.rand(32, 1, 12, 12), compile=False)
     rows = {r.name: r for r in result.layers}
     assert rows["up"].status == "float" and "not annotated" in rows["up"].reason
     assert rows["unused"].status == "float" and "not called" in rows["unused"].reason
@@ -205,7 +204,7 @@ def test_unfoldable_batchnorm_stays_float_reference_only() -> None:
 
 
 def test_static_batch_fallback() -> None:
-    result = quantize_int8(_FixedBatch().eval(), torch.rand(20, 1, 12, 12), batch_size=8)
+    result = quantize_int8(_FixedBatch().eval(), torch.rand(20, 1, 12, 12), batch_size=8, compile=False)
     assert not result.dynamic_batch and result.lowered
     assert result.calibration_samples == 16  # two full batches of 8; the last 4 samples cannot run
     assert result.model(torch.rand(8, 1, 12, 12)).shape == (8, 10)
@@ -215,6 +214,6 @@ def test_static_batch_fallback() -> None:
 def test_cuda_model_is_quantized_on_a_cpu_copy() -> None:
     model = _mixed_mode_model().cuda()
     digest = state_dict_digest(model)
-    result = quantize_int8(model, torch.rand(32, 1, 32, 32, device="cuda"))
+    result = quantize_int8(model, torch.rand(32, 1, 32, 32, device="cuda"), compile=False)
     assert next(model.parameters()).is_cuda and state_dict_digest(model) == digest
     assert result.model(torch.rand(2, 1, 32, 32)).shape == (2, 10)

@@ -40,7 +40,7 @@ def _chromium() -> str:
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from convdoctor.monitor.demo import train_digits
+    from convdoctor.demo.training import train_digits
 
     mon = train_digits(steps=40)
     report = check("tests.fixtures.user_models:tiny", "1x3x32x32", batch_sizes=(1, 4))

@@ -4,6 +4,7 @@ the user's model left exactly as it was."""
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 import pytest
 import torch
@@ -154,16 +155,43 @@ def test_a_model_without_spatial_ops_is_a_usage_error() -> None:
         receptive_field(nn.Linear(4, 2), (1, 4))
 
 
-@pytest.mark.parametrize("factory", [Z.CatAddInterp, Z.Convs, Z.SharedTwice, Z.DictOut, Z.FrozenBackbone,
-                                     Z.DataDependent, Z.BiasBeforeBN, Z.WithDropout, Z.LazyHead])
-def test_the_edge_case_zoo_gets_a_field_or_a_reason(factory: type[nn.Module]) -> None:
+#: factory -> (focus layer, size, start) by hand from tests/fixtures/models.py, one axis (square)
+ZOO_FIELDS = {
+    Z.SharedTwice: ("", 5, -2),            # the same 3x3 pad-1 conv twice: 1 + 2 + 2
+    Z.DictOut: ("body", 3, -1),            # 3x3 pad 1, then a global mean (not local)
+    Z.FrozenBackbone: ("backbone", 3, -1),
+    Z.DataDependent: ("", 5, -2),          # meta capture takes the 5x5 pad-2 branch
+    Z.BiasBeforeBN: ("", 13, -6),          # 7x7 pad 3, 3x3 pad 1, 5x5 pad 2: 1 + 6 + 2 + 4
+    Z.WithDropout: ("bn", 3, 0),           # 3x3 without padding
+    Z.LazyHead: ("conv", 3, 0),
+    # inexact rules (transposed conv, bilinear upsampling): an upper bound, checked against autograd
+    Z.CatAddInterp: ("", 9, None),         # 3x3 then 3x3/2 = 5 + 2*2 = 9, bilinear x2 keeps it
+    Z.Convs: ("", Fraction(21, 2), None),  # 3, 3, 3 dil. 2 = 9; 4x4/2 transposed: + (4 - 1) / 2 input px
+}
+ZOO_JUMPS = {Z.Convs: Fraction(1, 2)}  # the transposed stride 2 halves the step between output units
+
+
+@pytest.mark.parametrize("factory", list(ZOO_FIELDS), ids=lambda f: f.__name__)
+def test_the_edge_case_zoo_gets_its_field(factory: type[nn.Module]) -> None:
     channels = {"CatAddInterp": 4, "Convs": 8, "SharedTwice": 4}.get(factory.__name__, 3)
+    name, size, start = ZOO_FIELDS[factory]
     model = factory()
     before = state_dict_digest(model) if factory is not Z.LazyHead else None
-    report = receptive_field(model, (1, channels, 16, 16))
-    assert report.layers and report.focus_layer is not None and report.focus_layer.local
+    focus = receptive_field(model, (1, channels, 16, 16)).focus_layer
+    assert focus is not None and focus.local and focus.name == name
+    jump = ZOO_JUMPS.get(factory, 1)
+    assert focus.size == (size, size) and focus.jump == (jump, jump)
+    if start is not None:
+        assert focus.start == (start, start)
     if before is not None:
         assert state_dict_digest(model) == before
+    if factory is Z.DataDependent:
+        return  # the gradient method cannot run a branch on the data of a meta copy
+    measured = receptive_field(factory(), (1, channels, 16, 16), method="gradient", layer=name).layers[0]
+    if start is None:
+        assert max(measured.size) <= size  # a bound contains the measured field
+    else:
+        assert measured.size == focus.size and measured.start == focus.start  # autograd agrees exactly
 
 
 def test_gradient_copy_never_reads_the_weights() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,41 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def _resnet18_fields() -> dict[str, tuple[int, int, int]]:
+    """(size, jump, start) after each top-level stage, by the textbook recurrence
+    size += (k - 1) * jump, start -= pad * jump, jump *= stride (layer4: 435 px, Araujo et al. 2019)."""
+    size, jump, start, out = 1, 1, 0, {}
+
+    def layer(k: int, s: int, p: int) -> None:
+        nonlocal size, jump, start
+        size, start, jump = size + (k - 1) * jump, start - p * jump, jump * s
+
+    layer(7, 2, 3)
+    out["conv1"] = (size, jump, start)
+    layer(3, 2, 1)
+    out["maxpool"] = (size, jump, start)
+    for stage, first_stride in (("layer1", 1), ("layer2", 2), ("layer3", 2), ("layer4", 2)):
+        for s in (first_stride, 1, 1, 1):  # two BasicBlocks of two 3x3 convs (the 1x1 shortcut is inside)
+            layer(3, s, 1)
+        out[stage] = (size, jump, start)
+    return out
+
+
 def test_table_names_the_layers_and_their_fields() -> None:
     code, out, _ = run("rf", "torchvision:resnet18", "--width", "140")
     assert code == 0
-    assert "layer4" in out and "435" in out and "Focus layer" in out  # resnet18 layer4: 435 px
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if line.startswith("│") and len(cells) == 8:
+            rows[cells[0]] = cells
+    expected = _resnet18_fields()
+    assert expected["layer4"] == (435, 32, -217)
+    for name, (size, jump, start) in expected.items():
+        assert rows[name][3:6] == [str(size), str(jump), str(start)], name
+    assert rows["avgpool"][3] == "global" and rows["<model>"][3] == "global"
+    focus = dict(re.findall(r"│ (layer|field size|jump \(effective stride\)) +│ (\S+)", out))
+    assert focus == {"layer": "layer4", "field size": "435", "jump (effective stride)": "32"}
 
 
 def test_json_document_and_object_size_finding() -> None:

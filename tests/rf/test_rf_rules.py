@@ -54,6 +54,21 @@ def _shuffle(x: torch.Tensor, m: nn.ModuleDict) -> torch.Tensor:
     return m["e"](y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w))
 
 
+def _s2d(x: torch.Tensor, m: nn.ModuleDict) -> torch.Tensor:
+    y = m["c"](x)
+    n, c, h, w = y.shape
+    y = y.view(n, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4).contiguous()
+    return m["e"](y.view(n, c * 4, h // 2, w // 2))
+
+
+def _windows(x: torch.Tensor, m: nn.ModuleDict) -> torch.Tensor:
+    """Partition into 4x4 windows and mix each window's 16 positions: unit = one window."""
+    y = m["c"](x)
+    n, c, h, w = y.shape
+    y = y.view(n, c, h // 4, 4, w // 4, 4).permute(0, 2, 4, 1, 3, 5).reshape(n, h // 4, w // 4, c * 16)
+    return m["e"](y).permute(0, 3, 1, 2)
+
+
 CASES = {
     # name: (model, input shape, exact, global)
     "conv_nonsquare_strided_dilated": (conv(k=(3, 5), stride=(2, 1), padding=(1, 0), dilation=(1, 2)), (1, 2, 40, 40), True, False),
@@ -80,6 +95,9 @@ CASES = {
     "channels_last_mlp": (Fn(_nhwc, dw=nn.Conv2d(2, 2, 7, padding=3, groups=2), ln=nn.LayerNorm(2), lin=nn.Linear(2, 4)), (1, 2, 30, 30), True, False),
     "group_norm": (nn.Sequential(conv(), nn.GroupNorm(1, 2), conv()), (1, 2, 30, 30), True, True),
     "channel_split_shuffle": (Fn(_shuffle, c=conv(2, 4, padding=1), d=conv(padding=1), e=conv(4, 2)), (1, 2, 30, 30), True, False),
+    # TResNet's SpaceToDepth written with view/permute, and a window partition (Swin-style)
+    "space_to_depth_view": (Fn(_s2d, c=conv(padding=1), e=conv(8, 2)), (1, 2, 40, 40), True, False),
+    "window_partition": (Fn(_windows, c=conv(padding=1), e=nn.Linear(32, 2)), (1, 2, 40, 40), True, False),
     # a channel slice of a concatenation of different paths: only an upper bound
     "channel_slice_of_concat": (Fn(lambda x, m: torch.cat([m["c"](x), m["d"](x)], 1)[:, :2], c=conv(padding=1), d=conv(k=7, padding=3)), (1, 2, 30, 30), False, False),
 }
@@ -169,10 +187,21 @@ def test_registry_rejects_duplicates_and_non_ops() -> None:
     (((), ((-1, 3),), ((0, 1),), ((1, 20),)), (1, 3, 20), ((), ((-1, 3),), ((1, 20),))),
     # flatten for a linear layer merges C, H and W into one dim
     (((), ((-1, 8),), ((0, 3),), ((1, 4),)), (1, 96), ((), ((-1, 8), (0, 3), (1, 4)))),
-    # space-to-depth by view splits H: not followed
-    (((), ((-1, 8),), ((0, 4),), ((1, 4),)), (1, 8, 2, 8), None),
+    # a view that splits H: the outer factor keeps the axis, the inner 2 positions go to channels
+    (((), ((-1, 8),), ((0, 4),), ((1, 4),)), (1, 8, 2, 8), ((), ((-1, 8),), ((0, 2),), ((-1, 2), (1, 4)))),
 ])
 def test_views_carry_the_axes(layout, shape, expected) -> None:
     from convdoctor.analysis.rf._field import regroup
 
-    assert regroup(layout, shape) == expected
+    found = regroup(layout, shape)
+    assert found is not None and found[0] == expected
+    assert found[1] == ({0: 2} if shape == (1, 8, 2, 8) else {})
+
+
+def test_merging_a_split_axis_back_is_unknown_with_the_op_named() -> None:
+    """(N, C, H, W) -> (N, C, H/2, 2, W) -> (N, C, H, W): the layout cannot follow; nothing is guessed."""
+    model = Fn(lambda x, m: m["c"](m["c"](x).view(1, 2, 14, 2, 28).reshape(1, 2, 28, 28) * 2), c=conv(padding=1))
+    a = analyze(capture(model, (torch.empty(1, 2, 28, 28, device="meta"),)))
+    assert a.layers[0].uncounted is not None and a.layers[0].size == (None, None)
+    assert a.uncounted_ops == {"aten.convolution": 1}  # the conv sliding over the re-merged dim
+    assert "merges a spatial axis with others" in str(a.layers[0].uncounted)

@@ -204,13 +204,19 @@ def make_global(field: Field, layout: Layout) -> Field:
                        misaligned=False, whole=False, hetero=False)
 
 
-def regroup(layout: Layout, new_shape: Sequence[int]) -> Layout | None:
-    """Layout after a view/reshape to ``new_shape``; None when a spatial axis would be split.
+def regroup(layout: Layout, new_shape: Sequence[int]) -> tuple[Layout, dict[int, int]] | None:
+    """Layout after a view/reshape to ``new_shape``, and the spatial axes it splits.
 
     Batch/channel factors merge and split freely. A spatial axis of one unit goes to the
     next new dim of size 1 (so ``(N, C, 1, 1) -> (N, g, C/g, 1, 1)`` keeps it); one left
     over at the end is dropped (``(N, C, 1, 1) -> (N, C)``: the axis becomes absent, and
     every unit of later broadcasts sees the same field).
+
+    A spatial axis of ``n`` units split into ``(n/b, b)`` (space-to-depth, window
+    partitions) keeps the outer factor as the axis; the inner ``b`` positions become a
+    batch/channel factor. Returns ``{axis: b}`` for each such split: the caller widens
+    the axis' field to the ``b`` positions each outer unit gathers. A split that the
+    outer factor cannot own (a spatial axis inside a bigger new dim) returns None.
     """
     flat: list[Factor] = []
     for f in (f for dim in layout for f in dim if f[1] != 1 or f[0] != NOT_SPATIAL):
@@ -220,6 +226,7 @@ def regroup(layout: Layout, new_shape: Sequence[int]) -> Layout | None:
             flat.append(f)
     out: list[DimLayout] = []
     pending: list[Factor] = []  # one-unit axes met while filling a bigger dim: they wait for a size-1 dim
+    splits: dict[int, int] = {}
     k = 0
     for n in (int(v) for v in new_shape):
         dim: list[Factor] = []
@@ -244,9 +251,14 @@ def regroup(layout: Layout, new_shape: Sequence[int]) -> Layout | None:
                 dim.append((a, need))
                 flat[k] = (a, size // need)
                 need = 1
+            elif size % need == 0 and a not in splits:
+                dim.append((a, need))  # outer factor: unit o holds positions o*b .. o*b + b-1
+                splits[a] = size // need
+                flat[k] = (NOT_SPATIAL, size // need)
+                need = 1
             else:
                 return None
         out.append(tuple(dim))
     if any(size != 1 for _, size in flat[k:]):
         return None
-    return tuple(out)
+    return tuple(out), splits

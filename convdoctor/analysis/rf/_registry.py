@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..._compat import op_arguments
 from ...graph import OpNode, TensorInfo
 from .._registry import RuleTable
 from ._field import Field
@@ -66,7 +67,7 @@ def _schema(op: str) -> tuple[tuple[str, Any], ...]:
     namespace, packet, overload = op.split(".")
     overload_fn = getattr(getattr(getattr(torch.ops, namespace), packet), overload)
     return tuple(
-        (a.name, a.default_value if a.has_default_value() else None) for a in overload_fn._schema.arguments
+        (a.name, a.default_value if a.has_default_value() else None) for a in op_arguments(overload_fn)
     )
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils._pytree import tree_flatten
 
+from ..._compat import op_arguments, tree_flatten
 from .shape_rules import POINTWISE
 
 _POINTWISE_NAMES = frozenset(str(p) for p in POINTWISE)
@@ -83,7 +83,7 @@ def _reduction(op: Any, name: str) -> Callable[..., Any]:
 
 def _bind(op: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     out = {}
-    for i, a in enumerate(op._schema.arguments):
+    for i, a in enumerate(op_arguments(op)):
         out[a.name] = args[i] if i < len(args) else kwargs.get(a.name, a.default_value if a.has_default_value() else None)
     return out
 

@@ -16,16 +16,17 @@ input, per spatial axis, not clipped to the input.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import torch
 from torch._ops import OpOverloadPacket
 
 from ...graph import Graph, ModuleCall, TensorInfo
+from ...results.rf import Coord, RFLayer
 from . import shape_rules, window_rules
 from ._field import (
     Field,
@@ -37,89 +38,12 @@ from ._field import (
     plain_dim,
     uncounted,
 )
+from ._alias import Aliases
 from ._registry import RF_RULES, RFRule, rf_rule
 
-__all__ = ["RF_RULES", "RFAnalysis", "RFLayer", "analyze", "field_numbers", "rf_rule"]
+__all__ = ["RF_RULES", "RFAnalysis", "analyze", "field_numbers", "rf_rule"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RFLayer:
-    """Receptive field of one module call's output, per spatial axis of the input.
-
-    Attributes:
-        name: module path (``""`` for the root).
-        type: module class name.
-        call: 0 for a module's first call, 1 for its second (shared modules)...
-        output_shape: shape of the output the field belongs to.
-        size: field size of the central unit per axis (None: no local path, or unknown).
-        jump: effective stride per axis (the largest one when misaligned paths merge).
-        start: first input pixel of unit 0's field per axis (``-start`` is the effective padding).
-        center: centre of unit 0's field per axis; unit ``i`` is centred at ``center + i*jump``.
-        global_: some path through a global reduction makes every unit see the whole input.
-        exact: False when a rule could only give an outer bound (upsampling, channel slices...).
-        aligned: False when merged paths have different jumps or centres.
-        whole: a flatten + linear read some axis whole.
-        uncounted: why the field is unknown (an op without a rule); None when known.
-        coverage: fraction of the input area the central unit's local field covers.
-        exceeds_input: the field is larger than the input along some axis.
-        leaf: the module has no submodules.
-        first_op: index of the module's first op (execution order).
-        last_op: index of its last op.
-        clipped: per axis, whether a *measured* field touched the input border (gradient method only).
-    """
-
-    name: str
-    type: str
-    call: int
-    output_shape: tuple[int, ...]
-    size: tuple[Num | None, ...]
-    jump: tuple[Num | None, ...]
-    start: tuple[Num | None, ...]
-    center: tuple[Num | None, ...]
-    global_: bool
-    exact: bool
-    aligned: bool
-    whole: bool
-    uncounted: str | None
-    coverage: float | None
-    exceeds_input: bool
-    leaf: bool
-    first_op: int
-    last_op: int
-    clipped: tuple[bool, ...] | None = None
-
-    @property
-    def local(self) -> bool:
-        """The output has a known local field on every axis."""
-        return self.uncounted is None and all(s is not None for s in self.size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready entry with the DESIGN keys (``name``, ``size``, ``jump``, ``start``, ``global``)."""
-        doc: dict[str, Any] = {
-            "name": self.name, "type": self.type, "call": self.call, "output_shape": list(self.output_shape),
-            "size": _plain(self.size), "jump": _plain(self.jump), "start": _plain(self.start),
-            "center": _plain(self.center), "global": self.global_, "exact": self.exact,
-            "aligned": self.aligned, "whole": self.whole, "uncounted": self.uncounted,
-            "coverage": None if self.coverage is None else round(self.coverage, 6),
-            "exceeds_input": self.exceeds_input, "leaf": self.leaf,
-        }
-        if self.clipped is not None:
-            doc["clipped"] = list(self.clipped)
-        return doc
-
-
-def _plain(values: Sequence[Num | None]) -> list[int | float | None]:
-    out: list[int | float | None] = []
-    for v in values:
-        if v is None or isinstance(v, int):
-            out.append(v)
-        elif isinstance(v, Fraction) and v.denominator == 1:
-            out.append(int(v))
-        else:
-            out.append(round(float(v), 4))
-    return out
 
 
 @dataclass(frozen=True)
@@ -171,11 +95,19 @@ def _is_pointwise(op: str) -> bool:
     return torch.Tag.pointwise in fn.tags
 
 
+def _image_field(shape: Sequence[int], batched: Sequence[int] | None) -> Field:
+    """The input's field; an unbatched image ``(C, *spatial)`` (a detector's list) drops the batch dim."""
+    if batched is not None and len(shape) == len(batched) - 1:
+        f = input_field((1, *shape))
+        return f.with_(layout=f.layout[1:])
+    return input_field(shape)
+
+
 def _propagate(
-    graph: Graph, rules: dict[str, RFRule]
+    graph: Graph, rules: dict[str, RFRule], input_shape: Sequence[int] | None = None
 ) -> tuple[dict[tuple[int, int], Field], Counter[str], list[str], int]:
     image = graph.inputs[0]
-    fields: dict[tuple[int, int], Field] = {image.producer: input_field(image.shape)}
+    fields: dict[tuple[int, int], Field] = {image.producer: _image_field(image.shape, input_shape)}
     missing: Counter[str] = Counter()
     misaligned_at: list[str] = []
     spatial = 0
@@ -184,7 +116,9 @@ def _propagate(
     def field_of(t: TensorInfo) -> Field | None:
         return fields.get(t.producer)
 
+    aliases = Aliases()
     for node in graph.nodes:
+        aliases.record(node)
         ins = [f for f in (fields.get(t.producer) for t in node.inputs) if f is not None]
         if not ins:
             continue
@@ -208,27 +142,51 @@ def _propagate(
                 log.debug("RF rule for %s failed: %s", node.op, exc)
                 missing[node.packet] += 1
                 out = uncounted(f"the receptive-field rule for {node.packet} failed: {exc}")
+            else:
+                if any(g is not None and g.uncounted for g in (out if isinstance(out, (list, tuple)) else [out])):
+                    missing[node.packet] += 1  # the rule met a case it cannot follow: the op is named
         outs = list(out) if isinstance(out, (list, tuple)) else [out] * len(node.outputs)
         for i, f in enumerate(outs[: len(node.outputs)]):
             if f is not None:
                 fields[(node.index, i)] = f
         first = outs[0] if outs else None
+        aliases.write_back(node, first, fields)
         if first is not None and first.misaligned and not any(f.misaligned for f in ins):
             misaligned_at.append(node.module)
     return fields, missing, misaligned_at, spatial
+
+
+def _pixels(lo: Num, hi: Num) -> tuple[int, int]:
+    """The input pixels inside a bound ``[lo, hi]`` that fractional rules (upsampling) can give.
+
+    A field is a set of whole pixels, so a fractional bound narrows to the pixels it holds
+    (``ceil(lo)..floor(hi)``), still an outer bound; a bound narrower than one pixel keeps
+    the nearest one.
+    """
+    first, last = math.ceil(lo), math.floor(hi)
+    if last < first:
+        first = last = round((lo + hi) / 2)
+    return int(first), int(last)
+
+
+def _plain_num(v: Num) -> int | float:
+    """A plain int (a float only for a jump finer than one input pixel: upsampled outputs)."""
+    return int(v) if v == int(v) else float(v)
 
 
 def field_numbers(f: Field, input_shape: Sequence[int]) -> dict[str, Any]:
     """Size, jump, start and centre per axis of a field, for its central unit.
 
     The central unit along an axis is unit ``(n-1)//2`` of the ``n`` units the value has
-    along it (unit 0 when the axis is not a dim of the value any more).
+    along it (unit 0 when the axis is not a dim of the value any more). Values are plain
+    Python numbers: ``size`` and ``start`` ints (whole pixels, see :func:`_pixels`),
+    ``jump`` an int unless finer than a pixel, ``center`` an int or a half.
     """
     n_axes = len(input_shape) - 2
-    size: list[Num | None] = []
-    jump: list[Num | None] = []
-    start: list[Num | None] = []
-    center: list[Num | None] = []
+    size: list[Coord | None] = []
+    jump: list[Coord | None] = []
+    start: list[Coord | None] = []
+    center: list[Coord | None] = []
     coverage: float | None = 1.0
     exceeds = False
     for a in range(n_axes):
@@ -240,11 +198,12 @@ def field_numbers(f: Field, input_shape: Sequence[int]) -> dict[str, Any]:
                 values.append(None)
             coverage = None
             continue
-        lo, hi = mid
+        lo, hi = _pixels(*mid)
+        z_lo, z_hi = _pixels(*zero)
         size.append(hi - lo + 1)
-        jump.append(max((p.jump if p.jump >= 0 else -p.jump) for p in pieces))
-        start.append(zero[0])
-        center.append(Fraction(zero[0] + zero[1], 2) if (zero[0] + zero[1]) % 2 else (zero[0] + zero[1]) // 2)
+        jump.append(_plain_num(max((p.jump if p.jump >= 0 else -p.jump) for p in pieces)))
+        start.append(z_lo)
+        center.append((z_lo + z_hi) // 2 if (z_lo + z_hi) % 2 == 0 else (z_lo + z_hi) / 2)
         extent = int(input_shape[2 + a])
         seen = min(hi, extent - 1) - max(lo, 0) + 1
         if coverage is not None:
@@ -254,8 +213,7 @@ def field_numbers(f: Field, input_shape: Sequence[int]) -> dict[str, Any]:
             "coverage": coverage, "exceeds_input": exceeds}
 
 
-def _layers(graph: Graph, fields: dict[tuple[int, int], Field]) -> list[RFLayer]:
-    input_shape = graph.inputs[0].shape
+def _layers(graph: Graph, fields: dict[tuple[int, int], Field], input_shape: Sequence[int]) -> list[RFLayer]:
     parents = {p.rsplit(".", 1)[0] if "." in p else "" for p in graph.modules if p}
     calls_seen: Counter[str] = Counter()
     out: list[tuple[tuple[int, int], RFLayer]] = []
@@ -283,12 +241,16 @@ def _first_output(call: ModuleCall) -> TensorInfo | None:
     return call.outputs[0] if call.outputs else None
 
 
-def analyze(graph: Graph, *, extra_rules: dict[OpOverloadPacket, RFRule] | None = None) -> RFAnalysis:
+def analyze(graph: Graph, *, extra_rules: dict[OpOverloadPacket, RFRule] | None = None,
+            input_shape: Sequence[int] | None = None) -> RFAnalysis:
     """Propagate receptive fields through a captured graph.
 
     Args:
         graph: the capture of the model (its first input is the image).
         extra_rules: user rules by op packet, overriding the built-in ones.
+        input_shape: the batched input shape ``(N, C, *spatial)``; when the graph's first
+            input has one dim less (a detector's list of ``(C, H, W)`` images), that input
+            is read as one unbatched image.
 
     Returns:
         The per-module fields, the ops without a rule, and where paths merged misaligned.
@@ -298,10 +260,13 @@ def analyze(graph: Graph, *, extra_rules: dict[OpOverloadPacket, RFRule] | None 
     """
     if not graph.inputs or len(graph.inputs[0].shape) < 3:
         raise ValueError("the model's first input has no spatial dims (expected N x C x H x W)")
-    fields, missing, misaligned_at, spatial = _propagate(graph, RF_RULES.merged(extra_rules))
+    fields, missing, misaligned_at, spatial = _propagate(graph, RF_RULES.merged(extra_rules), input_shape)
+    shape = graph.inputs[0].shape
+    if input_shape is not None and len(shape) == len(input_shape) - 1:
+        shape = (1, *shape)
     return RFAnalysis(
-        input_shape=tuple(graph.inputs[0].shape),
-        layers=tuple(_layers(graph, fields)),
+        input_shape=tuple(shape),
+        layers=tuple(_layers(graph, fields, shape)),
         uncounted_ops=dict(missing),
         misaligned_at=tuple(dict.fromkeys(misaligned_at)),
         spatial_ops=spatial,

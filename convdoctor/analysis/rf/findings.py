@@ -22,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...findings import Finding, make_finding
-from .core import RFAnalysis, RFLayer
+from ...results.rf import RFLayer
+from .core import RFAnalysis
+from .pyramid import LEVEL_UNITS, level_for
 
 #: the field must at least cover the object on every axis
 RF_MIN_RATIO = 1.0
@@ -82,6 +84,43 @@ def object_findings(analysis: RFAnalysis, focus: RFLayer, object_size: Sequence[
     return []
 
 
+def level_findings(analysis: RFAnalysis, levels: Sequence[RFLayer], object_size: Sequence[int]) -> list[Finding]:
+    """Which feature-pyramid level takes an object (``RF_OBJECT_LEVEL``), or that it cannot see it.
+
+    The level comes from :func:`.pyramid.level_for` (the object spans ``LEVEL_UNITS``
+    units of its stride); when that level's field is smaller than the object,
+    ``RF_TOO_SMALL`` is raised on it instead, naming a coarser level that covers it.
+    """
+    table = [{"level": lv.name, "field": list(lv.size), "jump": list(lv.jump)} for lv in levels]
+    chosen = level_for(levels, object_size)
+    assert chosen is not None  # levels is not empty
+    units = [round(o / float(j), 2) for o, j in zip(object_size, chosen.jump)]  # type: ignore[arg-type]
+    evidence = {"level": chosen.name, "field": list(chosen.size), "jump": list(chosen.jump),
+                "object_size": list(object_size), "units": units, "level_units": LEVEL_UNITS, "levels": table}
+    if any(_num(s) < RF_MIN_RATIO * o for s, o in zip(chosen.size, object_size)):
+        covering = next((lv for lv in levels if all(_num(s) >= o for s, o in zip(lv.size, object_size))), None)
+        hint = f" `{covering.name}` (field {_fmt(covering.size)} px) covers it." if covering is not None else ""
+        return [make_finding(
+            "RF_TOO_SMALL",
+            f"A {_fmt(object_size)} px object belongs to pyramid level `{chosen.name}` (stride "
+            f"{_fmt(chosen.jump)}, {_fmt(units)} units) but a unit there sees {_fmt(chosen.size)} px: "
+            "no unit of that level sees a whole object.",
+            evidence={**evidence, "min_ratio": RF_MIN_RATIO, "covering_level": covering.name if covering else None},
+            fix="Grow the field of that level (more or dilated 3x3 convs in its branch or the top-down path), "
+                f"or give it smaller objects (anchor sizes).{hint}",
+            where=chosen.name,
+        )]
+    return [make_finding(
+        "RF_OBJECT_LEVEL",
+        f"A {_fmt(object_size)} px object belongs to pyramid level `{chosen.name}` of {len(levels)} (stride "
+        f"{_fmt(chosen.jump)}: it spans {_fmt(units)} units), whose units see {_fmt(chosen.size)} px: "
+        "the whole object.",
+        evidence=evidence,
+        fix="Give that level anchors (or assigned targets) of this size.",
+        where=chosen.name,
+    )]
+
+
 def _first_covering(analysis: RFAnalysis, object_size: Sequence[int], after: RFLayer | None = None) -> RFLayer | None:
     """The earliest leaf layer (after ``after``, if given) whose local field covers the object."""
     for layer in analysis.layers:
@@ -130,7 +169,8 @@ def structure_findings(analysis: RFAnalysis) -> list[Finding]:
         ops_text = ", ".join(f"{k} x{v}" for k, v in analysis.uncounted_ops.items())
         found.append(make_finding(
             "RF_UNCOUNTED",
-            f"No receptive-field rule for {ops_text}: fields downstream of them are reported as unknown.",
+            f"No receptive-field rule for {ops_text} (or none for the way the model uses them): fields "
+            "downstream of them are reported as unknown.",
             evidence={"ops": dict(analysis.uncounted_ops)},
             fix="Register a rule: @convdoctor.analysis.rf.core.rf_rule(torch.ops.aten.OP) "
                 "or pass extra_rules= to receptive_field(); method='gradient' still measures the field.",

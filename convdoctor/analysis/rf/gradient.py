@@ -40,9 +40,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
-from torch.utils._pytree import tree_flatten
 
+from ..._compat import tree_flatten
 from ..._guard import preserve_model_state
+from ...capture.shadow import shadow
 from ...errors import CaptureError, UsageError
 from ._surrogate import rewrite
 
@@ -129,10 +130,13 @@ def _trace(clone: nn.Module, layer: str, x: torch.Tensor) -> torch.fx.GraphModul
         store.append(output)
         raise _Stop
 
+    # each attempt runs its own shadow: a failed fake trace leaves fake tensors in any cache it built
+    attempt: list[nn.Module] = []
+
     def run(inp: torch.Tensor, params: dict[str, torch.Tensor]) -> Any:
         store.clear()
         try:
-            out = torch.func.functional_call(clone, params, (inp,))
+            out = torch.func.functional_call(attempt[-1], params, (inp,))
         except _Stop:
             out = store[0]
         return next(t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
@@ -141,8 +145,10 @@ def _trace(clone: nn.Module, layer: str, x: torch.Tensor) -> torch.fx.GraphModul
     try:
         fn = torch.func.functionalize(run, remove="mutations")
         try:
+            attempt.append(shadow(clone))
             return make_fx(fn, tracing_mode="fake")(x, state)
         except Exception:  # noqa: BLE001 - data-dependent control flow: trace with real tensors instead
+            attempt.append(shadow(clone))
             return make_fx(fn, tracing_mode="real")(x, state)
     finally:
         if handle is not None:

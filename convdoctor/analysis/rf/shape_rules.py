@@ -5,6 +5,9 @@
   broadcast from a size-1 dim gives every unit the same field (jump 0).
 * **Views** move axes between dims; a view that would split a spatial axis is uncounted.
 * **Concatenation** along a channel dim is a union; along a spatial dim it is uncounted.
+  A channel slice of a concatenation whose parts see different fields keeps the union (an
+  outer bound, ``exact=False``): the channels do not say which part they came from. *Slack*:
+  the widest part's field minus the narrowest part's, in pixels.
 * **Reductions** over a dim that holds a spatial axis of more than one unit are global
   reductions (DESIGN.md): the result depends on the input only through them.
 * **Normalisation** is local (per position) plus, when its statistics span a spatial
@@ -32,6 +35,7 @@ from ._field import (
     plain_dim,
     regroup,
     uncounted,
+    window,
 )
 from ._registry import FieldOf, bound, first_field, norm_dim, rf_rule
 
@@ -124,13 +128,21 @@ def no_dependence_rule(node: OpNode, field_of: FieldOf) -> None:
     return
 
 
-def _view(f: Field, out_shape: Sequence[int]) -> Field:
+def _view(f: Field, out_shape: Sequence[int], op: str) -> Field:
     if f.uncounted:
         return f
-    layout = regroup(f.layout, out_shape)
-    if layout is None:
-        return uncounted("a view splits or reorders a spatial axis", out_shape)
-    return f.with_(layout=layout)
+    found = regroup(f.layout, out_shape)
+    if found is None:
+        return uncounted(f"{op} reorders a spatial axis in a way no rule follows", out_shape)
+    layout, splits = found
+    if not splits:
+        return f.with_(layout=layout)
+    # space-to-depth: the b positions an outer unit gathers now sit in channels, so the unit
+    # (all its channels) sees their hull, exactly; each channel sees only one of them (hetero)
+    axes = list(f.axes)
+    for a, b in splits.items():
+        axes[a] = window(axes[a], 0, b - 1, b)
+    return f.with_(layout=layout, axes=tuple(axes), hetero=True)
 
 
 @rf_rule(aten.view, aten._unsafe_view, aten.reshape, aten._reshape_alias, aten.view_copy, aten.unsqueeze,
@@ -138,7 +150,7 @@ def _view(f: Field, out_shape: Sequence[int]) -> Field:
 def view_rule(node: OpNode, field_of: FieldOf) -> Field:
     """Views and reshapes regroup the dims; the fields do not change."""
     _, f = first_field(node, field_of)
-    return _view(f, node.outputs[0].shape)
+    return _view(f, node.outputs[0].shape, node.packet)
 
 
 @rf_rule(aten.permute, aten.transpose, aten.t)

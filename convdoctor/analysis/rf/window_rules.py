@@ -9,11 +9,20 @@ Every rule reduces to :func:`~._field.window`: output unit ``o`` reads input uni
 * transposed convolution: ``out[i*s + t*d - p] += in[i]``, so ``o`` reads
   ``i = (o + p - t*d) / s``. Exact for ``s == 1``; for ``s > 1`` the divisibility
   condition picks a subset, and we give the continuous hull (an outer bound, ``exact=False``).
+  *Slack* (how far the bound may exceed the real field, in the op's input units; times the
+  input jump in pixels): ``2 (s - 1) d / s``, since the extreme taps a unit really reads lie
+  within ``s - 1`` taps of each kernel end.
 * adaptive pooling: window ``i`` is ``[floor(i*n/m), ceil((i+1)*n/m))``; a fixed window when
   ``m`` divides ``n``, an outer bound otherwise; ``m == 1 < n`` is a global reduction.
+  *Slack* when uneven, with ``n/m = p/q`` in lowest terms: ``2 (q - 1) / q`` input units
+  (the bound rounds each window end outwards by at most ``(q - 1)/q``).
 * interpolation: source position ``x(o) = o*r + c`` with ``r`` the input/output scale;
   nearest reads ``floor(x)``, linear ``floor(x) + {0, 1}``, cubic ``floor(x) + {-1..2}``.
   Exact for nearest with an integer ``r`` (a subsampling); otherwise an outer bound.
+  *Slack*: 1 input unit (the bound is the continuous tap interval, the field the integer
+  units inside it) wherever ``x(o)`` is not an integer; at an integer ``x(o)`` linear and
+  cubic give the taps beside it zero weight, so the slack there is the whole tap width
+  (linear 2, cubic 4).
 * padding: unit ``o`` is input unit ``o - left`` (negative padding crops).
 """
 
@@ -256,7 +265,10 @@ def pad_rule(node: OpNode, field_of: FieldOf) -> Field:
 
 @rf_rule(aten.pixel_shuffle)
 def pixel_shuffle_rule(node: OpNode, field_of: FieldOf) -> Field:
-    """Output unit ``h`` is input unit ``floor(h/r)``: an outer bound like nearest upsampling."""
+    """Output unit ``h`` is input unit ``floor(h/r)``: an outer bound like nearest upsampling.
+
+    Slack: ``(r - 1)/r`` input units (the bound spans ``[h/r - (r-1)/r, h/r]``, the field one unit).
+    """
     _, f = first_field(node, field_of)
     r = int(bound(node)["upscale_factor"])
     w: Window = (-Fraction(r - 1, r), Fraction(r - 1, r), Fraction(1, r))

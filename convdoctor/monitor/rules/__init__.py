@@ -2,15 +2,18 @@
 
 Each rule reads a :class:`~convdoctor.monitor.window.Window` (numbers only: no model, no
 tensors), fires on named, documented thresholds (the module constants of ``loss.py``,
-``gradients.py`` and ``batchnorm.py``) and returns a finding with the evidence in numbers
+``gradients.py``, ``batchnorm.py`` and ``targets.py``) and returns a finding with the evidence in numbers
 and the fix. The monitor decides when a finding is new (once per episode).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from ...findings import Finding
 from ..window import Window
-from . import batchnorm, gradients, loss  # noqa: F401  (each registers its rules)
+from . import batchnorm, gradients, loss, targets  # noqa: F401  (each registers its rules)
+from ._causes import CAUSES, Consequences, attach, resolve
 from ._registry import RULES, Rule, rule
 
 
@@ -27,7 +30,7 @@ def get_rule(code: str) -> Rule:
         raise KeyError(f"no monitor rule for {code!r}; registered: {', '.join(list_rules())}") from None
 
 
-def evaluate(window: Window) -> dict[str, Finding]:
+def run_rules(window: Window) -> dict[str, Finding]:
     """Run every rule on the window; return the findings that fire, by code."""
     out = {}
     for code in list_rules():
@@ -37,4 +40,18 @@ def evaluate(window: Window) -> dict[str, Finding]:
     return out
 
 
-__all__ = ["RULES", "Rule", "evaluate", "get_rule", "list_rules", "rule"]
+def evaluate(window: Window, active: Collection[str] = ()) -> tuple[dict[str, Finding], Consequences]:
+    """The root findings of the window, by code: side effects of another finding are attached
+    to it under ``evidence["consequences"]`` (see :mod:`._causes`).
+
+    Args:
+        window: the recorded history.
+        active: codes already reported in an episode that is still going on.
+
+    Returns:
+        ``(roots, late)``: the root findings, and consequences for active roots that did not fire.
+    """
+    return resolve(window, run_rules, active)
+
+
+__all__ = ["CAUSES", "RULES", "Rule", "attach", "evaluate", "get_rule", "list_rules", "rule", "run_rules"]

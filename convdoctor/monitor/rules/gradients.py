@@ -57,28 +57,35 @@ def _layers(window: Window) -> list[str]:
 
 @rule("DEAD_RELU")
 def dead_relu(window: Window) -> Finding | None:
-    """Layers where ``DEAD_FRACTION`` of the units had zero weight gradient for ``DEAD_STEPS`` steps."""
+    """Layers where ``DEAD_FRACTION`` of the units had zero weight gradient for ``DEAD_STEPS`` steps.
+
+    Only layers whose nonlinearity can die are judged (ReLU, ReLU6/hardtanh, threshold, hard
+    swish/sigmoid): behind LeakyReLU, PReLU, ELU, GELU, SiLU or Mish the gradient is non-zero
+    almost everywhere, so a unit there cannot be dead in this sense.
+    """
     hits = []
     for u in window.units:
-        if u.idle.size == 0:
+        if u.idle.size == 0 or not u.can_die:
             continue
         dead = int((u.idle >= DEAD_STEPS).sum())
         if dead and dead >= DEAD_FRACTION * u.idle.size:
-            label = f"{u.name} ({u.kind})" if u.kind else u.name
-            hits.append((label, dead, int(u.idle.size), int(np.min(u.idle[u.idle >= DEAD_STEPS])), u.name))
+            hits.append((u, dead, int(u.idle.size), int(np.min(u.idle[u.idle >= DEAD_STEPS]))))
     if not hits:
         return None
-    worst = max(hits, key=lambda h: h[1] / h[2])
-    label, dead, units, steps, name = worst
+    worst, dead, units, steps = max(hits, key=lambda h: h[1] / h[2])
+    act = worst.activation or "relu"
+    label = f"{worst.name} ({worst.kind}, then {act})" if worst.kind else worst.name
     more = f" ({len(hits) - 1} more layers affected)" if len(hits) > 1 else ""
     return make_finding(
         "DEAD_RELU",
         f"{dead} of {units} units in {label} had zero gradient for the last {steps} steps{more}.",
-        evidence={"layer": name, "dead": dead, "units": units, "steps": steps,
-                  "layers": [{"name": h[4], "dead": h[1], "units": h[2]} for h in hits]},
-        fix="lower the learning rate, swap ReLU for LeakyReLU (convdoctor.fix.leaky_relu(model)), "
-            "re-initialise with Kaiming (convdoctor.fix.reinit(model)) or put BatchNorm before the ReLU",
-        where=name,
+        evidence={"layer": worst.name, "dead": dead, "units": units, "steps": steps, "activation": act,
+                  "layers": [{"name": h[0].name, "dead": h[1], "units": h[2], "activation": h[0].activation}
+                             for h in hits]},
+        fix=f"lower the learning rate, swap {act} for LeakyReLU"
+            f"{' (convdoctor.fix.leaky_relu(model))' if act == 'relu' else ''}, "
+            "re-initialise with Kaiming (convdoctor.fix.reinit(model)) or put BatchNorm before the activation",
+        where=worst.name,
     )
 
 

@@ -55,6 +55,11 @@ CONST_STEPS = 50
 #: ...and fires when one class takes at least this share of the predictions while the
 #: targets are not that concentrated.
 CONST_SHARE = 0.9
+#: Targets with one class at or above this share of ``CONST_STEPS`` steps (1,600 labels at batch
+#: 32) are a label bug (a wrong column, a target_transform returning 0), not a dataset: with two
+#: classes or more a balanced share is at most 50%, and data 98% one class would be trained as
+#: detection with a re-weighted loss, not as a plain classifier.
+TARGET_DOMINANT_SHARE = 0.98
 
 #: OVERFITTING: epochs since the best validation loss (early stopping's "patience")...
 OVERFIT_PATIENCE = 3
@@ -230,7 +235,13 @@ def loss_at_chance(window: Window) -> Finding | None:
 
 @rule("CONSTANT_PREDICTION")
 def constant_prediction(window: Window) -> Finding | None:
-    """One class takes ``CONST_SHARE`` of the last ``CONST_STEPS`` steps' predictions (targets do not)."""
+    """One class takes ``CONST_SHARE`` of the last ``CONST_STEPS`` steps' predictions.
+
+    The cause goes in the evidence: targets that are themselves one class (``TARGET_DOMINANT_SHARE``,
+    a label bug) or a model that collapsed on labels that are not (``cause: "model"``). Data
+    that is merely imbalanced (the top class between ``CONST_SHARE`` and ``TARGET_DOMINANT_SHARE``
+    of the targets) is predicted as it is labelled and does not fire.
+    """
     preds = window.preds[-CONST_STEPS:]
     if preds.shape[0] < CONST_STEPS or preds.shape[1] < 2 or preds.sum() == 0:
         return None
@@ -239,19 +250,26 @@ def constant_prediction(window: Window) -> Finding | None:
     share = float(total[top] / total.sum())
     targets = window.targets[-CONST_STEPS:].sum(axis=0) if window.targets.size else np.zeros(0)
     target_share = float(targets.max() / targets.sum()) if targets.size and targets.sum() else None
-    if share < CONST_SHARE or (target_share is not None and target_share >= CONST_SHARE):
+    labels_bug = target_share is not None and target_share >= TARGET_DOMINANT_SHARE
+    if share < CONST_SHARE or (target_share is not None and target_share >= CONST_SHARE and not labels_bug):
         return None
     of_targets = f"; class {top} is {fmt(100 * float(targets[top] / targets.sum()))}% of the targets" \
         if target_share is not None else ""
+    evidence = {"class": top, "share": share, "predictions": int(total.sum()), "steps": CONST_STEPS,
+                "target_share_max": target_share, "cause": "model"}
+    fix = ("check the labels are aligned with the inputs and the classes balanced (CrossEntropyLoss(weight=...) "
+           "or a WeightedRandomSampler), and look for dead units or a learning rate that is too high")
+    if labels_bug and target_share is not None:
+        label = int(np.argmax(targets))
+        evidence = {**evidence, "cause": "degenerate_targets", "target_class": label}
+        of_targets = f": the targets themselves are {fmt(100 * float(target_share))}% class {label} (a label bug)"
+        fix = (f"fix the data, not the model: {int(targets.sum())} targets in {CONST_STEPS} steps are "
+               f"{fmt(100 * float(target_share))}% class {label}: check the label column, a target_transform "
+               "that returns a constant, or a sampler that draws one class")
     return make_finding(
         "CONSTANT_PREDICTION",
         f"The model predicted class {top} for {fmt(100 * share)}% of {int(total.sum())} inputs over the last "
-        f"{CONST_STEPS} steps{of_targets}.",
-        evidence={"class": top, "share": share, "predictions": int(total.sum()), "steps": CONST_STEPS,
-                  "target_share_max": target_share},
-        fix="check the labels are aligned with the inputs and the classes balanced (CrossEntropyLoss(weight=...) "
-            "or a WeightedRandomSampler), and look for dead units or a learning rate that is too high",
-    )
+        f"{CONST_STEPS} steps{of_targets}.", evidence=evidence, fix=fix)
 
 
 def _val_metric(epochs: tuple[Epoch, ...]) -> tuple[list[int], list[float], bool]:

@@ -1,51 +1,41 @@
-"""PNG plots of a monitored run: the loss curve with the steps where findings fired, and the
-gradient norm of each conv/linear layer over time.
+"""PNG charts of a monitored run, drawn from the plot data a :class:`MonitorReport` carries.
 
-matplotlib is imported here only, and through its object API (``Figure`` + the Agg canvas),
-so the user's pyplot state and backend are left alone.
+The loss curve marks the steps where findings fired; the gradient chart draws the norm of each
+conv/linear weight over time, coloured from the first layer (blue) to the last (red).
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..results.monitor import MonitorReport
+from .plot import new_figure, to_png
 
 #: Most layers drawn in the gradient plot (evenly spaced across depth beyond that).
 MAX_LAYERS = 10
+#: Width of the running mean drawn over the batch losses (batch-to-batch noise hides the trend).
+SMOOTH = 10
 
 
-def _figure() -> Any:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - matplotlib is a core dependency
-        raise UsageError("plots need matplotlib: pip install matplotlib") from exc
-    fig = Figure(figsize=(8, 4), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+def _figure(what: str) -> Any:
+    fig = new_figure(8, 4, 100, what)
+    fig.set_layout_engine("constrained")
     return fig
 
 
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def loss_png(history: dict[str, Any]) -> bytes:
-    """The loss per step, its 10-step rolling median, and a marker where each finding fired."""
-    fig = _figure()
+    """The loss per step, its ``SMOOTH``-step running mean, and a marker where each finding fired."""
+    fig = _figure("monitor loss plot")
     ax = fig.add_subplot()
     steps, loss = np.asarray(history["loss_step"]), np.asarray(history["loss"], dtype=np.float64)
     ok = np.isfinite(loss)
     ax.plot(steps[ok], loss[ok], color="0.75", linewidth=0.8, label="batch loss")
-    if ok.sum() >= 10:
-        smooth = np.convolve(np.where(ok, loss, np.nan), np.ones(10) / 10, mode="valid")
-        ax.plot(steps[9:], smooth, color="C0", linewidth=1.5, label="10-step mean")
+    if ok.sum() >= SMOOTH:
+        smooth = np.convolve(np.where(ok, loss, np.nan), np.ones(SMOOTH) / SMOOTH, mode="valid")
+        ax.plot(steps[SMOOTH - 1:], smooth, color="C0", linewidth=1.5, label=f"{SMOOTH}-step mean")
     for i, event in enumerate(history.get("events", [])):
         ax.axvline(event["step"], color=f"C{1 + i % 8}", linestyle="--", linewidth=1)
         ax.annotate(event["code"], (event["step"], 1.0), xycoords=("data", "axes fraction"), rotation=90,
@@ -56,12 +46,12 @@ def loss_png(history: dict[str, Any]) -> bytes:
     ax.set_ylabel("loss")
     ax.set_title("Training loss and findings")
     ax.legend(loc="upper right", fontsize=8)
-    return _png(fig)
+    return to_png(fig)
 
 
 def grad_png(history: dict[str, Any]) -> bytes:
     """Gradient L2 norm of each conv/linear weight over the sampled steps (log scale)."""
-    fig = _figure()
+    fig = _figure("monitor gradient plot")
     ax = fig.add_subplot()
     names = list(history["param_names"])
     weights = [i for i, n in enumerate(names) if n in set(history.get("weight_params", names))]
@@ -80,15 +70,35 @@ def grad_png(history: dict[str, Any]) -> bytes:
     ax.set_title("Gradient norm by layer (blue: first, red: last)")
     if weights:
         ax.legend(loc="best", fontsize=7, ncol=2)
-    return _png(fig)
+    return to_png(fig)
 
 
-def save_plots(history: dict[str, Any], directory: Path) -> list[Path]:
-    """Write ``loss.png`` and ``grad_norms.png`` into ``directory`` (created) and return their paths."""
-    directory.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name, render in (("loss.png", loss_png), ("grad_norms.png", grad_png)):
-        path = directory / name
-        path.write_bytes(render(history))
-        out.append(path)
-    return out
+def monitor_figures(report: MonitorReport) -> tuple[tuple[str, bytes], ...]:
+    """``(("loss", png), ("grad_norms", png))`` from the report's plot data; empty without it."""
+    history = report.history
+    if not history or not history.get("loss"):
+        return ()
+    return (("loss", loss_png(history)), ("grad_norms", grad_png(history)))
+
+
+def save_monitor_plots(report: MonitorReport, directory: str | Path) -> list[Path]:
+    """Write ``loss.png`` and ``grad_norms.png`` into ``directory`` (created) and return their paths.
+
+    Args:
+        report: a report built with ``Monitor.report(figures=True)`` (which carries the plot data).
+        directory: where to write.
+
+    Raises:
+        ValueError: the report carries no plot data.
+    """
+    figures = monitor_figures(report)
+    if not figures:
+        raise ValueError("the report carries no plot data: build it with mon.report(figures=True)")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, png in figures:
+        path = out / f"{name}.png"
+        path.write_bytes(png)
+        paths.append(path)
+    return paths

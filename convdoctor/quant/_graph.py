@@ -1,10 +1,11 @@
 """Reading and lowering PT2E graphs: export with a dynamic batch, x86 lowering, what ran where.
 
-Private helpers of :mod:`convdoctor.fix.quantize`. The lowering mirrors torchao 0.18's
+Private helpers of :mod:`convdoctor.quant.pt2e`. The lowering mirrors torchao 0.18's
 ``lower_pt2e_quantized_to_x86`` (re-export, decompose CompositeImplicitAutograd ops only,
 ``aten.t`` -> ``permute``, inductor freezing passes, constant folding), but keeps the batch
 dimension dynamic where torchao's re-exports with the example's static shapes. The freezing
-passes are inductor internals (``torch._inductor``), the same ones torchao calls.
+passes are inductor internals (``torch._inductor``), the same ones torchao calls, reached
+through :mod:`convdoctor._compat`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .._compat import inductor_constant_fold, inductor_freezing_passes, is_cia_op, op_schema
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +83,13 @@ def post_autograd_decompositions() -> dict[Any, Any]:
     """
     table = torch.export.default_decompositions()
     for op in list(table):
-        if not torch._export.utils._is_cia_op(op):
+        if not is_cia_op(op):
             del table[op]
     return dict(table)
 
 
 def lower_x86(reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool) -> nn.Module:
     """Replace q/dq + fp32 op patterns by oneDNN int8 kernels (torchao's x86 lowering, dynamic batch)."""
-    from torch._inductor.constant_folding import constant_fold
-    from torch._inductor.fx_passes.freezing_patterns import freezing_passes
-
     with torch.no_grad():
         program, _ = export_model(reference, example, dynamic, strict=True)
         lowered: torch.fx.GraphModule = program.run_decompositions(post_autograd_decompositions()).module()
@@ -101,8 +101,8 @@ def lower_x86(reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic: 
                 node.replace_all_uses_with(perm)
                 graph.erase_node(node)
         lowered.recompile()
-        freezing_passes(lowered, example)
-        constant_fold(lowered)
+        inductor_freezing_passes(lowered, example)
+        inductor_constant_fold(lowered)
         if dynamic:
             repack_conv_weights(lowered, reference, example)
     return lowered
@@ -110,7 +110,8 @@ def lower_x86(reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic: 
 
 def _op_args(node: torch.fx.Node) -> dict[str, Any]:
     """An op node's arguments by schema name."""
-    names = [a.name for a in node.target._schema.arguments]  # type: ignore[union-attr]
+    schema = op_schema(node.target)
+    names = [a.name for a in schema.arguments] if schema is not None else []
     return {**dict(zip(names, node.args)), **node.kwargs}
 
 

@@ -1,4 +1,4 @@
-"""A few seconds of real training on scikit-learn's 8x8 digits, healthy or with one fault.
+"""A few seconds of monitored training on scikit-learn's 8x8 digits, healthy or with one fault.
 
 ``convdoctor demo`` shows a healthy run and a sick one side by side::
 
@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UsageError
-from . import Monitor
+from ..monitor import Monitor
 
 #: The faults the demo can inject, each with the finding code it raises (others may join it).
 FAULTS: dict[str, str] = {

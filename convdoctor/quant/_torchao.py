@@ -1,0 +1,34 @@
+"""torchao, imported when quantizing (never at package import), with a one-line install hint."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .._compat import PYTREE_LOGGER
+from ..errors import UsageError
+
+#: The torchao release this package is written and tested against (the ``quant`` extra).
+TORCHAO_PIN = "0.18.0"
+
+
+def import_torchao() -> tuple[Any, Any]:
+    """``torchao`` and ``torchao.quantization.pt2e.quantize_pt2e``.
+
+    Raises:
+        UsageError: torchao is not installed.
+    """
+    # torchao 0.18 registers an Enum with torch's pytree on import and torch logs a
+    # deprecation warning about it; it is not the user's business, so mute that one logger.
+    pytree_log = logging.getLogger(PYTREE_LOGGER)
+    level = pytree_log.level
+    pytree_log.setLevel(logging.ERROR)
+    try:
+        import torchao  # type: ignore[import-untyped]
+        from torchao.quantization.pt2e import quantize_pt2e  # type: ignore[import-untyped]
+    except ImportError as exc:  # optional dependency: one line that says how to get it
+        raise UsageError(f"quantize_int8 needs torchao: pip install 'convdoctor[quant]' "
+                         f"(torchao=={TORCHAO_PIN})") from exc
+    finally:
+        pytree_log.setLevel(level)
+    return torchao, quantize_pt2e

@@ -1,0 +1,186 @@
+"""What :func:`~convdoctor.quant.quantize_int8` returns, and how a saved int8 program comes back.
+
+The shipped artefact is the *reference* program (``torch.export`` format, int8 weights):
+portable and small. Speed is made where it runs: :func:`load_int8` lowers it to oneDNN int8
+kernels and, by default, compiles it with Inductor (:class:`~convdoctor.quant.serve.CompiledInt8`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UsageError, one_line
+from ._graph import export_model, lower_x86
+from ._torchao import import_torchao
+from .serve import CompiledInt8
+
+__all__ = ["QuantResult", "QuantizedLayer", "load_int8", "serving_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuantizedLayer:
+    """What became of one weighted layer (or BatchNorm) of the input model.
+
+    Attributes:
+        name: module path in the input model.
+        type: its class name.
+        status: ``"int8"`` (int8 weights), ``"folded"`` (BatchNorm folded into the conv
+            before it), or ``"float"`` (left in floating point).
+        kernel: the op that runs it after lowering (``"onednn.qconv_pointwise"``...), or
+            ``""`` when not lowered or folded.
+        reason: why it is not int8 compute, ``""`` when it is.
+    """
+
+    name: str
+    type: str
+    status: str
+    kernel: str = ""
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready row."""
+        return {"name": self.name, "type": self.type, "status": self.status, "kernel": self.kernel,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class QuantResult:
+    """An INT8 model and the record of what was quantized.
+
+    Attributes:
+        model: the model to run. With ``compiled``: a :class:`CompiledInt8` (Inductor, one
+            compilation at the first call with each input shape; the fastest); else the
+            lowered graph when ``lowered``; else the reference model. Call it like the original.
+        reference: the converted (reference) model: int8 weight tensors, numerics of the
+            int8 model, fp32 compute; portable, and what :meth:`save` writes.
+        lowered_graph: the reference lowered to oneDNN int8 kernels (a ``torch.fx.GraphModule``
+            that serves any batch size without compiling), None when not lowered. The
+            per-layer record is read from it.
+        layers: one row per conv/linear/BatchNorm of the input model, in model order.
+        int8_ops: op -> count of int8 kernels in the lowered graph.
+        float_ops: op -> count of ops that still compute in float in the lowered graph
+            (shape-only ops such as ``view`` included).
+        backend: the backend quantized for.
+        lowered: whether the reference was lowered to oneDNN kernels.
+        lowering_note: why lowering was skipped or failed, ``""`` when it succeeded.
+        compiled: whether ``model`` is compiled by Inductor at its first call per shape.
+        dynamic_batch: whether the batch dimension was exported as dynamic.
+        calibration_batches: batches the observers saw.
+        calibration_samples: samples the observers saw.
+        torchao_version: the torchao version that did the work.
+    """
+
+    model: nn.Module
+    reference: nn.Module
+    lowered_graph: nn.Module | None
+    layers: tuple[QuantizedLayer, ...]
+    int8_ops: dict[str, int]
+    float_ops: dict[str, int]
+    backend: str
+    lowered: bool
+    lowering_note: str
+    compiled: bool
+    dynamic_batch: bool
+    calibration_batches: int
+    calibration_samples: int
+    torchao_version: str
+    _example: tuple[torch.Tensor, ...] = field(repr=False, default=())
+
+    @property
+    def quantized(self) -> tuple[str, ...]:
+        """Paths of the layers with int8 weights."""
+        return tuple(r.name for r in self.layers if r.status == "int8")
+
+    @property
+    def left_float(self) -> tuple[str, ...]:
+        """Paths of the weighted layers left in float (folded BatchNorms excluded)."""
+        return tuple(r.name for r in self.layers if r.status == "float")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (the models themselves are left out)."""
+        return {
+            "backend": self.backend, "lowered": self.lowered, "lowering_note": self.lowering_note,
+            "compiled": self.compiled, "dynamic_batch": self.dynamic_batch,
+            "calibration_batches": self.calibration_batches, "calibration_samples": self.calibration_samples,
+            "torchao_version": self.torchao_version, "layers": [r.to_dict() for r in self.layers],
+            "quantized": list(self.quantized), "left_float": list(self.left_float),
+            "int8_ops": dict(self.int8_ops), "float_ops": dict(self.float_ops),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the reference model as an exported program (``torch.export.save``, ``.pt2``).
+
+        The file holds the int8 weights and the graph; :func:`load_int8` loads, lowers and
+        compiles it on the serving machine (``torch.export.load(path).module()`` gives the
+        reference model).
+
+        Args:
+            path: destination file.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        # the program stores its example inputs: two samples keep the file to the weights and graph
+        example = tuple(t[:2] for t in self._example) if self.dynamic_batch else self._example
+        program = export_model(self.reference, example, self.dynamic_batch)[0]
+        torch.export.save(program, path)
+        return path
+
+
+def serving_model(reference: nn.Module, lowered: nn.Module | None, compile: bool) -> nn.Module:
+    """The fastest model available: compiled over the lowered graph, the lowered graph, or the reference."""
+    if lowered is None:
+        return reference
+    return CompiledInt8(reference, lowered) if compile else lowered
+
+
+def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = True,
+              compile: bool = True) -> nn.Module:
+    """Load a program written by :meth:`QuantResult.save` and make it fast on this machine.
+
+    The ``.pt2`` holds the reference model (int8 weights, fp32 compute). Here it is lowered
+    to oneDNN int8 kernels and, with ``compile``, wrapped for Inductor compilation at the first
+    call per input shape. A lowering that fails (a torch or torchao API that moved) returns the
+    reference model, correct and slow, and logs why; it never raises.
+
+    Args:
+        path: the ``.pt2`` file.
+        example_input: one input batch (its non-batch dims must match the model's).
+        lower: False returns the reference model as loaded.
+        compile: False returns the lowered graph (no compilation, any batch size).
+
+    Returns:
+        A :class:`CompiledInt8`, the lowered ``torch.fx.GraphModule``, or the reference model.
+
+    Raises:
+        UsageError: the file does not exist or is not a loadable exported program.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}; write one with quantize_int8(...).save(path)")
+    import_torchao()  # registers the quantized_decomposed ops the program uses
+    try:
+        reference = torch.export.load(path).module()
+    except Exception as exc:  # noqa: BLE001 - a foreign or truncated file, or a torch that reads it differently
+        raise UsageError(f"cannot load {path} as an int8 program ({type(exc).__name__}: {one_line(exc)[:160]}); "
+                         f"write it with quantize_int8(...).save(path) under torch {torch.__version__}") from exc
+    if not lower:
+        return reference
+    x = example_input.detach().cpu()
+    example = (x if x.shape[0] >= 2 else torch.cat([x, x])[:2],)  # batch 1 would specialise the batch dim
+    try:
+        lowered = lower_x86(reference, example, dynamic=True)  # static programs fall back to static shapes
+    except Exception as exc:  # noqa: BLE001 - same guard as quantize_int8's lowering: keep the correct model
+        log.warning("x86 lowering of %s failed (%s: %s); serving the reference model (fp32 compute)",
+                    path, type(exc).__name__, one_line(exc)[:160])
+        return reference
+    return serving_model(reference, lowered, compile)
