@@ -1,15 +1,24 @@
-"""INT8 on CPU: the digits ResNet of the acceptance test, quantize_int8 vs quantize_dynamic.
+"""INT8 on CPU, side by side in one run: convdoctor's int8 against torch.ao's FX x86 anchor.
 
-Trains ``tests/quant/digits_resnet.DigitsResNet`` on digits upsampled to 32x32, quantizes
-it with ``convdoctor.fix.quantize_int8`` (torchao PT2E, x86 lowering) and with
-``torch.ao.quantization.quantize_dynamic(model, {nn.Linear})``, and reports test accuracy,
-bytes on disk (``torch.save`` of the state_dict, and ``.pt2`` programs) and median latency
-at batch 1 and 32 (``compare_int8``: torch.utils.benchmark via convdoctor.bench, one call
-per sample). ``--resnet18`` adds torchvision resnet18 at 224x224 (random weights, random
-calibration: latency and size only). Other processes on the machine move the latencies:
-the load average is printed with them.
+For each model: the fp32 original, torch.ao's FX static INT8 (``prepare_fx``/``convert_fx``
+with the ``"x86"`` qconfig mapping: the anchor, deprecated but the fastest path users know),
+``convdoctor.quant.quantize_int8`` served compiled (Inductor, freezing, C++ wrapper) and, for
+context, its lowered graph without compilation. All are calibrated on the same batches.
 
-Run: ``.venv/bin/python benchmarks/quant_int8.py [--threads 2] [--resnet18]``.
+Per batch size, the first call of each model is timed alone (for the compiled model it holds
+the Inductor compilation), then ``--rounds`` interleaved rounds time every model for
+``--calls`` calls each (median per round). Reported: the median over rounds of each median,
+speedup = fp32 / model, and **ratio = convdoctor speedup / FX speedup** (>= 1: as fast as
+the anchor). Interleaving puts the noise of a shared machine on every model alike. The load
+average is printed before and after.
+
+Digits ResNet (``tests/quant/digits_resnet.py``, trained a few epochs on scikit-learn's digits
+at 32x32) also gets test accuracy; torchvision models have random weights and random
+calibration (speed and size only).
+
+Run: ``.venv/bin/python benchmarks/quant_int8.py [--models digits,resnet18] [--batch-sizes 1,32]
+[--threads 2] [--rounds 5]``. Set ``TORCHINDUCTOR_CACHE_DIR`` to keep Inductor's cache
+across runs: a second run shows the warm-cache first call.
 """
 
 from __future__ import annotations
@@ -17,95 +26,150 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import sys
-import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.benchmark.utils.common import set_torch_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from convdoctor.audit._int8 import compare_int8, dynamic_quant_coverage
-from convdoctor.fix import quantize_int8
-from tests.quant.digits_resnet import digits32, trained_resnet
+from convdoctor.quant import quantize_int8, serialized_bytes  # noqa: E402
+
+SHAPES = {
+    "digits": (1, 32, 32),
+    "resnet18": (3, 224, 224),
+    "mobilenet_v2": (3, 224, 224),
+    "efficientnet_b0": (3, 224, 224),
+}
 
 
-def _pt2_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.pt2"
-        torch.export.save(torch.export.export(model, (x,)), path)
-        return os.path.getsize(path)
+def fx_anchor(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
+    """torch.ao FX static int8 for x86, calibrated on ``batches``."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-
-def _lat(m: dict) -> str:
-    return " | ".join(f"{r['fp32_ms']:.2f} / {r['int8_ms']:.2f} ({r['ratio']:.2f}x)" for r in m["latency"].values())
-
-
-def digits_rows(threads: int, min_run_time: float) -> list[str]:
-    """Markdown rows for the digits ResNet."""
-    split = digits32()
-    t0 = time.perf_counter()
-    with set_torch_threads(1):  # one thread: the same model as the tests train (conftest runs 1 thread)
-        model = trained_resnet(split, epochs=6)
-    train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    q = quantize_int8(model, split.x_train[:256])
-    quant_s = time.perf_counter() - t0
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dyn = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
-    rows = [(f"digits ResNet: {sum(p.numel() for p in model.parameters()):,} params, trained in {train_s:.1f} s, "
-             f"quantize_int8 took {quant_s:.1f} s"), "",
-            ("| model | test accuracy | flips | max abs logit error | state_dict bytes (ratio) | "
-             "p50 ms fp32 / int8, batch 1 | batch 32 |"), "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, qm in (("quantize_int8 (PT2E, lowered)", q.model), ("quantize_dynamic {Linear}", dyn)):
-        m = compare_int8(model, qm, split.x_test, split.y_test, threads=threads, min_run_time=min_run_time)
-        rows.append(f"| {name} | {100 * m['accuracy_fp32']:.2f}% -> {100 * m['accuracy_int8']:.2f}% | {m['flips']} | "
-                    f"{m['max_abs_error']:.3f} | {m['size_fp32_bytes']:,} -> {m['size_int8_bytes']:,} "
-                    f"({m['size_ratio']:.3f}) | {_lat(m)} |")
-    cov = dynamic_quant_coverage(dyn, "1x1x32x32")
-    x = split.x_test[:2]
-    with tempfile.TemporaryDirectory() as tmp:
-        int8_pt2 = os.path.getsize(q.save(Path(tmp) / "q.pt2"))
-    rows += ["", (f"quantize_dynamic: {100 * cov['fp32_mac_fraction']:.3f}% of MACs still fp32 "
-                  f"({cov['fp32_macs']:,} fp32, {cov['int8_macs']:,} int8 per sample)."),
-             f".pt2 programs: fp32 {_pt2_bytes(model, x):,} bytes, int8 (QuantResult.save) {int8_pt2:,} bytes."]
-    return rows
+        warnings.simplefilter("ignore")  # the FX flow's deprecation notice
+        prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping("x86"), (batches[0],))
+        with torch.no_grad():
+            for b in batches:
+                prepared(b)
+        return convert_fx(prepared)
 
 
-def resnet18_rows(threads: int, min_run_time: float) -> list[str]:
-    """Markdown rows for torchvision resnet18 (random weights)."""
-    from torchvision.models import resnet18
-
+def build(name: str) -> tuple[nn.Module, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The fp32 model, calibration inputs, and a labelled test set when one exists."""
     torch.manual_seed(0)
-    model = resnet18(weights=None).eval()
-    calib = torch.rand(32, 3, 224, 224)
-    t0 = time.perf_counter()
-    q = quantize_int8(model, calib, batch_size=8)
-    quant_s = time.perf_counter() - t0
-    m = compare_int8(model, q.model, calib[:8], threads=threads, min_run_time=min_run_time)
-    return [(f"resnet18 224x224 (random weights; quantize_int8 took {quant_s:.1f} s): state_dict "
-             f"{m['size_fp32_bytes']:,} -> {m['size_int8_bytes']:,} bytes ({m['size_ratio']:.3f}); "
-             f"p50 ms fp32 / int8 at batch 1 | 32: {_lat(m)}")]
+    if name == "digits":
+        from tests.quant.digits_resnet import digits32, trained_resnet
+
+        split = digits32()
+        return trained_resnet(split, epochs=6), split.x_train[:256], (split.x_test, split.y_test)
+    import torchvision
+
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    return model, torch.rand(32, *SHAPES[name]), None
+
+
+def _time(fn: Callable[[], object], calls: int) -> float:
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(samples)
+
+
+def _accuracy(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
+    x, y = data
+    with torch.no_grad():  # in chunks of 32: the compiled model then compiles no new shape
+        pred = torch.cat(
+            [
+                model(c if len(c) == 32 else torch.cat([c, c.new_zeros(32 - len(c), *c.shape[1:])]))[: len(c)].argmax(1)
+                for c in x.split(32)
+            ]
+        )
+    return 100 * float((pred == y).float().mean())
+
+
+def measure(name: str, models: dict[str, nn.Module], batch: int, rounds: int, calls: int) -> list[str]:
+    """One markdown row per batch size: first calls, median ms, speedups, the ratio."""
+    x = torch.rand(batch, *SHAPES[name])
+    first, per_round = {}, {k: [] for k in models}
+    with torch.no_grad():
+        for key, model in models.items():
+            start = time.perf_counter()
+            model(x)
+            first[key] = time.perf_counter() - start
+            model(x)  # warm-up
+        for _ in range(rounds):
+            for key, model in models.items():
+                per_round[key].append(_time(lambda m=model: m(x), calls))
+    ms = {k: statistics.median(v) for k, v in per_round.items()}
+    speed = {k: ms["fp32"] / v for k, v in ms.items()}
+    spread = {k: (min(v), max(v)) for k, v in per_round.items()}
+    cells = " | ".join(f"{ms[k]:.2f} ({speed[k]:.2f}x)" for k in ("fp32", "fx", "convdoctor", "lowered"))
+    return [
+        f"| {name} | {batch} | {cells} | **{speed['convdoctor'] / speed['fx']:.2f}** | "
+        f"{first['convdoctor']:.1f} s | {spread['convdoctor'][0]:.2f}-{spread['convdoctor'][1]:.2f} / "
+        f"{spread['fx'][0]:.2f}-{spread['fx'][1]:.2f} |"
+    ]
+
+
+def run_model(name: str, batch_sizes: list[int], rounds: int, calls: int) -> tuple[list[str], str]:
+    """Rows of the latency table and one line of sizes, times and accuracies."""
+    model, calib, test = build(name)
+    batches = list(calib.split(32 if name == "digits" else 8))
+    start = time.perf_counter()
+    fx = fx_anchor(model, batches)
+    fx_s = time.perf_counter() - start
+    start = time.perf_counter()
+    q = quantize_int8(model, calib, batch_size=32 if name == "digits" else 8)
+    q_s = time.perf_counter() - start
+    models = {"fp32": model, "fx": fx, "convdoctor": q.model, "lowered": q.lowered_graph}
+    rows = [r for b in batch_sizes for r in measure(name, models, b, rounds, max(3, calls // b))]
+    fp32_bytes = serialized_bytes(model)
+    info = (
+        f"{name}: state_dict bytes fp32 {fp32_bytes:,}, FX {serialized_bytes(fx) / fp32_bytes:.3f}x, "
+        f"convdoctor {serialized_bytes(q.model) / fp32_bytes:.3f}x; quantize: FX {fx_s:.1f} s, "
+        f"convdoctor {q_s:.1f} s (lowering included)"
+    )
+    if test is not None:
+        acc = {k: _accuracy(m, test) for k, m in models.items()}
+        info += "; test accuracy " + ", ".join(f"{k} {v:.2f}%" for k, v in acc.items())
+    return rows, info
 
 
 def main() -> None:
     """Parse arguments, measure, print markdown."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="digits,resnet18,mobilenet_v2,efficientnet_b0")
+    parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-run-time", type=float, default=2.0)
-    parser.add_argument("--resnet18", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=64, help="calls per round at batch 1 (divided by the batch)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    lines = [f"threads {args.threads}, load average before: {os.getloadavg()[0]:.2f}, torch {torch.__version__}", ""]
-    lines += digits_rows(args.threads, args.min_run_time)
-    if args.resnet18:
-        lines += ["", *resnet18_rows(args.threads, args.min_run_time)]
-    lines.append(f"\nload average after: {os.getloadavg()[0]:.2f}")
-    print("\n".join(lines))
+    print(
+        f"threads {args.threads}, torch {torch.__version__}, load average before {os.getloadavg()[0]:.2f}, "
+        f"inductor cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')}\n"
+    )
+    print(
+        "| model | batch | fp32 ms | FX int8 ms (speedup) | convdoctor int8 ms (speedup) | lowered, "
+        "not compiled | convdoctor / FX | first call (compile) | round spread ms, convdoctor / FX |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    infos = []
+    for name in args.models.split(","):
+        rows, info = run_model(name, [int(b) for b in args.batch_sizes.split(",")], args.rounds, args.calls)
+        print("\n".join(rows), flush=True)
+        infos.append(info)
+    print("\n" + "\n".join(infos))
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def state_dict_digest(model: nn.Module) -> str:
         data = t.detach()
         if data.device.type != "cpu":
             data = data.cpu()
-        h.update(data.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        # the array's buffer itself, not a bytes copy (ndarray is a buffer; its stubs do not say so)
+        h.update(data.contiguous().reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
     return h.hexdigest()
 
 

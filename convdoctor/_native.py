@@ -64,7 +64,7 @@ class NativeOutput:
         """The first line that reports an error (else the first line), cut to a few hundred characters."""
         lines = self.lines
         first = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
-        return first if len(first) <= _SUMMARY_CHARS else first[:_SUMMARY_CHARS - 3] + "..."
+        return first if len(first) <= _SUMMARY_CHARS else first[: _SUMMARY_CHARS - 3] + "..."
 
 
 def _flush() -> None:

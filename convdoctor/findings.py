@@ -60,6 +60,7 @@ FINDING_CODES: dict[str, CodeInfo] = {
     "LARGE_KERNEL": _c("Large convolution kernel", "warning", "inspect"),
     "REDUNDANT_BIAS": _c("Bias before BatchNorm", "warning", "inspect"),
     "CAPTURE_FALLBACK": _c("Model ran on real tensors", "info", "inspect", "rf"),
+    "DATA_DEPENDENT_COST": _c("Cost depends on the input's content", "info", "inspect"),
     "RF_TOO_SMALL": _c("Receptive field smaller than the object", "warning", "inspect", "rf"),
     "RF_TOO_LARGE": _c("Receptive field much larger than the object", "warning", "inspect", "rf"),
     "RF_MISALIGNED": _c("Merged paths with misaligned fields", "info", "rf"),

@@ -32,17 +32,21 @@ def test_every_public_name_resolves_without_the_optional_stacks() -> None:
 
 @pytest.mark.parametrize("flag", ["--help", "--version"])
 def test_cli_help_and_version_import_no_torch(flag: str) -> None:
-    code = ("from click.testing import CliRunner\nfrom convdoctor.cli import main\n"
-            f"result = CliRunner().invoke(main, [{flag!r}])\nassert result.exit_code == 0, result.output")
+    code = (
+        "from click.testing import CliRunner\nfrom convdoctor.cli import main\n"
+        f"result = CliRunner().invoke(main, [{flag!r}])\nassert result.exit_code == 0, result.output"
+    )
     assert _loaded(code) == []
 
 
 def test_public_names_are_the_functions_even_after_a_subpackage_import() -> None:
     # importing convdoctor.audit.export sets the subpackage on the parent; the function must win
-    code = ("import convdoctor.audit.export, convdoctor.bench.timing, convdoctor\n"
-            "assert callable(convdoctor.audit) and convdoctor.audit.__module__ == 'convdoctor.audit'\n"
-            "assert callable(convdoctor.bench) and convdoctor.bench.__module__ == 'convdoctor.bench'\n"
-            "from convdoctor import audit, bench, inspect\nassert callable(audit) and callable(bench)")
+    code = (
+        "import convdoctor.audit.export, convdoctor.bench.timing, convdoctor\n"
+        "assert callable(convdoctor.audit) and convdoctor.audit.__module__ == 'convdoctor.audit'\n"
+        "assert callable(convdoctor.bench) and convdoctor.bench.__module__ == 'convdoctor.bench'\n"
+        "from convdoctor import audit, bench, inspect\nassert callable(audit) and callable(bench)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -124,6 +124,15 @@ def test_every_unit_has_a_rule() -> None:
     assert units <= ALLOWED.keys(), f"units without an import rule: {sorted(units - ALLOWED.keys())}"
 
 
+def test_every_rule_names_something_that_exists() -> None:
+    """A rule for a unit that was renamed or removed would silently allow nothing useful."""
+    units = {_unit(p) for p in FILES}
+    stale = {k for k in ALLOWED if k not in units}
+    stale |= {t for targets in ALLOWED.values() for t in targets
+              if t != "__version__" and not _is_module(f"convdoctor.{t}")}
+    assert not stale, f"rules for units that do not exist: {sorted(stale)}"
+
+
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PKG)))
 def test_imports_follow_the_allowed_edges(path: Path) -> None:
     unit = _unit(path)

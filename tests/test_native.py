@@ -46,8 +46,10 @@ def test_held_text_is_logged_for_the_clis_verbose_flag(caplog: pytest.LogCapture
 
 def test_a_real_native_writer_is_held_in_a_fresh_process() -> None:
     # libc's write(2), as C++ code does it, from a child whose descriptors are real pipes
-    code = ("import ctypes\nfrom convdoctor._native import capture_native\n"
-            "with capture_native('c') as out:\n    ctypes.CDLL(None).write(2, b'native line\\n', 12)\n"
-            "print('held:', out.text.strip())")
+    code = (
+        "import ctypes\nfrom convdoctor._native import capture_native\n"
+        "with capture_native('c') as out:\n    ctypes.CDLL(None).write(2, b'native line\\n', 12)\n"
+        "print('held:', out.text.strip())"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stderr == "" and run.stdout.strip() == "held: native line"

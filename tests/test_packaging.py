@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 import venv
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +48,11 @@ def test_torch_range_admits_the_oldest_supported_and_stops_before_3() -> None:
 
 
 def test_constraints_pin_what_make_and_ci_install() -> None:
-    pins = {Requirement(line).name: line for line in (ROOT / "constraints.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")}
+    pins = {
+        Requirement(line).name: line
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert pins["torch"] == "torch==2.14.1" and pins["torchvision"] == "torchvision==0.29.1"
     assert pins["torchao"] == "torchao==0.18.0"
     makefile = (ROOT / "Makefile").read_text()
@@ -80,11 +83,15 @@ def test_installing_beside_torch_2_13_keeps_it(venv_with_other_torch: Path, tmp_
     links = [arg for folder in LOCAL_FILES if folder.is_dir() for arg in ("--find-links", str(folder))]
     run = subprocess.run(
         [*pip, "install", "--dry-run", "--no-index", *links, "--report", str(report), "-q", str(ROOT)],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"},
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"},
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    plan = {item["metadata"]["name"].lower(): item["metadata"]["version"]
-            for item in json.loads(report.read_text())["install"]}
+    plan = {
+        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
     assert "convdoctor" in plan
     assert "torch" not in plan, f"pip plans to replace torch {OTHER_TORCH} with {plan.get('torch')}"
     assert not any(name.startswith("nvidia-") for name in plan), sorted(plan)

@@ -28,4 +28,5 @@ def test_the_readme_has_command_examples() -> None:
 def test_readme_command_prints_what_the_readme_shows(command: str, shown: str) -> None:
     result = CliRunner().invoke(main, shlex.split(command)[1:])
     assert result.exit_code == 0, result.output
-    assert result.stdout == shown, f"README output of `{command}` is stale: rerun it and paste the output"
+    printed = [line.rstrip() for line in result.stdout.splitlines()]
+    assert printed == shown.splitlines(), f"README output of `{command}` is stale: rerun it and paste the output"

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from ..findings import Finding, make_finding
 from ..graph import Graph, OpNode
+from .data_dependent import data_dependence
 from .flops import FlopResult
 
 #: a conv kernel this large (on either axis) is a LARGE_KERNEL candidate.
@@ -156,6 +157,24 @@ def capture_fallback(graph: Graph, flops: FlopResult, inference: bool) -> list[F
         "Figures are exact for this input; cost grew with the input size.",
         evidence={"reason": graph.fallback_reason},
         fix="Nothing to fix for correctness; data-dependent Python control flow is the usual cause.")]
+
+
+@_lint("data_dependent_cost")
+def data_dependent_cost(graph: Graph, flops: FlopResult, inference: bool) -> list[Finding]:
+    """DATA_DEPENDENT_COST: MACs spent on tensors sized by values (proposals, detections)."""
+    found = data_dependence(graph, flops)
+    if not found.macs:
+        return []
+    share = found.macs / flops.macs if flops.macs else 0.0
+    counts = ", ".join(f"'{path}' on {n}" for path, n in found.assumed.items()) or "see evidence"
+    return [make_finding(
+        "DATA_DEPENDENT_COST",
+        f"{found.macs:,} MACs ({share:.1%}) run on tensors sized by this input's content ({counts}): "
+        "those rows hold for this run's proposals/detections; the rest is exact for any input of this size.",
+        evidence={"macs": found.macs, "share": round(share, 4), "assumed": dict(found.assumed),
+                  "sources": dict(found.sources)},
+        fix="Nothing to fix; for a worst case, count the heads at their proposal/detection limits.",
+        where=next(iter(found.assumed), None))]
 
 
 def run_lints(graph: Graph, flops: FlopResult, *, inference: bool = True) -> list[Finding]:

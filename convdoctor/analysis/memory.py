@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from ..graph import Graph, OpNode
 
+
 @dataclass(frozen=True)
 class MemoryResult:
     """Activation memory of one forward.

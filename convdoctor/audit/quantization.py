@@ -18,8 +18,12 @@ from .registry import register_check
 QUANT_MIN_RUN_TIME = 0.3
 
 
-@register_check("quantization", summary="INT8 vs FP32: agreement, accuracy, size on disk, latency",
-                codes=("QUANTIZATION_DROP", "QUANTIZATION_PARTIAL"), order=70)
+@register_check(
+    "quantization",
+    summary="INT8 vs FP32: agreement, accuracy, size on disk, latency",
+    codes=("QUANTIZATION_DROP", "QUANTIZATION_PARTIAL"),
+    order=70,
+)
 def check_quantization(ctx: CheckContext) -> list[Finding]:
     """Quantize a copy with ``convdoctor.quant.quantize_int8`` and compare it with the model."""
     already = has_quantized_layers(ctx.model)
@@ -28,8 +32,13 @@ def check_quantization(ctx: CheckContext) -> list[Finding]:
     if ctx.device.type != "cpu":
         raise CheckSkipped("the int8 backend (x86 PT2E) runs on the CPU only")
     try:
-        metrics = quantization_metrics(ctx.model, ctx.sample.cpu(), None if ctx.targets is None else ctx.targets.cpu(),
-                                       batch_sizes=(1, max(ctx.batch_sizes)), min_run_time=QUANT_MIN_RUN_TIME)
+        metrics = quantization_metrics(
+            ctx.model,
+            ctx.sample.cpu(),
+            None if ctx.targets is None else ctx.targets.cpu(),
+            batch_sizes=(1, max(ctx.batch_sizes)),
+            min_run_time=QUANT_MIN_RUN_TIME,
+        )
     except ImportError as exc:
         raise CheckSkipped(f"{one_line(exc)} (pip install 'convdoctor[quant]')") from exc
     except CaptureError as exc:

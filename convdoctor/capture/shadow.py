@@ -55,7 +55,9 @@ def shadow(model: nn.Module, *, copy_buffers: bool = False) -> nn.Module:
     memo: dict[int, Any] = {}
     for m in model.modules():
         if not isinstance(m, torch.jit.ScriptModule):
-            memo[id(m)] = m.__class__.__new__(m.__class__)
+            # object.__new__: a class's own __new__ may hand back another class (fx's GraphModule
+            # makes a fresh subclass per instance, and the compiled forward lives on the original's)
+            memo[id(m)] = object.__new__(type(m))
     for m in model.modules():
         twin = memo.get(id(m))
         if twin is not None:

@@ -21,16 +21,21 @@ from .. import __version__
 #: The line is the command's own short help (``tests/cli/test_lazy_cli.py`` keeps them equal):
 #: written here so that listing the verbs imports none of them.
 VERBS: dict[str, tuple[str, str]] = {
-    "audit": ("._audit", "Will this checkpoint behave the same in production? Modes, batch dependence, "
-                         "export parity."),
-    "bench": ("._bench", "Latency the way production sees it: warm p50/p90/p99, cold start, throughput, "
-                         "where the time goes."),
-    "check": ("._check", "inspect + rf + audit (+ bench): exit 1 on an error finding (--fail-on widens it), "
-                         "2 on bad input."),
+    "audit": ("._audit", "Will this checkpoint behave the same in production? Modes, batch dependence, export parity."),
+    "bench": (
+        "._bench",
+        "Latency the way production sees it: warm p50/p90/p99, cold start, throughput, where the time goes.",
+    ),
+    "check": (
+        "._check",
+        "inspect + rf + audit (+ bench): exit 1 on an error finding (--fail-on widens it), 2 on bad input.",
+    ),
     "demo": ("._demo", "Train, monitor, audit, quantize and bench a small CNN on scikit-learn's digits."),
     "inspect": ("._inspect", "Shapes, parameters, MACs, memory and lints, without running the model."),
-    "layers": ("._layers", "Compare standard, depthwise-separable, strided and pooled layers (and 3x3 stacks "
-                           "for k>=5)."),
+    "layers": (
+        "._layers",
+        "Compare standard, depthwise-separable, strided and pooled layers (and 3x3 stacks for k>=5).",
+    ),
     "rf": ("._rf", "Receptive field (size, jump, start) of every layer, in input pixels."),
 }
 
@@ -56,13 +61,14 @@ class LazyGroup(click.Group):
 
 def _fit(text: str, limit: int) -> str:
     """``text`` cut at a word to at most ``limit`` characters, ``...`` marking the cut."""
-    return text if len(text) <= limit else text[:limit - 3].rsplit(" ", 1)[0] + "..."
+    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="convdoctor")
-@click.option("-v", "--verbose", count=True,
-              help="More log output, including what third-party code printed (repeat for debug).")
+@click.option(
+    "-v", "--verbose", count=True, help="More log output, including what third-party code printed (repeat for debug)."
+)
 def main(verbose: int) -> None:
     """convdoctor: find what is wrong with a PyTorch CNN before production does."""
     level = logging.WARNING - 10 * min(verbose, 2)

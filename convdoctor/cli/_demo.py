@@ -10,8 +10,14 @@ from ._exit import guarded
 
 
 @click.command("demo")
-@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("convdoctor-demo.html"), show_default=True, help="Where to write the HTML report.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("convdoctor-demo.html"),
+    show_default=True,
+    help="Where to write the HTML report.",
+)
 @click.option("--width", type=int, default=120, show_default=True, help="Terminal width for tables.")
 @guarded
 def command(html_file: Path, width: int) -> None:

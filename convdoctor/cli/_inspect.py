@@ -44,12 +44,10 @@ def command(model: str, input_size: str | tuple[str, ...] | None, weights: Path 
 
     from ..advice import training_memory
     from ..api import inspect
-    from ..capture.prepare import prepare_model
 
-    loaded = prepare_model(model, weights=weights, meta=True)
-    report = inspect(loaded, input_size, mode=mode, dtype=dtype)
-    if train_memory or budget or target_batch:
-        tm = training_memory(loaded, report.input_shapes[0], optimizer=optimizer, budget_bytes=parse_bytes(budget),
+    report = inspect(model, input_size, mode=mode, dtype=dtype, weights=weights)
+    if train_memory or budget or target_batch:  # memory depends on shapes only, not on the weights' values
+        tm = training_memory(model, report.input_shapes[0], optimizer=optimizer, budget_bytes=parse_bytes(budget),
                              target_batch=target_batch)
         report = dataclasses.replace(report, training_memory=tm.to_dict())
     emit(report, as_json=as_json, html_file=html_file, fail_on=fail_on, width=width, depth=depth)

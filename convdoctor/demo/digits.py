@@ -41,17 +41,24 @@ class DigitsCNN(nn.Module):
     def __init__(self, width: int = 16, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+            nn.Conv2d(1, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width),
             nn.ReLU(inplace=True),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(2 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+        """Logits for a batch of 1x8x8 digits."""
+        out: torch.Tensor = self.head(torch.flatten(self.pool(self.features(x)), 1))
+        return out
 
 
 #: Batch size of the BatchNorm recalibration pass: the mean of 64-sample batch statistics.
@@ -72,12 +79,20 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     correct = 0
     with torch.no_grad():
         for i in range(0, len(y), batch_size):
-            correct += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+            correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
     return correct / max(len(y), 1)
 
 
-def train_digits(split: Split, *, epochs: int = 8, lr: float = 0.02, batch_size: int = 32, seed: int = 0,
-                 model: nn.Module | None = None, width: int = 16) -> TrainResult:
+def train_digits(
+    split: Split,
+    *,
+    epochs: int = 8,
+    lr: float = 0.02,
+    batch_size: int = 32,
+    seed: int = 0,
+    model: nn.Module | None = None,
+    width: int = 16,
+) -> TrainResult:
     """SGD with momentum on the digits; returns the model in eval mode with its test accuracy.
 
     The BatchNorm running statistics are recomputed at the end over the training set with
@@ -98,7 +113,7 @@ def train_digits(split: Split, *, epochs: int = 8, lr: float = 0.02, batch_size:
     for _ in range(epochs):
         order = torch.randperm(len(split.y_train), generator=gen)
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             loss = loss_fn(model(split.x_train[idx]), split.y_train[idx])
             opt.zero_grad()
             loss.backward()

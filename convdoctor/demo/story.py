@@ -8,6 +8,7 @@ BatchNorm-in-training-mode incident, static INT8 measured on disk and in time, a
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import time
 from collections.abc import Callable
@@ -62,11 +63,17 @@ def _int8_one(model: torch.nn.Module, split: Split) -> dict[str, Any]:
     # compilation (the default) would add seconds to minutes per input shape to the demo.
     result = quantize_int8(model, split.x_train[:INT8_CALIBRATION], compile=False)
     quantize_s = time.perf_counter() - start
-    metrics = compare_int8(model, result.model, split.x_test, split.y_test, batch_sizes=INT8_BATCHES,
-                           min_run_time=INT8_MIN_RUN_TIME)
+    metrics = compare_int8(
+        model, result.model, split.x_test, split.y_test, batch_sizes=INT8_BATCHES, min_run_time=INT8_MIN_RUN_TIME
+    )
     totals = inspect(model, (1, *DIGITS_SHAPE)).totals
-    return metrics | {"params": int(totals["params"]), "macs": int(totals["macs"]), "quantize_seconds": quantize_s,
-                      "lowered": result.lowered, "compiled": result.compiled}
+    return metrics | {
+        "params": int(totals["params"]),
+        "macs": int(totals["macs"]),
+        "quantize_seconds": quantize_s,
+        "lowered": result.lowered,
+        "compiled": result.compiled,
+    }
 
 
 def _int8(model: torch.nn.Module, split: Split) -> dict[str, Any]:
@@ -130,8 +137,8 @@ def _story(progress: Callable[[str], None] | None) -> Story:
     from ..api import inspect
     from ..audit import audit
     from ..bench import bench
-    from .training import train_digits as monitored_run
     from ..rf_api import receptive_field
+    from .training import train_digits as monitored_run
 
     say = progress or (lambda _: None)
     seconds: dict[str, float] = {}
@@ -147,23 +154,47 @@ def _story(progress: Callable[[str], None] | None) -> Story:
     say("training: a healthy run and a sick one under the Monitor")
     monitors: dict[str, tuple[str, list[str]]] = {}
     for name, fault in (("healthy (lr 0.05)", None), ("sick (lr 50x too high)", "high_lr")):
-        mon = _timed(seconds, f"monitor {name}", lambda fault=fault: monitored_run(fault=fault))
+        mon = _timed(seconds, f"monitor {name}", functools.partial(monitored_run, fault=fault))
         rep = mon.report(figures=True)
         parts[f"training: {name}"] = rep
         monitors[name] = (rep.summary, sorted({f.code for f in rep.findings}))
     say("hand-off: the BatchNorm incident, then the audit")
     broken, incident = _timed(seconds, "incident", lambda: _incident(model, split))
-    parts["audit"] = _timed(seconds, "audit", lambda: audit(broken, split.x_test[:64], targets=split.y_test[:64],
-                                                            batch_sizes=(1, 8), checks="modes,batch,determinism,bn_stats"))
+    parts["audit"] = _timed(
+        seconds,
+        "audit",
+        lambda: audit(
+            broken,
+            split.x_test[:64],
+            targets=split.y_test[:64],
+            batch_sizes=(1, 8),
+            checks="modes,batch,determinism,bn_stats",
+        ),
+    )
     say("INT8: static quantization of the CNN and of a 4x wider one, measured")
     int8 = _timed(seconds, "int8", lambda: _int8(model, split))
     say("serving: latency")
-    parts["bench"] = _timed(seconds, "bench", lambda: bench(model, shape, batch_sizes=(1, 64), threads=DEMO_THREADS,
-                                                           min_run_time=0.5, max_run_time=3.0, cold_start=False,
-                                                           probe=False))
+    parts["bench"] = _timed(
+        seconds,
+        "bench",
+        lambda: bench(
+            model,
+            shape,
+            batch_sizes=(1, 64),
+            threads=DEMO_THREADS,
+            min_run_time=0.5,
+            max_run_time=3.0,
+            cold_start=False,
+            probe=False,
+        ),
+    )
     findings = tuple(f for p in parts.values() for f in p.findings)
     from ..results.base import sort_findings
 
-    report = Report(model="demo: DigitsCNN on scikit-learn digits", findings=sort_findings(list(findings)),
-                    parts=parts, seconds=dict(seconds))
+    report = Report(
+        model="demo: DigitsCNN on scikit-learn digits",
+        findings=sort_findings(list(findings)),
+        parts=parts,
+        seconds=dict(seconds),
+    )
     return Story(trained.test_accuracy, seconds["train"], report, incident, monitors, int8, seconds)

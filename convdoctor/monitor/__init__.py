@@ -14,7 +14,9 @@
 ``step`` only records (see :mod:`.stats`); every ``SYNC_EVERY`` steps the record is read
 back once and the pure rules of :mod:`.rules` judge it. A finding fires once per episode:
 while its rule keeps firing it is not repeated, and it can fire again only after the rule
-has been quiet for ``EPISODE_GAP`` steps.
+has been quiet for ``EPISODE_GAP`` steps. Root cause first: a finding that is a side effect
+of another (computed from NaN weights, or a known consequence such as a loss at chance behind
+dead units) is attached to that finding under ``evidence["consequences"]``, not reported.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ backward, before the step: unscaled under AMP) and ``record_batch`` in ``on_trai
 For class statistics, return the logits from ``training_step``: ``{"loss": loss,
 "logits": logits}``; the targets are read from ``batch[1]`` (or ``batch["y"]``/``["target"]``).
 Epoch numbers come from ``trainer.callback_metrics`` under the keys you name.
-Under DDP every rank runs the callback and the statistics are reduced (``ddp=None``).
+Under DDP and FSDP2 strategies every rank runs the callback and the statistics are reduced
+(``ddp=None``); the monitor is created in ``on_fit_start``, after ``configure_model`` has
+sharded the model.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ class MonitorCallback(pl.Callback):
         self.monitor: Monitor | None = None
         self._pending_state: dict[str, Any] | None = None
 
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        """Create the monitor when fitting starts (fires once per ``fit``)."""
-        if stage == "fit" and self.monitor is None:
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        """Create the monitor when fitting starts: after ``configure_model`` and the strategy's
+        setup, so a model sharded there (FSDP2 ``fully_shard``) is watched as sharded."""
+        if self.monitor is None:
             self.monitor = Monitor(pl_module, num_classes=self.num_classes, every=self.every)
             if self._pending_state is not None:
                 self.monitor.load_state_dict(self._pending_state)

@@ -23,6 +23,7 @@ from torch import nn
 
 from .._compat import foreach_norm, foreach_sub
 from ..errors import UsageError
+from ._pack import pack_samples, pack_steps, pack_updates, sum_together
 from ._tensors import pack, rows, same_device, unpack
 from .batch import EXTRA, batch_counts, scalar_loss
 from .bn_drift import FrozenBNTracker
@@ -184,10 +185,13 @@ class Collector:
             if not old or len(old) != len(new):
                 squares.append(torch.zeros(2, device=old[0].device if old else "cpu"))
             else:
-                share = torch.tensor([self._share.get(id(q), 1.0) for q in params], device=new[0].device)
                 upd = torch.stack(same_device(foreach_norm(foreach_sub(old, new)))).float()
                 now = torch.stack(same_device(foreach_norm(new))).float()
-                squares.append(torch.stack([(share * upd * upd).sum(), (share * now * now).sum()]))
+                if self.layout.sharded:  # weight each square by its share (fills: no host-to-device copy)
+                    root = torch.stack([torch.full_like(upd[0], math.sqrt(self._share.get(id(q), 1.0)))
+                                        for q in params])
+                    upd, now = upd * root, now * root
+                squares.append(torch.stack([(upd * upd).sum(), (now * now).sum()]))
             lrs.append(float(group.get("lr", 0.0)))
         self._pending["ustep"].append(self._snapshot_step)
         self._pending["ratio"].append(torch.stack(same_device(squares)).double())
@@ -207,19 +211,13 @@ class Collector:
         every rank); under FSDP2 the sampled sums of squares join the same all-reduce.
         """
         p = self._pending
-        steps, samples, updates = self._packed_steps(), self._packed_samples(), self._packed_updates()
-        parts = [t for t in (steps, *((samples, updates) if self.layout.sharded else ())) if t is not None]
-        if parts:
-            dev = parts[0].device
-            flat = self.reducer.sum_(torch.cat([t.to(dev).reshape(-1) for t in parts]))
-            out, at = [], 0
-            for t in parts:
-                out.append(flat[at:at + t.numel()].reshape(t.shape))
-                at += t.numel()
-            steps = out.pop(0) if steps is not None else None
-            if self.layout.sharded:
-                samples = out.pop(0) if samples is not None else None
-                updates = out.pop(0) if updates is not None else None
+        share = [self.layout.share[n] for n, _ in self.params] if self.layout.sharded else None
+        steps = pack_steps(p["loss"], p["batch"], p["counts"], 2 * (self.num_classes or 0) + EXTRA)
+        samples, updates = pack_samples(p["gn"], p["wn"], share), pack_updates(p["ratio"])
+        if self.layout.sharded:
+            steps, samples, updates = sum_together(self.reducer, [steps, samples, updates])
+        else:  # DDP: gradients and weights are the same on every rank already
+            steps = sum_together(self.reducer, [steps])[0]
         if steps is not None:
             self._read_steps(steps.cpu().numpy())
         if samples is not None:
@@ -231,37 +229,6 @@ class Collector:
             self._read_updates(updates.cpu().numpy())
         for k in p:
             p[k].clear()
-
-    def _packed_steps(self) -> torch.Tensor | None:
-        """``(n, 2 + 2C + EXTRA)``: loss x batch, batch, then the class and target counts."""
-        p = self._pending
-        if not p["loss"]:
-            return None
-        c = self.num_classes or 0
-        loss = torch.stack(same_device(p["loss"])).to(torch.float64)
-        dev = loss.device
-        batch = torch.tensor(p["batch"], dtype=torch.float64, device=dev)
-        width = 2 * c + EXTRA
-        blank = torch.zeros(width, dtype=torch.int64, device=dev)
-        counts = torch.stack([k.to(dev) if k is not None and k.numel() == width else blank
-                              for k in p["counts"]]).to(torch.float64)
-        return torch.cat([(loss * batch)[:, None], batch[:, None], counts], dim=1)
-
-    def _packed_samples(self) -> torch.Tensor | None:
-        """``(m, 2P)``: gradient then weight norms (sharded: their squares weighted by their share)."""
-        p = self._pending
-        if not p["gstep"]:
-            return None
-        norms = torch.cat([torch.stack(same_device(p["gn"])), torch.stack(same_device(p["wn"]))], dim=1).double()
-        if not self.layout.sharded:
-            return norms
-        share = torch.tensor([self.layout.share[n] for n, _ in self.params], dtype=torch.float64, device=norms.device)
-        return norms * norms * share.repeat(2)
-
-    def _packed_updates(self) -> torch.Tensor | None:
-        """``(u, G, 2)``: per group the weighted squares of the update and of the weights."""
-        ratios = self._pending["ratio"]
-        return torch.stack(same_device(ratios)) if ratios and len({r.shape for r in ratios}) == 1 else None
 
     def _read_steps(self, host: np.ndarray) -> None:
         p = self._pending

@@ -27,8 +27,21 @@ from .result import QuantizedLayer, QuantResult, load_int8
 from .serve import CompiledInt8
 
 __all__ = [
-    "BACKENDS", "MAX_ACCURACY_DROP_POINTS", "MAX_DISAGREEMENT", "MAX_FP32_MAC_FRACTION", "MIN_FLIPS",
-    "CompiledInt8", "QuantResult", "QuantizedLayer", "calibration_batches", "compare_int8",
-    "dynamic_quant_coverage", "has_quantized_layers", "load_int8", "quantization_findings",
-    "quantization_metrics", "quantize_int8", "serialized_bytes",
+    "BACKENDS",
+    "MAX_ACCURACY_DROP_POINTS",
+    "MAX_DISAGREEMENT",
+    "MAX_FP32_MAC_FRACTION",
+    "MIN_FLIPS",
+    "CompiledInt8",
+    "QuantResult",
+    "QuantizedLayer",
+    "calibration_batches",
+    "compare_int8",
+    "dynamic_quant_coverage",
+    "has_quantized_layers",
+    "load_int8",
+    "quantization_findings",
+    "quantization_metrics",
+    "quantize_int8",
+    "serialized_bytes",
 ]

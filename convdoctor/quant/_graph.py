@@ -24,12 +24,21 @@ log = logging.getLogger(__name__)
 #: Ops that only convert between float and int8: neither "int8 compute" nor "float compute".
 _QDQ_NAMESPACE = "quantized_decomposed"
 #: Weighted aten ops (what the x86 quantizer may annotate; transposed convs it leaves in float).
-_WEIGHTED = {"conv1d", "conv2d", "conv3d", "convolution", "linear",
-             "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+_WEIGHTED = {
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "convolution",
+    "linear",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+}
 
 
-def export_model(model: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool,
-                 strict: bool = False) -> tuple[Any, bool]:
+def export_model(
+    model: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool, strict: bool = False
+) -> tuple[Any, bool]:
     """``torch.export`` with a dynamic batch dim when asked and the model allows it, else static.
 
     Returns:
@@ -140,8 +149,7 @@ def _int8_weights(reference: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def repack_conv_weights(lowered: torch.fx.GraphModule, reference: nn.Module,
-                        example: tuple[torch.Tensor, ...]) -> int:
+def repack_conv_weights(lowered: torch.fx.GraphModule, reference: nn.Module, example: tuple[torch.Tensor, ...]) -> int:
     """Re-prepack each int8 conv weight for the activation shape it really gets.
 
     With a dynamic batch the x86 fusion pass cannot see the activation shape and
@@ -165,9 +173,17 @@ def repack_conv_weights(lowered: torch.fx.GraphModule, reference: nn.Module,
         qw = weights.get(str(w_scale.target))
         if qw is None or any(isinstance(a[k], torch.fx.Node) for k in ("x_scale", "x_zero_point")):
             continue
-        new = torch.ops.onednn.qconv_prepack(qw, getattr(lowered, str(w_scale.target)), a["x_scale"],
-                                             a["x_zero_point"], a["stride"], a["padding"], a["dilation"],
-                                             a["groups"], x_shape)
+        new = torch.ops.onednn.qconv_prepack(
+            qw,
+            getattr(lowered, str(w_scale.target)),
+            a["x_scale"],
+            a["x_zero_point"],
+            a["stride"],
+            a["padding"],
+            a["dilation"],
+            a["groups"],
+            x_shape,
+        )
         setattr(lowered, str(packed.target), new)
         repacked += 1
     return repacked

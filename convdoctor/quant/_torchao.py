@@ -27,8 +27,9 @@ def import_torchao() -> tuple[Any, Any]:
         import torchao  # type: ignore[import-untyped]
         from torchao.quantization.pt2e import quantize_pt2e  # type: ignore[import-untyped]
     except ImportError as exc:  # optional dependency: one line that says how to get it
-        raise UsageError(f"quantize_int8 needs torchao: pip install 'convdoctor[quant]' "
-                         f"(torchao=={TORCHAO_PIN})") from exc
+        raise UsageError(
+            f"quantize_int8 needs torchao: pip install 'convdoctor[quant]' (torchao=={TORCHAO_PIN})"
+        ) from exc
     finally:
         pytree_log.setLevel(level)
     return torchao, quantize_pt2e

@@ -43,8 +43,9 @@ def serialized_bytes(model: nn.Module) -> int:
     Returns:
         The size of the written file.
     """
-    state = {k: (v.to_dense() if isinstance(v, torch.Tensor) and v.is_mkldnn else v)
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.to_dense() if isinstance(v, torch.Tensor) and v.is_mkldnn else v) for k, v in model.state_dict().items()
+    }
     with tempfile.TemporaryDirectory(prefix="convdoctor-size-") as tmp:
         path = os.path.join(tmp, "state.pt")
         torch.save(state, path)
@@ -54,8 +55,10 @@ def serialized_bytes(model: nn.Module) -> int:
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = model(x)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise UsageError("compare_int8 needs models that return one (N, classes) tensor; "
-                         f"got {type(out).__name__}{'' if not isinstance(out, torch.Tensor) else tuple(out.shape)}")
+        raise UsageError(
+            "compare_int8 needs models that return one (N, classes) tensor; "
+            f"got {type(out).__name__}{'' if not isinstance(out, torch.Tensor) else tuple(out.shape)}"
+        )
     return out.detach().float()
 
 
@@ -96,20 +99,33 @@ def _accuracy_metrics(ref: torch.Tensor, q: torch.Tensor, y: torch.Tensor | None
     flips = int((ref.argmax(1) != q.argmax(1)).sum())
     err = (ref - q).abs()
     out: dict[str, Any] = {
-        "n_samples": n, "flips": flips, "top1_agreement": 1 - flips / n, "disagreement": flips / n,
-        "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()),
+        "n_samples": n,
+        "flips": flips,
+        "top1_agreement": 1 - flips / n,
+        "disagreement": flips / n,
+        "max_abs_error": float(err.max()),
+        "mean_abs_error": float(err.mean()),
         "max_abs_output": float(ref.abs().max()),
     }
     if y is not None:
         acc_fp32 = float((ref.argmax(1) == y).float().mean())
         acc_int8 = float((q.argmax(1) == y).float().mean())
-        out |= {"accuracy_fp32": acc_fp32, "accuracy_int8": acc_int8,
-                "accuracy_drop_points": 100.0 * (acc_fp32 - acc_int8)}
+        out |= {
+            "accuracy_fp32": acc_fp32,
+            "accuracy_int8": acc_int8,
+            "accuracy_drop_points": 100.0 * (acc_fp32 - acc_int8),
+        }
     return out
 
 
-def _latency(fp32_model: nn.Module, int8_model: nn.Module, x: torch.Tensor, batch_sizes: Sequence[int],
-             threads: int, min_run_time: float) -> dict[str, Any]:
+def _latency(
+    fp32_model: nn.Module,
+    int8_model: nn.Module,
+    x: torch.Tensor,
+    batch_sizes: Sequence[int],
+    threads: int,
+    min_run_time: float,
+) -> dict[str, Any]:
     from ..bench.timing import measure  # torch.utils.benchmark is imported when timing, not at import
 
     rows = {}
@@ -120,9 +136,16 @@ def _latency(fp32_model: nn.Module, int8_model: nn.Module, x: torch.Tensor, batc
             xb = x[torch.arange(b) % x.shape[0]].to(device)
             with preserve_model_state(model), torch.no_grad():
                 _eval_flags(model)
-                res = measure(functools.partial(model, xb), batch_size=b, threads=threads, device=device.type,
-                              warmup=3, min_samples=10, min_run_time=min_run_time,
-                              max_run_time=max(10 * min_run_time, 2.0))
+                res = measure(
+                    functools.partial(model, xb),
+                    batch_size=b,
+                    threads=threads,
+                    device=device.type,
+                    warmup=3,
+                    min_samples=10,
+                    min_run_time=min_run_time,
+                    max_run_time=max(10 * min_run_time, 2.0),
+                )
             row[f"{name}_ms"] = res.median_ms
             row[f"{name}_first_call_ms"] = res.first_call_ms
             row["warnings"] += [f"{name}: {w}" for w in res.warnings]
@@ -131,9 +154,17 @@ def _latency(fp32_model: nn.Module, int8_model: nn.Module, x: torch.Tensor, batc
     return rows
 
 
-def compare_int8(fp32_model: nn.Module, int8_model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
-                 *, batch_sizes: Sequence[int] = (1, 32), threads: int | None = None,
-                 min_run_time: float = 0.5, latency: bool = True) -> dict[str, Any]:
+def compare_int8(
+    fp32_model: nn.Module,
+    int8_model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    threads: int | None = None,
+    min_run_time: float = 0.5,
+    latency: bool = True,
+) -> dict[str, Any]:
     """Measure an INT8 model against its FP32 original on the same inputs.
 
     Both models run in eval mode under ``torch.no_grad``; their ``training`` flags and
@@ -169,12 +200,15 @@ def compare_int8(fp32_model: nn.Module, int8_model: nn.Module, x: torch.Tensor, 
         raise UsageError(f"targets have shape {tuple(y.shape)} for {x.shape[0]} inputs; pass one label per input")
     x = x.detach().cpu()
     chunk = min(max(batch_sizes, default=_MAX_EVAL_CHUNK), _MAX_EVAL_CHUNK, x.shape[0])
-    metrics = _accuracy_metrics(_outputs(fp32_model, x, chunk), _outputs(int8_model, x, chunk),
-                                None if y is None else y.detach().cpu())
+    metrics = _accuracy_metrics(
+        _outputs(fp32_model, x, chunk), _outputs(int8_model, x, chunk), None if y is None else y.detach().cpu()
+    )
     size_fp32, size_int8 = serialized_bytes(fp32_model), serialized_bytes(int8_model)
     metrics |= {"size_fp32_bytes": size_fp32, "size_int8_bytes": size_int8, "size_ratio": size_int8 / size_fp32}
     if latency:
         threads = threads or torch.get_num_threads()
-        metrics |= {"threads": threads,
-                    "latency": _latency(fp32_model, int8_model, x, batch_sizes, threads, min_run_time)}
+        metrics |= {
+            "threads": threads,
+            "latency": _latency(fp32_model, int8_model, x, batch_sizes, threads, min_run_time),
+        }
     return metrics

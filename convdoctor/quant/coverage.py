@@ -14,6 +14,13 @@ from typing import Any
 
 from torch import nn
 
+from ..analysis.flops import count_flops
+from ..analysis.layers import layer_rows
+from ..analysis.memory import activation_memory
+from ..analysis.params import count_params
+from ..capture.prepare import prepare
+from ..capture.trace import capture
+
 __all__ = ["dynamic_quant_coverage", "has_quantized_layers"]
 
 #: Module namespaces of eager-mode quantized layers (``quantize_dynamic``, ``convert``).
@@ -41,6 +48,15 @@ def _quantized_macs(module: nn.Module, output_shape: Sequence[int] | None) -> in
     return None
 
 
+def _layer_macs(model: nn.Module, input_size: Any) -> tuple[int, int, dict[str, Any]]:
+    """``inspect``'s pipeline, costs only: counted MACs, uncounted op calls, per-layer rows."""
+    loaded, call = prepare(model, input_size, meta=True)
+    graph = capture(loaded.module, call.args, call.kwargs, mode="eval", rebuild=loaded.rebuild)
+    flops = count_flops(graph)
+    rows = layer_rows(graph, flops, activation_memory(graph), count_params(graph))
+    return int(flops.macs), sum(flops.uncounted.values()), {r.name: r for r in rows}
+
+
 def dynamic_quant_coverage(model: nn.Module, input_size: Any) -> dict[str, Any]:
     """How much of a model's MACs run in int8 kernels versus fp32, for eager-mode quantization.
 
@@ -59,13 +75,15 @@ def dynamic_quant_coverage(model: nn.Module, input_size: Any) -> dict[str, Any]:
         was counted), ``uncounted_quantized`` (quantized layers whose MACs are unknown),
         ``other_uncounted_op_calls``.
     """
-    from ..api import inspect  # the public inspect(); api sits above this package: import at call time
-
-    report = inspect(model, input_size)
+    total_macs, uncounted_calls, rows = _layer_macs(model, input_size)
     modules = dict(model.named_modules())
-    rows = {r.name: r for r in report.layers}
-    quantized = {p: m for p, m in modules.items() if _is_quantized(m) and p in rows
-                 and not any(p.startswith(q + ".") for q in modules if q != p and _is_quantized(modules[q]))}
+    quantized = {
+        p: m
+        for p, m in modules.items()
+        if _is_quantized(m)
+        and p in rows
+        and not any(p.startswith(q + ".") for q in modules if q != p and _is_quantized(modules[q]))
+    }
     int8_macs, unknown = 0, []
     for path, module in quantized.items():
         macs = _quantized_macs(module, rows[path].output_shape)
@@ -73,15 +91,16 @@ def dynamic_quant_coverage(model: nn.Module, input_size: Any) -> dict[str, Any]:
             unknown.append(path)
         else:
             int8_macs += macs
-    fp32_macs = int(report.totals["macs"]) - sum(rows[p].macs for p in quantized)
+    fp32_macs = total_macs - sum(rows[p].macs for p in quantized)
     total = int8_macs + fp32_macs
     return {
         "quantized_layers": {p: type(m).__name__ for p, m in quantized.items()},
         "dynamic_only": bool(quantized) and all(".dynamic" in type(m).__module__ for m in quantized.values()),
-        "int8_macs": int8_macs, "fp32_macs": fp32_macs,
+        "int8_macs": int8_macs,
+        "fp32_macs": fp32_macs,
         "fp32_mac_fraction": fp32_macs / total if total else None,
         "uncounted_quantized": unknown,
-        "other_uncounted_op_calls": int(report.totals["uncounted_op_calls"]) - sum(rows[p].uncounted for p in quantized),
+        "other_uncounted_op_calls": uncounted_calls - sum(rows[p].uncounted for p in quantized),
     }
 
 

@@ -19,8 +19,12 @@ from .compare import compare_int8
 from .coverage import dynamic_quant_coverage, has_quantized_layers
 
 __all__ = [
-    "MAX_ACCURACY_DROP_POINTS", "MAX_DISAGREEMENT", "MAX_FP32_MAC_FRACTION", "MIN_FLIPS",
-    "quantization_findings", "quantization_metrics",
+    "MAX_ACCURACY_DROP_POINTS",
+    "MAX_DISAGREEMENT",
+    "MAX_FP32_MAC_FRACTION",
+    "MIN_FLIPS",
+    "quantization_findings",
+    "quantization_metrics",
 ]
 
 #: Accuracy may fall by at most this many percentage points (with targets).
@@ -36,9 +40,16 @@ MIN_FLIPS = 3
 MAX_FP32_MAC_FRACTION = 0.5
 
 
-def quantization_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                         calibration: Any = None, batch_sizes: Sequence[int] = (1, 32),
-                         latency: bool = True, min_run_time: float = 0.5) -> dict[str, Any]:
+def quantization_metrics(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    calibration: Any = None,
+    batch_sizes: Sequence[int] = (1, 32),
+    latency: bool = True,
+    min_run_time: float = 0.5,
+) -> dict[str, Any]:
     """Everything the ``quantization`` audit check reports, for one model.
 
     A model that already holds eager-quantized layers gets :func:`dynamic_quant_coverage`
@@ -73,33 +84,52 @@ def quantization_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor | No
         half = x.shape[0] // 2
         calibration, x, y = x[:half], x[half:], None if y is None else y[half:]
     result = quantize_int8(model, calibration)
-    metrics = compare_int8(model, result.model, x, y, batch_sizes=batch_sizes, latency=latency,
-                           min_run_time=min_run_time)
+    metrics = compare_int8(
+        model, result.model, x, y, batch_sizes=batch_sizes, latency=latency, min_run_time=min_run_time
+    )
     return {"mode": "static-int8", **metrics, "record": result.to_dict()}
 
 
-def _drop_finding(metrics: dict[str, Any], max_accuracy_drop: float, max_disagreement: float,
-                  min_flips: int) -> Finding | None:
+def _drop_finding(
+    metrics: dict[str, Any], max_accuracy_drop: float, max_disagreement: float, min_flips: int
+) -> Finding | None:
     reasons = []
     drop = metrics.get("accuracy_drop_points")
     if drop is not None and drop > max_accuracy_drop:
-        reasons.append(f"accuracy fell {drop:.2f} points ({100 * metrics['accuracy_fp32']:.2f}% -> "
-                       f"{100 * metrics['accuracy_int8']:.2f}%, limit {max_accuracy_drop:g})")
+        reasons.append(
+            f"accuracy fell {drop:.2f} points ({100 * metrics['accuracy_fp32']:.2f}% -> "
+            f"{100 * metrics['accuracy_int8']:.2f}%, limit {max_accuracy_drop:g})"
+        )
     if metrics["disagreement"] > max_disagreement and metrics["flips"] >= min_flips:
-        reasons.append(f"top-1 changed on {metrics['flips']} of {metrics['n_samples']} inputs "
-                       f"({100 * metrics['disagreement']:.2f}%, limit {100 * max_disagreement:g}%)")
+        reasons.append(
+            f"top-1 changed on {metrics['flips']} of {metrics['n_samples']} inputs "
+            f"({100 * metrics['disagreement']:.2f}%, limit {100 * max_disagreement:g}%)"
+        )
     if not reasons:
         return None
-    keys = ("n_samples", "flips", "top1_agreement", "disagreement", "accuracy_fp32", "accuracy_int8",
-            "accuracy_drop_points", "max_abs_error", "max_abs_output", "size_ratio")
+    keys = (
+        "n_samples",
+        "flips",
+        "top1_agreement",
+        "disagreement",
+        "accuracy_fp32",
+        "accuracy_int8",
+        "accuracy_drop_points",
+        "max_abs_error",
+        "max_abs_output",
+        "size_ratio",
+    )
     evidence = {k: metrics[k] for k in keys if k in metrics}
     evidence |= {"max_accuracy_drop_points": max_accuracy_drop, "max_disagreement": max_disagreement}
     return make_finding(
-        "QUANTIZATION_DROP", "INT8 model disagrees with FP32: " + "; ".join(reasons) + ".",
-        evidence=evidence, where="quantization",
+        "QUANTIZATION_DROP",
+        "INT8 model disagrees with FP32: " + "; ".join(reasons) + ".",
+        evidence=evidence,
+        where="quantization",
         fix="Calibrate on more representative data (a few hundred real inputs): "
-            "convdoctor.fix.quantize_int8(model, calibration); if it persists, keep the most "
-            "sensitive layers (usually the first conv and the classifier) in float.")
+        "convdoctor.fix.quantize_int8(model, calibration); if it persists, keep the most "
+        "sensitive layers (usually the first conv and the classifier) in float.",
+    )
 
 
 def _partial_finding(coverage: dict[str, Any], max_fp32_fraction: float) -> Finding | None:
@@ -116,12 +146,18 @@ def _partial_finding(coverage: dict[str, Any], max_fp32_fraction: float) -> Find
         | {"max_fp32_mac_fraction": max_fp32_fraction},
         where="quantization",
         fix="Quantize the convolutions too, statically with calibration data: "
-            "convdoctor.fix.quantize_int8(model, calibration).")
+        "convdoctor.fix.quantize_int8(model, calibration).",
+    )
 
 
-def quantization_findings(metrics: dict[str, Any], *, max_accuracy_drop: float = MAX_ACCURACY_DROP_POINTS,
-                          max_disagreement: float = MAX_DISAGREEMENT, min_flips: int = MIN_FLIPS,
-                          max_fp32_mac_fraction: float = MAX_FP32_MAC_FRACTION) -> list[Finding]:
+def quantization_findings(
+    metrics: dict[str, Any],
+    *,
+    max_accuracy_drop: float = MAX_ACCURACY_DROP_POINTS,
+    max_disagreement: float = MAX_DISAGREEMENT,
+    min_flips: int = MIN_FLIPS,
+    max_fp32_mac_fraction: float = MAX_FP32_MAC_FRACTION,
+) -> list[Finding]:
     """Findings from :func:`compare_int8` metrics and/or :func:`dynamic_quant_coverage`.
 
     ``QUANTIZATION_DROP`` when the accuracy drop exceeds ``max_accuracy_drop`` points

@@ -68,14 +68,16 @@ def _as_batch(item: Any) -> torch.Tensor:
     if isinstance(item, (tuple, list)) and item:
         item = item[0]  # (inputs, targets) pairs from a DataLoader: the inputs
     if not isinstance(item, torch.Tensor) or not item.is_floating_point():
-        raise UsageError(f"calibration batches must be float tensors or (inputs, targets) pairs, "
-                         f"got {type(item).__name__}")
+        raise UsageError(
+            f"calibration batches must be float tensors or (inputs, targets) pairs, got {type(item).__name__}"
+        )
     # clone: a view (a slice of a data set) would keep, and save with the model, its whole storage
     return item.detach().cpu().clone()
 
 
-def calibration_batches(calibration: Any, batch_size: int = DEFAULT_CALIBRATION_BATCH,
-                        max_batches: int | None = None) -> list[torch.Tensor]:
+def calibration_batches(
+    calibration: Any, batch_size: int = DEFAULT_CALIBRATION_BATCH, max_batches: int | None = None
+) -> list[torch.Tensor]:
     """Normalize calibration data to a list of CPU input batches.
 
     Args:
@@ -91,8 +93,11 @@ def calibration_batches(calibration: Any, batch_size: int = DEFAULT_CALIBRATION_
         UsageError: no data, or not tensors.
     """
     if isinstance(calibration, torch.Tensor):
-        items: Iterable[Any] = ([calibration[i:i + batch_size] for i in range(0, calibration.shape[0], batch_size)]
-                                if calibration.dim() > 0 else [])
+        items: Iterable[Any] = (
+            [calibration[i : i + batch_size] for i in range(0, calibration.shape[0], batch_size)]
+            if calibration.dim() > 0
+            else []
+        )
     elif isinstance(calibration, Iterable):
         items = calibration
     else:
@@ -109,8 +114,15 @@ def calibration_batches(calibration: Any, batch_size: int = DEFAULT_CALIBRATION_
     return batches
 
 
-def _layer_row(path: str, module: nn.Module, weighted: dict[str, str | None], before: set[str],
-               after: set[str], kernels: dict[str, str], lowered: bool) -> QuantizedLayer | None:
+def _layer_row(
+    path: str,
+    module: nn.Module,
+    weighted: dict[str, str | None],
+    before: set[str],
+    after: set[str],
+    kernels: dict[str, str],
+    lowered: bool,
+) -> QuantizedLayer | None:
     kind = type(module).__name__
     if isinstance(module, BatchNormBase):
         if path in after:
@@ -132,7 +144,7 @@ def _layer_row(path: str, module: nn.Module, weighted: dict[str, str | None], be
 
 def _short(exc: BaseException, limit: int = 160) -> str:
     text = one_line(exc)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _calibrate(prepared: nn.Module, batches: list[torch.Tensor]) -> None:
@@ -141,12 +153,15 @@ def _calibrate(prepared: nn.Module, batches: list[torch.Tensor]) -> None:
             try:
                 prepared(batch)
             except Exception as exc:
-                raise CaptureError(f"calibration batch of shape {tuple(batch.shape)} failed in the exported "
-                                   f"model ({_short(exc)}); pass batches shaped like the model's input") from exc
+                raise CaptureError(
+                    f"calibration batch of shape {tuple(batch.shape)} failed in the exported "
+                    f"model ({_short(exc)}); pass batches shaped like the model's input"
+                ) from exc
 
 
-def _try_lower(reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool,
-               lower: bool) -> tuple[nn.Module | None, str]:
+def _try_lower(
+    reference: nn.Module, example: tuple[torch.Tensor, ...], dynamic: bool, lower: bool
+) -> tuple[nn.Module | None, str]:
     if not lower:
         return None, "lower=False: the reference model (int8 weights, fp32 compute) is returned"
     try:
@@ -162,8 +177,9 @@ def _prepare_input(batches: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     return (first if first.shape[0] >= 2 else torch.cat([first, first])[:2],)
 
 
-def _convert(work: nn.Module, batches: list[torch.Tensor], example: tuple[torch.Tensor, ...],
-             qpt2e: Any) -> tuple[torch.fx.GraphModule, set[str], bool, list[torch.Tensor]]:
+def _convert(
+    work: nn.Module, batches: list[torch.Tensor], example: tuple[torch.Tensor, ...], qpt2e: Any
+) -> tuple[torch.fx.GraphModule, set[str], bool, list[torch.Tensor]]:
     """Export, prepare, calibrate, convert: the reference model, the module paths export saw,
     whether the batch is dynamic, and the calibration batches used."""
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq  # type: ignore[import-untyped]
@@ -171,12 +187,14 @@ def _convert(work: nn.Module, batches: list[torch.Tensor], example: tuple[torch.
     try:
         program, dynamic = export_for_quantization(work, example)
     except Exception as exc:
-        raise CaptureError(f"torch.export cannot trace the model ({_short(exc)}); INT8 via PT2E needs an "
-                           f"exportable model: see the audit's EXPORT_FAILED finding") from exc
+        raise CaptureError(
+            f"torch.export cannot trace the model ({_short(exc)}); INT8 via PT2E needs an "
+            f"exportable model: see the audit's EXPORT_FAILED finding"
+        ) from exc
     if not dynamic:  # static shapes: every calibration batch must match the example's batch size
         n = example[0].shape[0]
         data = torch.cat(batches)
-        batches = [data[i:i + n] for i in range(0, data.shape[0] - n + 1, n)] or [example[0]]
+        batches = [data[i : i + n] for i in range(0, data.shape[0] - n + 1, n)] or [example[0]]
     exported = program.module()
     before = module_paths(exported)
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
@@ -187,9 +205,16 @@ def _convert(work: nn.Module, batches: list[torch.Tensor], example: tuple[torch.
     return reference, before, dynamic, batches
 
 
-def quantize_int8(model: nn.Module, calibration: Any, backend: str = "x86", *,
-                  batch_size: int = DEFAULT_CALIBRATION_BATCH, max_batches: int | None = None,
-                  lower: bool = True, compile: bool = True) -> QuantResult:
+def quantize_int8(
+    model: nn.Module,
+    calibration: Any,
+    backend: str = "x86",
+    *,
+    batch_size: int = DEFAULT_CALIBRATION_BATCH,
+    max_batches: int | None = None,
+    lower: bool = True,
+    compile: bool = True,
+) -> QuantResult:
     """Static post-training INT8 quantization of the convolutions and linears (PT2E, torchao).
 
     Answers ``QUANTIZATION_PARTIAL`` (Linear-only ``quantize_dynamic`` leaves the convs in
@@ -230,10 +255,19 @@ def quantize_int8(model: nn.Module, calibration: Any, backend: str = "x86", *,
     rows = (_layer_row(p, m, weighted, before, after, kernels, lowered is not None) for p, m in work.named_modules())
     served = serving_model(reference, lowered, compile)
     return QuantResult(
-        model=served, reference=reference, lowered_graph=lowered,
-        layers=tuple(r for r in rows if r is not None), int8_ops=dict(int8_ops), float_ops=dict(float_ops),
-        backend=backend, lowered=lowered is not None, lowering_note=note,
-        compiled=isinstance(served, CompiledInt8), dynamic_batch=dynamic, calibration_batches=len(batches),
-        calibration_samples=sum(int(b.shape[0]) for b in batches), torchao_version=str(torchao.__version__),
+        model=served,
+        reference=reference,
+        lowered_graph=lowered,
+        layers=tuple(r for r in rows if r is not None),
+        int8_ops=dict(int8_ops),
+        float_ops=dict(float_ops),
+        backend=backend,
+        lowered=lowered is not None,
+        lowering_note=note,
+        compiled=isinstance(served, CompiledInt8),
+        dynamic_batch=dynamic,
+        calibration_batches=len(batches),
+        calibration_samples=sum(int(b.shape[0]) for b in batches),
+        torchao_version=str(torchao.__version__),
         _example=example,
     )

@@ -47,8 +47,13 @@ class QuantizedLayer:
 
     def to_dict(self) -> dict[str, str]:
         """JSON-ready row."""
-        return {"name": self.name, "type": self.type, "status": self.status, "kernel": self.kernel,
-                "reason": self.reason}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "status": self.status,
+            "kernel": self.kernel,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,19 @@ class QuantResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (the models themselves are left out)."""
         return {
-            "backend": self.backend, "lowered": self.lowered, "lowering_note": self.lowering_note,
-            "compiled": self.compiled, "dynamic_batch": self.dynamic_batch,
-            "calibration_batches": self.calibration_batches, "calibration_samples": self.calibration_samples,
-            "torchao_version": self.torchao_version, "layers": [r.to_dict() for r in self.layers],
-            "quantized": list(self.quantized), "left_float": list(self.left_float),
-            "int8_ops": dict(self.int8_ops), "float_ops": dict(self.float_ops),
+            "backend": self.backend,
+            "lowered": self.lowered,
+            "lowering_note": self.lowering_note,
+            "compiled": self.compiled,
+            "dynamic_batch": self.dynamic_batch,
+            "calibration_batches": self.calibration_batches,
+            "calibration_samples": self.calibration_samples,
+            "torchao_version": self.torchao_version,
+            "layers": [r.to_dict() for r in self.layers],
+            "quantized": list(self.quantized),
+            "left_float": list(self.left_float),
+            "int8_ops": dict(self.int8_ops),
+            "float_ops": dict(self.float_ops),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -143,8 +155,7 @@ def serving_model(reference: nn.Module, lowered: nn.Module | None, compile: bool
     return CompiledInt8(reference, lowered) if compile else lowered
 
 
-def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = True,
-              compile: bool = True) -> nn.Module:
+def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = True, compile: bool = True) -> nn.Module:
     """Load a program written by :meth:`QuantResult.save` and make it fast on this machine.
 
     The ``.pt2`` holds the reference model (int8 weights, fp32 compute). Here it is lowered
@@ -171,8 +182,10 @@ def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = Tr
     try:
         reference = torch.export.load(path).module()
     except Exception as exc:  # noqa: BLE001 - a foreign or truncated file, or a torch that reads it differently
-        raise UsageError(f"cannot load {path} as an int8 program ({type(exc).__name__}: {one_line(exc)[:160]}); "
-                         f"write it with quantize_int8(...).save(path) under torch {torch.__version__}") from exc
+        raise UsageError(
+            f"cannot load {path} as an int8 program ({type(exc).__name__}: {one_line(exc)[:160]}); "
+            f"write it with quantize_int8(...).save(path) under torch {torch.__version__}"
+        ) from exc
     if not lower:
         return reference
     x = example_input.detach().cpu()
@@ -180,7 +193,11 @@ def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = Tr
     try:
         lowered = lower_x86(reference, example, dynamic=True)  # static programs fall back to static shapes
     except Exception as exc:  # noqa: BLE001 - same guard as quantize_int8's lowering: keep the correct model
-        log.warning("x86 lowering of %s failed (%s: %s); serving the reference model (fp32 compute)",
-                    path, type(exc).__name__, one_line(exc)[:160])
+        log.warning(
+            "x86 lowering of %s failed (%s: %s); serving the reference model (fp32 compute)",
+            path,
+            type(exc).__name__,
+            one_line(exc)[:160],
+        )
         return reference
     return serving_model(reference, lowered, compile)

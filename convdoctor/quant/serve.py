@@ -69,8 +69,11 @@ def _quiet_compile() -> Iterator[None]:
     for logger in loggers:
         logger.addFilter(drop)
     try:
-        with warnings.catch_warnings(), capture_native("inductor int8 compile"), \
-                inductor_config_patch(**INDUCTOR_SETTINGS):
+        with (
+            warnings.catch_warnings(),
+            capture_native("inductor int8 compile"),
+            inductor_config_patch(**INDUCTOR_SETTINGS),
+        ):
             warnings.simplefilter("ignore")  # e.g. mkldnn_lowerings' copy-construct UserWarning
             yield
     finally:
@@ -133,8 +136,9 @@ class CompiledInt8(nn.Module):
                 out = self.__dict__["_compiled"](*args)
         except Exception as exc:  # noqa: BLE001 - no C++ compiler, an inductor change...: the lowered graph is int8 too
             out = self.lowered(*args)  # the input's own fault raises here, with its own message
-            self.note = f"Inductor compilation failed ({type(exc).__name__}: {one_line(exc)[:160]}); " \
-                        f"running the lowered graph"
+            self.note = (
+                f"Inductor compilation failed ({type(exc).__name__}: {one_line(exc)[:160]}); running the lowered graph"
+            )
             log.info("%s", self.note)
             return out
         self._shapes.add(key)

@@ -6,7 +6,7 @@ the numbers measured in the run, so the text cannot disagree with its tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rich.table import Table
@@ -28,13 +28,18 @@ def incident_table(story: Story) -> Table:
     """Accuracy per kind of batch: BatchNorm left in training mode vs eval mode."""
     inc = story.incident
     table = Table(title=f"Accuracy on {inc['samples']} test digits")
-    for col, justify in (("batches", "left"), ("batch size", "right"), ("train-mode BN", "right"),
-                         ("eval mode", "right")):
+    for col, justify in (
+        ("batches", "left"),
+        ("batch size", "right"),
+        ("train-mode BN", "right"),
+        ("eval mode", "right"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for row in inc["rows"]:
         acc = row.get("accuracy")
-        table.add_row(row["batches"], str(row["batch_size"]), "fails" if acc is None else _pct(acc),
-                      _pct(row["eval_accuracy"]))
+        table.add_row(
+            row["batches"], str(row["batch_size"]), "fails" if acc is None else _pct(acc), _pct(row["eval_accuracy"])
+        )
     return table
 
 
@@ -46,15 +51,21 @@ def incident_verdict(story: Story) -> str:
     measured = [r for r in rows if r.get("accuracy") is not None]
     wrong = [r for r in measured if 100 * (r["eval_accuracy"] - r["accuracy"]) > _CLOSE_POINTS]
     if wrong:
-        text += ("Left in training mode, BatchNorm normalises each batch by its own statistics: "
-                 + ", ".join(f"{_describe(r)} score{'s' if r['batch_size'] == 1 else ''} {_pct(r['accuracy'])}"
-                           for r in wrong) + ". ")
+        text += (
+            "Left in training mode, BatchNorm normalises each batch by its own statistics: "
+            + ", ".join(
+                f"{_describe(r)} score{'s' if r['batch_size'] == 1 else ''} {_pct(r['accuracy'])}" for r in wrong
+            )
+            + ". "
+        )
     close = [r for r in measured if r not in wrong]
     if close and wrong:
-        text += (f"Only {close[0]['batches']} batches come close ("
-                 + ", ".join(f"{_pct(r['accuracy'])} at {r['batch_size']}" for r in close)
-                 + "): that is what an offline test loop sends, so the bug passes the test set and fails in "
-                   "production.")
+        text += (
+            f"Only {close[0]['batches']} batches come close ("
+            + ", ".join(f"{_pct(r['accuracy'])} at {r['batch_size']}" for r in close)
+            + "): that is what an offline test loop sends, so the bug passes the test set and fails in "
+            "production."
+        )
     return text.rstrip()
 
 
@@ -88,66 +99,84 @@ def int8_table(int8: dict[str, Any]) -> Table:
     batches = sorted({b for m in int8.values() for b in m.get("latency", {})}, key=int)
     table = Table(title="Static INT8 (convdoctor.fix.quantize_int8), fp32 -> int8, one thread", show_lines=True)
     table.add_column("model", no_wrap=True)
-    for col in ("params\nMACs a digit", "size on disk", "accuracy", *(f"batch {b}" for b in batches),
-                "quantize\ntook"):
+    for col in ("params\nMACs a digit", "size on disk", "accuracy", *(f"batch {b}" for b in batches), "quantize\ntook"):
         table.add_column(col, justify="right", no_wrap=True)
     for name, m in int8.items():
         lat = m.get("latency", {})
         table.add_row(
-            name.replace(" (", "\n("), f"{m['params']:,}\n{m['macs'] / 1e6:.2f}M",
+            name.replace(" (", "\n("),
+            f"{m['params']:,}\n{m['macs'] / 1e6:.2f}M",
             f"{m['size_fp32_bytes'] / 1024:,.0f} -> {m['size_int8_bytes'] / 1024:,.0f} KiB",
             f"{_pct(m['accuracy_fp32'])} -> {_pct(m['accuracy_int8'])}",
-            *(_latency(lat[b]) if b in lat else "-" for b in batches), f"{m['quantize_seconds']:.1f} s")
+            *(_latency(lat[b]) if b in lat else "-" for b in batches),
+            f"{m['quantize_seconds']:.1f} s",
+        )
     return table
 
 
 def int8_verdict(int8: dict[str, Any]) -> str:
     """Where INT8 paid and where it did not, from the measured latencies."""
-    pays, loses = [], []
+    pays: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []
+    loses: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []
     for name, m in int8.items():
         for b, lat in m.get("latency", {}).items():
             (pays if lat["ratio"] < 1 else loses).append((name, int(b), lat, m))
     text = ""
     if pays:
-        name, b, lat, m = min(pays, key=lambda p: p[2]["ratio"])
-        text += (f"INT8 pays where a call does enough arithmetic: {name} at batch {b} "
-                 f"({b * m['macs'] / 1e6:,.0f}M MACs a call) runs {1 / lat['ratio']:.1f}x faster "
-                 f"and is {1 / m['size_ratio']:.1f}x smaller on disk. ")
+        name, b, lat, m = max(pays, key=lambda p: p[1] * p[3]["macs"])  # the most arithmetic a call
+        text += (
+            f"INT8 pays where a call does enough arithmetic: {name} at batch {b} "
+            f"({b * m['macs'] / 1e6:,.0f}M MACs a call) runs {1 / lat['ratio']:.1f}x faster "
+            f"and is {1 / m['size_ratio']:.1f}x smaller on disk. "
+        )
     if loses:
         name, b, lat, m = min(loses, key=lambda p: p[1] * p[3]["macs"])  # the least arithmetic a call
-        text += (f"It does not pay for tiny work: {name} at batch {b} ({b * m['macs'] / 1e6:.2f}M MACs a call, "
-                 f"{lat['fp32_ms']:.2f} ms in fp32) runs {lat['ratio']:.1f}x slower in int8, because every int8 layer "
-                 f"also quantizes its input and dequantizes its output, work that does not shrink with the model, "
-                 f"and {lat['fp32_ms']:.2f} ms of fp32 arithmetic leaves too little to save to cover it. ")
+        text += (
+            f"It does not pay for tiny work: {name} at batch {b} ({b * m['macs'] / 1e6:.2f}M MACs a call, "
+            f"{lat['fp32_ms']:.2f} ms in fp32) runs {lat['ratio']:.1f}x slower in int8, because every int8 layer "
+            f"also quantizes its input and dequantizes its output, work that does not shrink with the model, "
+            f"and {lat['fp32_ms']:.2f} ms of fp32 arithmetic leaves too little to save to cover it. "
+        )
     else:
         text += "INT8 was faster at every batch size measured. "
     seconds = " and ".join(f"{m['quantize_seconds']:.1f} s" for m in int8.values())
-    text += (f"quantize_int8 (export, calibration, lowering) took {seconds}, once per model; the first call "
-             "also loads torchao and torch's compiler passes. ")
+    text += (
+        f"quantize_int8 (export, calibration, lowering) took {seconds}, once per model; the first call "
+        "also loads torchao and torch's compiler passes. "
+    )
     if not any(m.get("compiled") for m in int8.values()):
-        text += ("The demo serves the lowered graph (compile=False); quantize_int8's default also compiles it "
-                 "with Inductor, which removes the Python glue between the int8 kernels, for a compilation of "
-                 "seconds to minutes per input shape (convdoctor.quant.CompiledInt8).")
+        text += (
+            "The demo serves the lowered graph (compile=False); quantize_int8's default also compiles it "
+            "with Inductor, which removes the Python glue between the int8 kernels, for a compilation of "
+            "seconds to minutes per input shape (convdoctor.quant.CompiledInt8)."
+        )
     return text.rstrip()
 
 
 def bench_line(story: Story) -> str:
     """Warm latency and throughput of the trained CNN at each batch size."""
     rows = getattr(story.report.parts.get("bench"), "rows", ())
-    return "; ".join(f"batch {r.batch_size}: p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
-                     f"{r.throughput:,.0f} samples/s ({r.threads} thread)" for r in rows)
+    return "; ".join(
+        f"batch {r.batch_size}: p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
+        f"{r.throughput:,.0f} samples/s ({r.threads} thread)"
+        for r in rows
+    )
 
 
 def _inspect_body(story: Story) -> Iterable[Any]:
     _load_renderers()
-    return RENDERERS["inspect"](story.report.parts["inspect"], depth=1)
+    body: Callable[..., Iterable[Any]] = RENDERERS["inspect"]
+    return body(story.report.parts["inspect"], depth=1)
 
 
 def _int8_section(int8: dict[str, Any]) -> list[Any]:
     if "skipped" in int8:
         return [Text(f"4. INT8: skipped: {int8['skipped']}", style="bold")]
-    return [Text("4. INT8: the CNN and a 4x wider one, quantized and measured.", style="bold"),
-            int8_table(int8), Text(int8_verdict(int8))]
+    return [
+        Text("4. INT8: the CNN and a 4x wider one, quantized and measured.", style="bold"),
+        int8_table(int8),
+        Text(int8_verdict(int8)),
+    ]
 
 
 def render_demo(story: Story, *, width: int = 120) -> str:
@@ -155,13 +184,18 @@ def render_demo(story: Story, *, width: int = 120) -> str:
     parts = story.report.parts
     audit_errors = [f for f in parts["audit"].findings if f.severity is Severity.ERROR]
     out: list[Any] = [
-        Text(f"1. Design: DigitsCNN trained in {story.train_seconds:.1f} s, test accuracy "
-             f"{_pct(story.test_accuracy)}.", style="bold"),
+        Text(
+            f"1. Design: DigitsCNN trained in {story.train_seconds:.1f} s, test accuracy {_pct(story.test_accuracy)}.",
+            style="bold",
+        ),
         *_inspect_body(story),
         Text("2. Training: a healthy run and a sick one (learning rate 50x too high).", style="bold"),
         monitors_table(story),
-        Text("3. Hand-off: the same trained CNN served with BatchNorm left in training mode, on the batches "
-             "production sends.", style="bold"),
+        Text(
+            "3. Hand-off: the same trained CNN served with BatchNorm left in training mode, on the batches "
+            "production sends.",
+            style="bold",
+        ),
         incident_table(story),
         Text(incident_verdict(story)),
         findings_table(audit_errors, title="convdoctor audit catches it"),

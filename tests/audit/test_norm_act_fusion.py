@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
 import pytest
+import timm.layers as timm_layers  # a declared test dependency: a broken release fails
 import torch
 from torch import nn
 
@@ -12,8 +12,6 @@ from convdoctor._guard import state_dict_digest
 from convdoctor.audit import audit
 from convdoctor.results.audit import CheckStatus
 from tests.audit import zoo
-
-timm_layers = pytest.importorskip("timm.layers")
 
 
 class NormActNet(nn.Module):

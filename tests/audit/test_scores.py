@@ -13,7 +13,6 @@ from torch import nn
 from convdoctor import audit
 from convdoctor.audit._tensors import find_scores
 from convdoctor.results.audit import CheckStatus
-
 from tests.audit import zoo
 
 Pair = namedtuple("Pair", ["aux", "logits"])

@@ -97,3 +97,22 @@ def test_input_specs(spec: object, expected: tuple[int, ...]) -> None:
 def test_bad_input_specs(spec: str) -> None:
     with pytest.raises(UsageError):
         parse_input_spec(spec)
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v3_large_320_fpn", "lraspp_mobilenet_v3_large"])
+@pytest.mark.parametrize("meta", [True, False])
+def test_torchvision_specs_never_download(name: str, meta: bool, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    """A detector's or segmenter's backbone defaults to ImageNet weights; a spec asks for none."""
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: any weights would be fetched
+    fetched: list[str] = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, *a, **k: fetched.append(url))
+    loaded = load_model(f"torchvision:{name}", meta=meta)
+    assert fetched == [] and isinstance(loaded.module, torch.nn.Module)
+
+
+def test_torchvision_backbone_weights_are_refused() -> None:
+    with pytest.raises(UsageError, match="weights_backbone cannot be downloaded"):
+        load_model("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn?weights_backbone=DEFAULT")

@@ -28,16 +28,26 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     html = tmp_path_factory.mktemp("demo") / "demo.html"
-    run = subprocess.run([sys.executable, "-m", "convdoctor", "demo", "--html", str(html)],
-                         capture_output=True, text=True, timeout=1500)
+    run = subprocess.run(
+        [sys.executable, "-m", "convdoctor", "demo", "--html", str(html)], capture_output=True, text=True, timeout=1500
+    )
     return run, html
 
 
 def test_demo_tells_the_whole_story(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     run, html = demo
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    for needle in ("1. Design", "2. Training", "3. Hand-off", "4. INT8", "5. Serving",
-                   "BN_TRAIN_MODE", "BATCH_DEPENDENT_OUTPUT", "DEAD_RELU", "healthy"):
+    for needle in (
+        "1. Design",
+        "2. Training",
+        "3. Hand-off",
+        "4. INT8",
+        "5. Serving",
+        "BN_TRAIN_MODE",
+        "BATCH_DEPENDENT_OUTPUT",
+        "DEAD_RELU",
+        "healthy",
+    ):
         assert needle in run.stdout, needle
     assert f"written to {html.resolve()}" in run.stdout
     page = html.read_text(encoding="utf-8")
@@ -54,7 +64,8 @@ def test_demo_output_is_clean(demo: tuple[subprocess.CompletedProcess[str], Path
 
 
 def test_eval_mode_is_right_at_every_batch_and_train_mode_bn_visibly_wrong(
-        demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    demo: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     rows = [(kind, int(b), float(train), float(ev)) for kind, b, train, ev in ROW.findall(demo[0].stdout)]
     assert {kind for kind, *_ in rows} == {"one request", "shuffled", "one class"}, rows
     for kind, batch, train, ev in rows:
@@ -77,7 +88,7 @@ def test_int8_says_where_it_pays_and_where_it_does_not(demo: tuple[subprocess.Co
 def test_readme_excerpt_matches_the_demo(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     """The README's deterministic lines (accuracies, tables) are what the demo prints on this machine."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    excerpt = readme[readme.index("## A 30-second tour"):readme.index("Sizing any model")]
+    excerpt = readme[readme.index("## A 30-second tour") : readme.index("Sizing any model")]
     lines = [m.group(0) for m in ROW.finditer(excerpt)]
     assert len(lines) == 4, "the README excerpt shows the four incident rows"
     accuracy = re.search(r"test accuracy [\d.]+%", excerpt)

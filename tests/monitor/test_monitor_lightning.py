@@ -6,9 +6,8 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch.nn import functional as F
-
 from monitor_zoo import data, plain_cnn
+from torch.nn import functional as F
 
 from convdoctor.monitor.lightning import MonitorCallback
 

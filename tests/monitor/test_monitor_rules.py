@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convdoctor.findings import FINDING_CODES
+from convdoctor.findings import FINDING_CODES, Finding, make_finding
 from convdoctor.monitor import rules as R
 from convdoctor.monitor.rules import batchnorm, gradients, loss, targets
+from convdoctor.monitor.rules._causes import resolve
 from convdoctor.monitor.window import Epoch, FrozenBN, Units, Window
 
 LN10 = math.log(10)
@@ -312,3 +313,60 @@ def test_thresholds_are_documented(module: object) -> None:
     assert not missing, f"thresholds not documented in {DOCS.name}: {missing}"
     for code in R.list_rules():
         assert f"## {code}" in text
+
+
+# ---------------------------------------------------------------------------- root cause first
+def _f(code: str, **evidence: object) -> Finding:
+    return make_finding(code, f"{code} fired.", evidence=dict(evidence), fix="x")
+
+
+def _resolve(fired: list[str], active: set[str] = set(), **evidence: object) -> tuple[dict[str, list[str]],  # noqa: B006
+                                                                                    dict[str, list[str]]]:
+    found = {c: _f(c, **evidence) for c in fired}
+    roots, late = resolve(Window(), lambda w: dict(found), active)
+    return ({c: [x["code"] for x in f.evidence.get("consequences", [])] for c, f in roots.items()},
+            {c: [x["code"] for x in v] for c, v in late.items()})
+
+
+@pytest.mark.parametrize(("fired", "active", "roots", "late"), [
+    (["DEAD_RELU", "LOSS_AT_CHANCE"], set(), {"DEAD_RELU": ["LOSS_AT_CHANCE"]}, {}),
+    # reported before its cause started: it stays reported
+    (["DEAD_RELU", "LOSS_AT_CHANCE"], {"LOSS_AT_CHANCE"}, {"DEAD_RELU": [], "LOSS_AT_CHANCE": []}, {}),
+    # the cause's episode goes on although it did not fire this time
+    (["BN_SMALL_BATCH"], {"FROZEN_BN_UPDATING"}, {}, {"FROZEN_BN_UPDATING": ["BN_SMALL_BATCH"]}),
+    # a consequence of a consequence goes to the root
+    (["LOSS_AT_CHANCE", "LR_MISMATCH", "EXPLODING_GRADIENT"], set(),
+     {"EXPLODING_GRADIENT": ["LR_MISMATCH", "LOSS_AT_CHANCE"]}, {}),
+    # mutual symptoms: the one decided first is the root
+    (["CONSTANT_PREDICTION", "LOSS_AT_CHANCE"], set(), {"CONSTANT_PREDICTION": ["LOSS_AT_CHANCE"]}, {}),
+    (["CONSTANT_PREDICTION", "LOSS_AT_CHANCE"], {"LOSS_AT_CHANCE"},
+     {"LOSS_AT_CHANCE": ["CONSTANT_PREDICTION"]}, {}),
+    (["OVERFITTING", "BN_SMALL_BATCH"], set(), {"OVERFITTING": [], "BN_SMALL_BATCH": []}, {}),
+])
+def test_consequences_attach_to_their_cause(fired: list[str], active: set[str], roots: dict[str, list[str]],
+                                            late: dict[str, list[str]]) -> None:
+    assert _resolve(fired, active) == (roots, late)
+
+
+def test_degenerate_targets_are_a_root_whatever_else_fires() -> None:
+    roots, _ = _resolve(["DEAD_RELU", "CONSTANT_PREDICTION"], cause="degenerate_targets")
+    assert set(roots) == {"DEAD_RELU", "CONSTANT_PREDICTION"}
+
+
+def test_findings_computed_from_nan_are_consequences_of_nan_loss() -> None:
+    """NaN from step 10 on: the argmax of NaN logits is class 0 from then, a constant prediction
+    that exists only because of the NaN. Before the NaN the predictions were varied."""
+    loss = np.r_[np.full(10, 2.3), np.full(50, np.nan)]
+    preds = onehot_counts(list(range(10)) + [0] * 50)
+    w = Window(step=60, num_classes=10, loss=loss, loss_initial=2.3, preds=preds,
+               targets=onehot_counts(list(range(10)) * 6))
+    assert w.first_nonfinite() == 10 and w.before(10).loss.size == 10
+    assert set(R.run_rules(w)) == {"NAN_LOSS", "CONSTANT_PREDICTION"}
+    roots, late = R.evaluate(w)
+    assert list(roots) == ["NAN_LOSS"] and not late
+    assert [c["code"] for c in roots["NAN_LOSS"].evidence["consequences"]] == ["CONSTANT_PREDICTION"]
+    assert roots["NAN_LOSS"].message.endswith("Consequences of it, not separate faults: CONSTANT_PREDICTION.")
+    # constant before the NaN too: finite evidence, reported on its own
+    early = Window(step=60, num_classes=10, loss=np.r_[np.full(55, 2.3), np.full(5, np.nan)], loss_initial=2.3,
+                   preds=onehot_counts([0] * 60), targets=onehot_counts(list(range(10)) * 6))
+    assert set(R.evaluate(early)[0]) == {"NAN_LOSS", "CONSTANT_PREDICTION"}

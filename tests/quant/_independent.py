@@ -19,8 +19,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def saved_file(model: nn.Module, path: Path) -> dict[str, object]:
     """``torch.save`` the state_dict to ``path`` (mkldnn tensors made dense) and load it back safely."""
-    state = {k: v.to_dense() if isinstance(v, torch.Tensor) and v.is_mkldnn else v
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.to_dense() if isinstance(v, torch.Tensor) and v.is_mkldnn else v for k, v in model.state_dict().items()
+    }
     torch.save(state, path)
     return torch.load(path, weights_only=True)
 

@@ -33,8 +33,9 @@ class BasicBlock(nn.Module):
 
 
 def _down(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
 
 
 class DigitsResNet(nn.Module):
@@ -57,7 +58,10 @@ class DigitsResNet(nn.Module):
 def digits32(seed: int = 0) -> Split:
     """The digits split, bilinearly upsampled to 32x32."""
     s = load_digits_split(seed=seed)
-    up = lambda t: F.interpolate(t, size=SIDE, mode="bilinear", align_corners=False)
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t, size=SIDE, mode="bilinear", align_corners=False)
+
     return Split(up(s.x_train), s.y_train, up(s.x_test), s.y_test)
 
 

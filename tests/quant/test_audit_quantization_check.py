@@ -32,8 +32,14 @@ def test_skipped_without_real_data(resnet: nn.Module) -> None:
 
 
 def test_dynamic_quantized_model_reports_fp32_share() -> None:
-    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(16 * 8 * 8, 10)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, 10),
+    ).eval()
     dyn = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
     report = audit(dyn, input_size=(1, 1, 8, 8), batch_sizes=(1,), checks="quantization")
     ev = report.check("quantization").evidence

@@ -10,6 +10,9 @@ import torch
 from torch import nn
 from torch.utils.benchmark import Timer
 
+from convdoctor.demo.digits import Split
+from convdoctor.errors import CaptureError, UsageError
+from convdoctor.findings import FINDING_CODES, Severity
 from convdoctor.quant import (
     MAX_ACCURACY_DROP_POINTS,
     MAX_DISAGREEMENT,
@@ -22,9 +25,6 @@ from convdoctor.quant import (
     quantization_metrics,
     quantize_int8,
 )
-from convdoctor.demo.digits import Split
-from convdoctor.errors import CaptureError, UsageError
-from convdoctor.findings import FINDING_CODES, Severity
 from tests.quant import _independent as ind
 from tests.quant.digits_resnet import DigitsResNet
 
@@ -79,7 +79,10 @@ def test_latency_rows_are_medians_of_real_calls(resnet: nn.Module, int8: QuantRe
     x8 = digits.x_test[:8]
     with torch.no_grad():
         for name, model in (("fp32_ms", resnet), ("int8_ms", int8.model)):
-            ref_ms = Timer("m(x)", globals={"m": model, "x": x8}, num_threads=1).blocked_autorange(min_run_time=0.1).median * 1e3
+            ref_ms = (
+                Timer("m(x)", globals={"m": model, "x": x8}, num_threads=1).blocked_autorange(min_run_time=0.1).median
+                * 1e3
+            )
             assert ref_ms / 10 < m["latency"]["8"][name] < ref_ms * 10
 
 
@@ -89,14 +92,48 @@ DROP_CASES = [  # (metrics, expected codes)
     ({"n_samples": 1000, "flips": 20, "disagreement": 0.020}, []),  # at the limit: not beyond it
     ({"n_samples": 50, "flips": 2, "disagreement": 0.04}, []),  # fewer than MIN_FLIPS changed predictions
     ({"n_samples": 50, "flips": 3, "disagreement": 0.06}, ["QUANTIZATION_DROP"]),
-    ({"n_samples": 1000, "flips": 12, "disagreement": 0.012, "accuracy_fp32": 0.95, "accuracy_int8": 0.938,
-      "accuracy_drop_points": 1.2}, ["QUANTIZATION_DROP"]),
-    ({"n_samples": 1000, "flips": 10, "disagreement": 0.010, "accuracy_fp32": 0.95, "accuracy_int8": 0.94,
-      "accuracy_drop_points": 1.0}, []),
-    ({"int8_macs": 960, "fp32_macs": 10**6, "fp32_mac_fraction": 0.999, "quantized_layers": {"fc": "Linear"},
-      "dynamic_only": True}, ["QUANTIZATION_PARTIAL"]),
-    ({"int8_macs": 10**6, "fp32_macs": 960, "fp32_mac_fraction": 0.001, "quantized_layers": {"c": "Conv2d"},
-      "dynamic_only": False}, []),
+    (
+        {
+            "n_samples": 1000,
+            "flips": 12,
+            "disagreement": 0.012,
+            "accuracy_fp32": 0.95,
+            "accuracy_int8": 0.938,
+            "accuracy_drop_points": 1.2,
+        },
+        ["QUANTIZATION_DROP"],
+    ),
+    (
+        {
+            "n_samples": 1000,
+            "flips": 10,
+            "disagreement": 0.010,
+            "accuracy_fp32": 0.95,
+            "accuracy_int8": 0.94,
+            "accuracy_drop_points": 1.0,
+        },
+        [],
+    ),
+    (
+        {
+            "int8_macs": 960,
+            "fp32_macs": 10**6,
+            "fp32_mac_fraction": 0.999,
+            "quantized_layers": {"fc": "Linear"},
+            "dynamic_only": True,
+        },
+        ["QUANTIZATION_PARTIAL"],
+    ),
+    (
+        {
+            "int8_macs": 10**6,
+            "fp32_macs": 960,
+            "fp32_mac_fraction": 0.001,
+            "quantized_layers": {"c": "Conv2d"},
+            "dynamic_only": False,
+        },
+        [],
+    ),
 ]
 
 
@@ -106,8 +143,15 @@ def test_quantization_findings_thresholds(metrics: dict, codes: list[str]) -> No
 
 
 def test_drop_finding_says_why_and_what_to_do() -> None:
-    metrics = {"n_samples": 400, "flips": 40, "disagreement": 0.1, "accuracy_fp32": 0.97, "accuracy_int8": 0.9,
-               "accuracy_drop_points": 7.0, "max_abs_error": 3.0}
+    metrics = {
+        "n_samples": 400,
+        "flips": 40,
+        "disagreement": 0.1,
+        "accuracy_fp32": 0.97,
+        "accuracy_int8": 0.9,
+        "accuracy_drop_points": 7.0,
+        "max_abs_error": 3.0,
+    }
     (f,) = quantization_findings(metrics)
     assert f.severity is Severity.ERROR and f.where == "quantization"
     assert "7.00 points" in f.message and "40 of 400" in f.message
@@ -131,23 +175,43 @@ def _tuple_out() -> nn.Module:
     class T(nn.Module):
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return x.flatten(1), x.flatten(1)
+
     return T()
 
 
-@pytest.mark.parametrize(("call", "error", "match"), [
-    (lambda: quantize_int8(DigitsResNet(8), torch.rand(4, 1, 32, 32), backend="arm"), UsageError, "choose one of x86"),
-    (lambda: quantize_int8(DigitsResNet(8), torch.rand(0, 1, 32, 32)), UsageError, "calibration data is empty"),
-    (lambda: quantize_int8(DigitsResNet(8), [torch.zeros(2, 1, 32, 32, dtype=torch.long)]), UsageError, "float tensors"),
-    (lambda: quantize_int8(DigitsResNet(8), 3), UsageError, "tensor or an iterable"),
-    (lambda: quantize_int8(_Branchy(), torch.rand(4, 1, 8, 8)), CaptureError, "torch.export cannot trace"),
-    (lambda: quantize_int8(DigitsResNet(8), [torch.rand(4, 1, 32, 32), torch.rand(4, 3, 32, 32)]), CaptureError,
-     "calibration batch of shape"),
-    (lambda: compare_int8(_tuple_out(), _tuple_out(), torch.rand(4, 3)), UsageError, r"\(N, classes\)"),
-    (lambda: compare_int8(nn.Flatten(), nn.Flatten(), torch.rand(4, 3), torch.zeros(3, dtype=torch.long),
-                          latency=False), UsageError, "one label per input"),
-    (lambda: compare_int8(nn.Flatten(), nn.Flatten(), torch.rand(0, 3)), UsageError, "non-empty"),
-    (lambda: load_int8("/nonexistent/int8.pt2", torch.rand(2, 1, 32, 32)), UsageError, "no such file"),
-])
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: quantize_int8(DigitsResNet(8), torch.rand(4, 1, 32, 32), backend="arm"),
+            UsageError,
+            "choose one of x86",
+        ),
+        (lambda: quantize_int8(DigitsResNet(8), torch.rand(0, 1, 32, 32)), UsageError, "calibration data is empty"),
+        (
+            lambda: quantize_int8(DigitsResNet(8), [torch.zeros(2, 1, 32, 32, dtype=torch.long)]),
+            UsageError,
+            "float tensors",
+        ),
+        (lambda: quantize_int8(DigitsResNet(8), 3), UsageError, "tensor or an iterable"),
+        (lambda: quantize_int8(_Branchy(), torch.rand(4, 1, 8, 8)), CaptureError, "torch.export cannot trace"),
+        (
+            lambda: quantize_int8(DigitsResNet(8), [torch.rand(4, 1, 32, 32), torch.rand(4, 3, 32, 32)]),
+            CaptureError,
+            "calibration batch of shape",
+        ),
+        (lambda: compare_int8(_tuple_out(), _tuple_out(), torch.rand(4, 3)), UsageError, r"\(N, classes\)"),
+        (
+            lambda: compare_int8(
+                nn.Flatten(), nn.Flatten(), torch.rand(4, 3), torch.zeros(3, dtype=torch.long), latency=False
+            ),
+            UsageError,
+            "one label per input",
+        ),
+        (lambda: compare_int8(nn.Flatten(), nn.Flatten(), torch.rand(0, 3)), UsageError, "non-empty"),
+        (lambda: load_int8("/nonexistent/int8.pt2", torch.rand(2, 1, 32, 32)), UsageError, "no such file"),
+    ],
+)
 def test_bad_input_is_one_line_error(call, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match) as info:
         call()

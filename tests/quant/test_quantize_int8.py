@@ -41,8 +41,9 @@ def test_size_on_disk_is_int8(resnet: nn.Module, int8: QuantResult, tmp_path: Pa
     assert not any(isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim() == 4 for t in loaded.values())
 
 
-def test_compare_int8_numbers_match_independent_measurements(resnet: nn.Module, int8: QuantResult,
-                                                             digits: Split, tmp_path: Path) -> None:
+def test_compare_int8_numbers_match_independent_measurements(
+    resnet: nn.Module, int8: QuantResult, digits: Split, tmp_path: Path
+) -> None:
     m = compare_int8(resnet, int8.model, digits.x_test, digits.y_test, latency=False)
     with torch.no_grad():
         ref, q = resnet(digits.x_test), int8.model(digits.x_test)
@@ -106,8 +107,9 @@ def test_input_model_is_not_changed() -> None:
     calibration = torch.rand(64, 1, 32, 32)
     result = quantize_int8(model, calibration, compile=False)
     assert state_dict_digest(model) == digest and training_flags(model) == flags
-    compare_int8(model, result.model, calibration[:16], torch.zeros(16, dtype=torch.long), batch_sizes=(2,),
-                 min_run_time=0.01)
+    compare_int8(
+        model, result.model, calibration[:16], torch.zeros(16, dtype=torch.long), batch_sizes=(2,), min_run_time=0.01
+    )
     assert state_dict_digest(model) == digest and training_flags(model) == flags
     # quantized with inference semantics: the BN of layer2 used running stats, not batch stats
     x = calibration[:8]
@@ -119,14 +121,13 @@ def test_input_model_is_not_changed() -> None:
 def test_calibration_accepts_loader_pairs() -> None:
     model = DigitsResNet(width=8).eval()
     data = torch.rand(40, 1, 32, 32)
-    loader = [(data[i:i + 8], torch.zeros(8, dtype=torch.long)) for i in range(0, 40, 8)]
+    loader = [(data[i : i + 8], torch.zeros(8, dtype=torch.long)) for i in range(0, 40, 8)]
     result = quantize_int8(model, loader, max_batches=3, compile=False)
     assert result.calibration_batches == 3 and result.calibration_samples == 24
 
 
 @pytest.mark.slow
-def test_saved_program_is_small_and_loads(resnet: nn.Module, int8: QuantResult, digits: Split,
-                                          tmp_path: Path) -> None:
+def test_saved_program_is_small_and_loads(resnet: nn.Module, int8: QuantResult, digits: Split, tmp_path: Path) -> None:
     path = int8.save(tmp_path / "int8.pt2")
     x = digits.x_test[:5]
     fp32_path = tmp_path / "fp32.pt2"

@@ -13,9 +13,8 @@ from torch import nn
 
 from convdoctor.demo.digits import Split
 from convdoctor.errors import UsageError
-from convdoctor.quant import CompiledInt8, QuantResult, compare_int8, load_int8, serialized_bytes
+from convdoctor.quant import CompiledInt8, QuantResult, compare_int8, load_int8, serialized_bytes, serve
 from convdoctor.quant import result as result_module
-from convdoctor.quant import serve
 from tests.quant import _independent as ind
 
 #: The batch the compiled test model sees: one compilation for all of it.
@@ -31,8 +30,9 @@ def _boom(**_: object) -> None:
     raise RuntimeError("no C++ compiler here")
 
 
-def test_compiled_model_is_the_int8_model(compiled: CompiledInt8, resnet: nn.Module, int8: QuantResult,
-                                          digits: Split, tmp_path: Path) -> None:
+def test_compiled_model_is_the_int8_model(
+    compiled: CompiledInt8, resnet: nn.Module, int8: QuantResult, digits: Split, tmp_path: Path
+) -> None:
     m = compare_int8(resnet, compiled, digits.x_test, digits.y_test, batch_sizes=(BATCH,), latency=False)
     # agreement is computed in padded forwards of BATCH samples: one shape, one compilation
     assert compiled.compiled_shapes == 1 and compiled.note == ""
@@ -53,8 +53,9 @@ def test_compiled_model_is_the_int8_model(compiled: CompiledInt8, resnet: nn.Mod
     assert sum(t.numel() for t in loaded.values() if t.dtype == torch.int8) == ind.weight_elements(resnet)
 
 
-def test_compile_failure_serves_the_lowered_graph(int8: QuantResult, digits: Split,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compile_failure_serves_the_lowered_graph(
+    int8: QuantResult, digits: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(serve, "inductor_config_patch", _boom)
     model = CompiledInt8(int8.reference, int8.lowered_graph)
     x = digits.x_test[:3]
@@ -67,8 +68,9 @@ def test_compile_failure_serves_the_lowered_graph(int8: QuantResult, digits: Spl
         model(torch.rand(2, 3, 32, 32))
 
 
-def test_shapes_past_the_limit_run_the_lowered_graph(int8: QuantResult, digits: Split,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shapes_past_the_limit_run_the_lowered_graph(
+    int8: QuantResult, digits: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(serve, "MAX_COMPILED_SHAPES", 0)
     monkeypatch.setattr(serve, "inductor_config_patch", _boom)  # would fail loudly if reached
     model = CompiledInt8(int8.reference, int8.lowered_graph)
@@ -78,9 +80,9 @@ def test_shapes_past_the_limit_run_the_lowered_graph(int8: QuantResult, digits: 
     assert model.note == "" and model.compiled_shapes == 0
 
 
-def test_load_int8_survives_a_lowering_that_moved(int8: QuantResult, digits: Split, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_load_int8_survives_a_lowering_that_moved(
+    int8: QuantResult, digits: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     path = int8.save(tmp_path / "int8.pt2")
 
     def moved(*_: object, **__: object) -> None:

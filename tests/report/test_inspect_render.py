@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import json
+from collections.abc import Callable
 
 from convdoctor.api import inspect
 from convdoctor.report import Format, render
 from tests.fixtures import models as Z
-
 
 
 def test_terminal_golden(golden: Callable[[str, str], None]) -> None:

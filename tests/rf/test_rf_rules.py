@@ -205,3 +205,14 @@ def test_merging_a_split_axis_back_is_unknown_with_the_op_named() -> None:
     assert a.layers[0].uncounted is not None and a.layers[0].size == (None, None)
     assert a.uncounted_ops == {"aten.convolution": 1}  # the conv sliding over the re-merged dim
     assert "merges a spatial axis with others" in str(a.layers[0].uncounted)
+
+
+def test_spatial_ops_behind_an_unknown_op_give_unknown_fields_not_an_error() -> None:
+    """TResNet's failure mode: every conv sat behind an op without a rule, and rf said 'no spatial op'."""
+    from convdoctor import receptive_field
+
+    model = Fn(lambda x, m: m["c"](torch.roll(x, 1, 2)), c=conv(padding=1))
+    report = receptive_field(model, (1, 2, 16, 16))
+    assert report.uncounted_ops == {"aten.roll": 1}
+    assert [f.code for f in report.findings if f.code == "RF_UNCOUNTED"] == ["RF_UNCOUNTED"]
+    assert all(layer.size == (None, None) for layer in report.layers)

@@ -8,9 +8,11 @@ its architecture accepts, so the whole zoo stays cheap. ``family`` is timm's mod
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 import segmentation_models_pytorch as smp
 import timm
@@ -97,12 +99,13 @@ TIMM_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "efficientvit_b0": ("efficientvit_mit", {}),
     "inception_next_atto": ("inception_next", {}),
     "starnet_s050": ("starnet", {}),
-    "visformer_tiny": ("visformer", {}),
-    "efficientformerv2_s0": ("efficientformer_v2", {}),
     "tiny_vit_5m_224": ("tiny_vit", {}),
     "resnetv2_50": ("resnetv2", {}),
     "fbnetc_100": ("efficientnet", {}),
     "dla34": ("dla", {}),
+    "mobileone_s0": ("byobnet", {}),
+    "tinynet_e": ("efficientnet", {}),
+    "hardcorenas_a": ("mobilenetv3", {}),
 }
 
 
@@ -117,7 +120,7 @@ def _smp(arch: str, encoder: str) -> Entry:
 #: segmentation-models-pytorch: 8 decoders over 4 encoders (random init, no download).
 SMP_MODELS = [_smp(a, e) for a, e in [
     ("Unet", "resnet18"), ("FPN", "mobilenet_v2"), ("DeepLabV3Plus", "efficientnet-b0"), ("PSPNet", "resnet18"),
-    ("Linknet", "resnet18"), ("PAN", "resnet18"), ("MAnet", "resnet18"), ("UnetPlusPlus", "resnet18"),
+    ("Linknet", "resnet18"), ("MAnet", "resnet18"), ("UnetPlusPlus", "resnet18"),
     ("Segformer", "mobilenet_v2"), ("UPerNet", "resnet18"),
 ]]
 
@@ -130,6 +133,23 @@ def _tv(module: Any, name: str, shapes: tuple[tuple[int, ...], ...], **kwargs: A
     return Entry(f"torchvision.{name}", module.__name__.rsplit(".", 1)[-1], build, shapes)
 
 
+def _small_mvit(name: str) -> Entry:
+    """MViT fixes its input size (16x224x224) inside the builder: the same blocks for a 4x32x32 clip."""
+    mvit = sys.modules[tvvideo.mvit_v2_s.__module__]
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        original = mvit._mvit
+
+        def small(**kw: Any) -> nn.Module:
+            return original(**{**kw, "spatial_size": (32, 32), "temporal_size": 4})
+
+        with mock.patch.object(mvit, "_mvit", small):
+            return getattr(tvvideo, name)(weights=None).eval()
+
+    return Entry(f"torchvision.{name}", "video", build, _CLIP)
+
+
 _IMG = ((1, 3, SIDE, SIDE),)
 _CLIP = ((1, 3, 4, 32, 32),)
 _NO_BACKBONE = {"weights_backbone": None, "num_classes": 3}
@@ -139,7 +159,7 @@ TV_MODELS = [
         "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
         "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large")],
     *[_tv(tvvideo, n, _CLIP) for n in ("r3d_18", "mc3_18", "r2plus1d_18", "swin3d_t", "swin3d_s", "swin3d_b")],
-    _tv(tvvideo, "s3d", ((1, 3, 8, 32, 32),)),
-    *[_tv(tvvideo, n, _CLIP, spatial_size=(32, 32), temporal_size=4) for n in ("mvit_v1_b", "mvit_v2_s")],
-    *[_tv(tvflow, n, (_IMG[0], _IMG[0]), num_flow_updates=2) for n in ("raft_small", "raft_large")],
+    _tv(tvvideo, "s3d", ((1, 3, 16, 224, 224),)),  # its (2, 7, 7) average pool needs the full clip
+    *[_small_mvit(n) for n in ("mvit_v1_b", "mvit_v2_s")],
+    *[_tv(tvflow, n, ((1, 3, 128, 128),) * 2) for n in ("raft_small", "raft_large")],  # 16x16 features
 ]

@@ -28,6 +28,7 @@ from torch._ops import OpOverloadPacket
 from ...graph import Graph, ModuleCall, TensorInfo
 from ...results.rf import Coord, RFLayer
 from . import shape_rules, window_rules
+from ._alias import Aliases
 from ._field import (
     Field,
     Num,
@@ -38,7 +39,6 @@ from ._field import (
     plain_dim,
     uncounted,
 )
-from ._alias import Aliases
 from ._registry import RF_RULES, RFRule, rf_rule
 
 __all__ = ["RF_RULES", "RFAnalysis", "analyze", "field_numbers", "rf_rule"]

@@ -36,14 +36,17 @@ CAUSES: dict[str, tuple[str, ...]] = {
     # a climbing loss swings on its way up
     "LOSS_OSCILLATING": ("LOSS_DIVERGING", "EXPLODING_GRADIENT"),
     # frozen BatchNorm left in training mode normalises the (small) batches it should not see
-    "XBN_SMALL_BATCH": ("FROZEN_BN_UPDATING",),
-
+    "BN_SMALL_BATCH": ("FROZEN_BN_UPDATING",),
 }
 
 #: The order in which findings that start together are decided: causes before their effects.
 ORDER: tuple[str, ...] = ("NAN_LOSS", "NO_GRADIENT", "FROZEN_BN_UPDATING", "EXPLODING_GRADIENT",
                           "VANISHING_GRADIENT", "DEAD_RELU", "LOSS_DIVERGING", "LR_MISMATCH",
                           "CONSTANT_PREDICTION", "LOSS_AT_CHANCE", "LOSS_OSCILLATING", "BN_SMALL_BATCH")
+
+
+#: The sentence that names a root's consequences at the end of its message.
+CONSEQUENCES_NOTE = "Consequences of it, not separate faults:"
 
 
 def attach(root: Finding, consequences: list[Finding] | list[dict[str, str]]) -> Finding:
@@ -53,7 +56,10 @@ def attach(root: Finding, consequences: list[Finding] | list[dict[str, str]]) ->
     new = [c for c in _items(consequences) if c["code"] not in have]
     if not new:
         return root
-    return replace(root, evidence={**root.evidence, "consequences": known + new})
+    every = known + new
+    base = root.message.split(CONSEQUENCES_NOTE)[0].rstrip()
+    message = f"{base} {CONSEQUENCES_NOTE} {', '.join(c['code'] for c in every)}."
+    return replace(root, message=message, evidence={**root.evidence, "consequences": every})
 
 
 Consequences = dict[str, list[dict[str, str]]]
