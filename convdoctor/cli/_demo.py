@@ -24,7 +24,7 @@ def command(html_file: Path, width: int) -> None:
     """Train, monitor, audit, quantize and bench a small CNN on scikit-learn's digits."""
     from ..demo.story import run_story
     from ..report import Format, render
-    from ..report._demo import render_demo
+    from ..report.demo import render_demo
 
     click.echo("convdoctor demo: the whole story on scikit-learn's 8x8 digits (no downloads)\n")
     story = run_story(lambda stage: click.echo(f"  ... {stage}", err=True))

@@ -114,6 +114,9 @@ def batch_counts(outputs: Any, targets: Any, num_classes: int | None,
     valid = (t >= 0) & (t < c)
     counted = t != ignore_index if ignore_index is not None else torch.ones_like(valid)
     correct = ((pred == t) & valid).sum().reshape(1)
-    bad = torch.stack([((t < 0) & counted).sum(), ((t >= c) & counted).sum(),
-                       soft_bad if soft_bad is not None else torch.zeros((), dtype=torch.int64, device=t.device)])
+    if c < 2:  # one logit (BCE on 0/1 targets) is not a C-class classifier: its targets are not indices
+        bad = torch.zeros(EXTRA - 1, dtype=torch.int64, device=t.device)
+    else:
+        bad = torch.stack([((t < 0) & counted).sum(), ((t >= c) & counted).sum(),
+                           soft_bad if soft_bad is not None else torch.zeros((), dtype=torch.int64, device=t.device)])
     return torch.cat([pred_counts, class_counts(torch.where(valid, t, c), c), correct, bad.to(torch.int64)]), n, c

@@ -183,7 +183,7 @@ def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = Tr
         reference = torch.export.load(path).module()
     except Exception as exc:  # noqa: BLE001 - a foreign or truncated file, or a torch that reads it differently
         raise UsageError(
-            f"cannot load {path} as an int8 program ({type(exc).__name__}: {one_line(exc)[:160]}); "
+            f"cannot load {path} as an int8 program ({one_line(exc)[:160]}); "
             f"write it with quantize_int8(...).save(path) under torch {torch.__version__}"
         ) from exc
     if not lower:
@@ -194,9 +194,8 @@ def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = Tr
         lowered = lower_x86(reference, example, dynamic=True)  # static programs fall back to static shapes
     except Exception as exc:  # noqa: BLE001 - same guard as quantize_int8's lowering: keep the correct model
         log.warning(
-            "x86 lowering of %s failed (%s: %s); serving the reference model (fp32 compute)",
+            "x86 lowering of %s failed (%s); serving the reference model (fp32 compute)",
             path,
-            type(exc).__name__,
             one_line(exc)[:160],
         )
         return reference

@@ -81,6 +81,19 @@ def _quiet_compile() -> Iterator[None]:
             logger.removeFilter(drop)
 
 
+class _ServeState:
+    """What a :class:`CompiledInt8` learnt while serving: compiled shapes, why it fell back.
+
+    A plain object, not module attributes: ``preserve_model_state`` (which every measuring
+    call runs the model under) restores module attributes and the sets in them, and would
+    make the model forget which shapes it compiled, or retry a compilation that failed.
+    """
+
+    def __init__(self) -> None:
+        self.shapes: set[tuple[Any, ...]] = set()
+        self.note = ""
+
+
 def _shape_key(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else type(a) for a in args)
 
@@ -106,8 +119,7 @@ class CompiledInt8(nn.Module):
         # Not submodules: their prepacked copies of the weights would count twice in state_dict.
         self.__dict__["_lowered"] = lowered
         self.__dict__["_compiled"] = torch.compile(reference, dynamic=False)
-        self._shapes: set[tuple[Any, ...]] = set()
-        self.note = ""
+        self.__dict__["_state"] = _ServeState()
 
     @property
     def lowered(self) -> nn.Module:
@@ -118,15 +130,22 @@ class CompiledInt8(nn.Module):
     @property
     def compiled_shapes(self) -> int:
         """Input shapes compiled so far."""
-        return len(self._shapes)
+        return len(self.__dict__["_state"].shapes)
+
+    @property
+    def note(self) -> str:
+        """Why a call ran on the lowered graph instead, ``""`` while none did."""
+        note: str = self.__dict__["_state"].note
+        return note
 
     def forward(self, *args: Any) -> Any:
         """Run the compiled program (compiling on a new shape), or the lowered graph when it cannot."""
         key = _shape_key(args)
         with torch.no_grad():
-            if key in self._shapes:
+            state = self.__dict__["_state"]
+            if key in state.shapes:
                 return self.__dict__["_compiled"](*args)
-            if self.note or len(self._shapes) >= MAX_COMPILED_SHAPES:
+            if state.note or len(state.shapes) >= MAX_COMPILED_SHAPES:
                 return self.lowered(*args)
             return self._compile_and_run(key, args)
 
@@ -136,10 +155,10 @@ class CompiledInt8(nn.Module):
                 out = self.__dict__["_compiled"](*args)
         except Exception as exc:  # noqa: BLE001 - no C++ compiler, an inductor change...: the lowered graph is int8 too
             out = self.lowered(*args)  # the input's own fault raises here, with its own message
-            self.note = (
-                f"Inductor compilation failed ({type(exc).__name__}: {one_line(exc)[:160]}); running the lowered graph"
-            )
+            self.__dict__[
+                "_state"
+            ].note = f"Inductor compilation failed ({one_line(exc)[:160]}); running the lowered graph"
             log.info("%s", self.note)
             return out
-        self._shapes.add(key)
+        self.__dict__["_state"].shapes.add(key)
         return out

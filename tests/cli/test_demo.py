@@ -22,8 +22,6 @@ ROW = re.compile(r"^│ (one request|shuffled|one class)\s*│\s*(\d+) │\s*([\
 #: Eval mode may trail train-mode BN by at most this much (half a point: 2 of 449 digits).
 NOISE_POINTS = 0.5
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -34,6 +32,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Completed
     return run, html
 
 
+@pytest.mark.slow
 def test_demo_tells_the_whole_story(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     run, html = demo
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -55,6 +54,7 @@ def test_demo_tells_the_whole_story(demo: tuple[subprocess.CompletedProcess[str]
         assert f'id="{section}"' in page, section
 
 
+@pytest.mark.slow
 def test_demo_output_is_clean(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     run, _ = demo
     for leak in LEAKS:
@@ -63,6 +63,7 @@ def test_demo_output_is_clean(demo: tuple[subprocess.CompletedProcess[str], Path
     assert all(line.startswith("  ... ") for line in run.stderr.splitlines()), run.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_eval_mode_is_right_at_every_batch_and_train_mode_bn_visibly_wrong(
     demo: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -76,6 +77,7 @@ def test_eval_mode_is_right_at_every_batch_and_train_mode_bn_visibly_wrong(
             assert ev - train > 50, f"{kind} batches of {batch}: train-mode BN {train}% is not visibly wrong"
 
 
+@pytest.mark.slow
 def test_int8_says_where_it_pays_and_where_it_does_not(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     out = demo[0].stdout
     assert "DigitsCNN (width 16)" in out and "DigitsCNN (width 64)" in out
@@ -85,6 +87,7 @@ def test_int8_says_where_it_pays_and_where_it_does_not(demo: tuple[subprocess.Co
     assert ("It does not pay for tiny work" in flat) == slower
 
 
+@pytest.mark.slow
 def test_readme_excerpt_matches_the_demo(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     """The README's deterministic lines (accuracies, tables) are what the demo prints on this machine."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -95,3 +98,16 @@ def test_readme_excerpt_matches_the_demo(demo: tuple[subprocess.CompletedProcess
     assert accuracy is not None
     for expected in [*lines, accuracy.group(0)]:
         assert expected in demo[0].stdout, f"README shows {expected!r}; rerun `make demo` and update README.md"
+
+
+def test_without_torchao_the_int8_stage_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convdoctor.demo import story
+    from convdoctor.report.demo import _int8_section
+    from convdoctor.report.terminal import to_text
+
+    monkeypatch.setitem(sys.modules, "torchao", None)  # importlib finds no torchao
+    int8 = story._int8(None, None)  # type: ignore[arg-type]  # returns before touching the model
+    assert int8 == {"skipped": "static INT8 needs torchao: pip install 'convdoctor[quant]'"}
+    assert "4. INT8: skipped: static INT8 needs torchao: pip install 'convdoctor[quant]'" in to_text(
+        _int8_section(int8)
+    )

@@ -209,6 +209,21 @@ def test_out_of_range_targets_are_counted_and_ignore_index_is_not() -> None:
     assert strict["below_zero"] == 50
 
 
+def test_one_logit_binary_targets_are_not_class_indices() -> None:
+    """BCEWithLogits on (N, 1) outputs with 0/1 targets: target 1 is not "at or above 1 class"."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 1))
+    mon = Monitor(model)
+    for i in range(SYNC_EVERY):
+        x, y = batch(seed=i)
+        target = (y > 0).float()
+        out = model(x)
+        loss = F.binary_cross_entropy_with_logits(out[:, 0], target)
+        model.zero_grad()
+        loss.backward()
+        mon.step(loss=loss, outputs=out, targets=target)
+    assert "DEGENERATE_TARGETS" not in [f.code for f in mon.findings]
+
+
 def test_soft_targets_label_smoothing_and_multi_hot_are_fine() -> None:
     smooth = _label_run(lambda y, i: F.one_hot(y, 3).float() * 0.9 + 0.1 / 3)
     multi_hot = _label_run(lambda y, i: (F.one_hot(y, 3) + F.one_hot((y + 1) % 3, 3)).float())

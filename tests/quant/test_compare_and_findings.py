@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.benchmark import Timer
+from torch.utils.benchmark.utils.common import set_torch_threads
 
 from convdoctor.demo.digits import Split
 from convdoctor.errors import CaptureError, UsageError
@@ -72,9 +74,19 @@ def test_latency_rows_are_medians_of_real_calls(resnet: nn.Module, int8: QuantRe
     assert m["threads"] == 1 and set(m["latency"]) == {"1", "8"}
     for row in m["latency"].values():
         assert row["ratio"] == pytest.approx(row["int8_ms"] / row["fp32_ms"])
+    assert all(row["int8_first_call_ms"] > 0 and row["fp32_first_call_ms"] > 0 for row in m["latency"].values())
     # int8 convs prepacked for x_shape=None (the dynamic-batch default) cost ~1 ms per call
-    # each, 10-30x fp32 on this model; repacked for the real activation shape they are on par
-    assert m["latency"]["1"]["ratio"] < 5
+    # each, 10-30x fp32 on this model; repacked for the real activation shape they are within
+    # 1-3x. Fastest of interleaved calls: a busy machine inflates medians 10x, not minimums.
+    x1 = digits.x_test[:1]
+    fastest = {"fp32": float("inf"), "int8": float("inf")}
+    with torch.no_grad(), set_torch_threads(1):
+        for _ in range(30):
+            for name, model in (("fp32", resnet), ("int8", int8.model)):
+                start = time.perf_counter()
+                model(x1)
+                fastest[name] = min(fastest[name], time.perf_counter() - start)
+    assert fastest["int8"] / fastest["fp32"] < 5
     # order of magnitude against torch's own timer (units, batch and model mix-ups; shared CPUs are noisy)
     x8 = digits.x_test[:8]
     with torch.no_grad():
