@@ -206,6 +206,8 @@ def preserve_model_state(model: nn.Module, *, verify: bool = False) -> Iterator[
             restored (costs one pass over the weights).
     """
     attributes = AttributeSnapshot(model)
+    # a TorchScript module keeps ``training`` in C++, outside ``__dict__``: restored by name too
+    flags = [(m, m.training) for m in model.modules()]
     threads = torch.get_num_threads()
     grad_enabled = torch.is_grad_enabled()
     before = state_dict_digest(model) if verify else None
@@ -213,6 +215,9 @@ def preserve_model_state(model: nn.Module, *, verify: bool = False) -> Iterator[
         yield
     finally:
         lost = attributes.restore()
+        for m, flag in flags:
+            if m.training is not flag:
+                m.training = flag
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         torch.set_grad_enabled(grad_enabled)

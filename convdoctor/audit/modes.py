@@ -141,7 +141,8 @@ def _own_flag_effect(module: nn.Module, inputs: tuple[Any, Any]) -> dict[str, An
 def _other_modules(ctx: CheckContext, training: list[tuple[str, nn.Module]], x: torch.Tensor) -> list[Finding]:
     """TRAIN_MODE_DIFFERS for modules (not BN, not dropout) whose own flag changes their output."""
     candidates = {p: m for p, m in training
-                  if not isinstance(m, (BN_TYPES, DROPOUT_TYPES)) and _may_read_flag(type(m))}
+                  if not isinstance(m, (BN_TYPES, DROPOUT_TYPES))
+                  and _may_read_flag(type(m))}  # type: ignore[arg-type]  # classes hash; torch's stubs hide it
     if not candidates:
         return []
     with ctx.modes(dropout_eval=True):  # dropout is reported on its own; keep it out of the replay

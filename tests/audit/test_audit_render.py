@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
 import json
+from collections.abc import Callable
 
 import torch
 
@@ -13,7 +13,6 @@ from convdoctor.findings import make_finding
 from convdoctor.report import Format, render
 from convdoctor.results.audit import AuditReport, CheckRecord, CheckStatus
 from tests.audit import zoo
-
 
 
 def _fixed_report() -> AuditReport:

@@ -80,3 +80,20 @@ def test_a_usage_error_midway_leaves_the_model_as_found() -> None:
     with pytest.raises(Exception, match="labels out of range"):
         audit(model, zoo.images(8), targets=torch.full((8,), 9))
     assert _snapshot(model)[:2] == before[:2]
+
+
+def test_state_dict_digest_hashes_every_byte_without_copying_them() -> None:
+    """The digest reads each tensor's buffer in place; it must equal SHA-256 over the bytes themselves."""
+    import hashlib
+
+    model = zoo.trained_like(zoo.bn_net())
+    expected = hashlib.sha256()
+    for name, t in model.state_dict(keep_vars=True).items():
+        expected.update(f"{name}:{t.dtype}:{tuple(t.shape)}:{t.device.type}".encode())
+        if t.numel():
+            expected.update(bytes(t.detach().contiguous().reshape(-1).view(torch.uint8).tolist()))
+    assert state_dict_digest(model) == expected.hexdigest()
+    with torch.no_grad():  # one flipped bit anywhere changes it
+        w = model[0].weight.view(-1)
+        w[0] = torch.tensor(w[0].item()).view(torch.int32).bitwise_xor(1).view(torch.float32)
+    assert state_dict_digest(model) != expected.hexdigest()

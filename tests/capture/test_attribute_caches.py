@@ -181,3 +181,11 @@ def test_a_model_on_meta_that_fails_keeps_the_meta_reason() -> None:
         model = Picky()
     with pytest.raises(CaptureError, match=r"meta device, where meta execution failed \(RuntimeError: a and b must have"):
         capture(model, (torch.empty(1, 3, 4, 4, device="meta"),))
+
+
+def test_guard_restores_torchscript_training_flags() -> None:
+    """A ScriptModule's ``training`` lives in C++, outside ``__dict__``: restored all the same."""
+    scripted = torch.jit.script(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).train())
+    with preserve_model_state(scripted):
+        scripted.eval()
+    assert [m.training for m in scripted.modules()] == [True, True, True]

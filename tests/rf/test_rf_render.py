@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import json
+from collections.abc import Callable
 
 from torch import nn
 
 from convdoctor.report import Format, render
 from convdoctor.rf_api import receptive_field
-
 
 
 def _model() -> nn.Module:
