@@ -8,7 +8,7 @@ MACs stayed fp32 instead, which needs no data.
 
 from __future__ import annotations
 
-from ..errors import CaptureError, one_line
+from ..errors import CaptureError, UsageError, one_line
 from ..findings import Finding
 from ..quant import has_quantized_layers, quantization_findings, quantization_metrics
 from .context import CheckContext, CheckSkipped
@@ -41,6 +41,10 @@ def check_quantization(ctx: CheckContext) -> list[Finding]:
         )
     except ImportError as exc:
         raise CheckSkipped(f"{one_line(exc)} (pip install 'convdoctor[quant]')") from exc
+    except UsageError as exc:
+        if not isinstance(exc.__cause__, ImportError):  # only a missing torchao is a skip
+            raise
+        raise CheckSkipped(one_line(exc)) from exc
     except CaptureError as exc:
         raise CheckSkipped(f"the model cannot be exported for quantization: {one_line(exc)}") from exc
     ctx.evidence.update({k: v for k, v in metrics.items() if k != "record"})

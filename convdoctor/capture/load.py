@@ -28,6 +28,9 @@ from torch import nn
 from ..errors import ModelLoadError, UsageError
 from .inputs import DEFAULT_INPUT_SIZE
 
+#: ``torch.jit.load`` with the type it has (torch leaves it unannotated).
+_jit_load: Callable[..., nn.Module] = torch.jit.load
+
 
 @dataclass
 class LoadedModel:
@@ -187,7 +190,8 @@ def _torchvision(name: str, kwargs: dict[str, Any], spec: str, meta: bool) -> Lo
 
     def factory(**kw: Any) -> nn.Module:
         with _no_downloads(spec):
-            return tvm.get_model(name, **none, **kw)
+            built: nn.Module = tvm.get_model(name, **none, **kw)
+            return built
 
     module = _call_factory(factory, kwargs, spec, meta)
     native = getattr(module, "image_size", None)  # ViTs are built for one size; the weights may use another
@@ -238,21 +242,21 @@ def _load_file(path: Path, spec: str) -> LoadedModel:
             program = torch.export.load(str(path))
         except Exception as exc:
             raise ModelLoadError(f"cannot load exported program {path}: {type(exc).__name__}: {exc}") from exc
-        module = program.module()
-        return LoadedModel(module, spec, _example_size(program), lambda: torch.export.load(str(path)).module())
+        exported: nn.Module = program.module()
+        return LoadedModel(exported, spec, _example_size(program), lambda: torch.export.load(str(path)).module())
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path} is not a TorchScript archive (use pkg.module:factory for Python models)")
     try:
         with warnings.catch_warnings():
             # torch deprecates TorchScript; users with .pt artefacts still need them read
             warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(path), map_location="cpu")
+            module = _jit_load(str(path), map_location="cpu")
     except Exception as exc:
         raise ModelLoadError(
             f"{path} is not a TorchScript model ({type(exc).__name__}); "
             "for a state_dict checkpoint use MODEL --weights CKPT"
         ) from exc
-    return LoadedModel(module, spec, None, lambda: torch.jit.load(str(path), map_location="cpu"))
+    return LoadedModel(module, spec, None, lambda: _jit_load(str(path), map_location="cpu"))
 
 
 def _example_size(program: Any) -> tuple[int, ...] | None:
@@ -339,7 +343,7 @@ def load_weights(model: LoadedModel, checkpoint: str | os.PathLike[str]) -> Load
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = (str(exc).strip().splitlines() or [""])
-        detail = " ".join(line.strip() for line in first[:3])
+        lines = str(exc).strip().splitlines() or [""]
+        detail = " ".join(line.strip() for line in lines[:3])
         raise ModelLoadError(f"checkpoint {path} does not match the model: {detail}") from exc
     return LoadedModel(module, model.spec, model.default_input_size, None, False, model.fresh)

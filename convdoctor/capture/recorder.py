@@ -16,7 +16,7 @@ stay real, so ``.item()`` on them still works.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import torch
@@ -43,8 +43,8 @@ class Recorder(TorchDispatchMode):
     def __init__(self, *, meta: bool = False) -> None:
         super().__init__()
         self.meta = meta
-        self._meta_copies: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
-        self.values: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
+        self._meta_copies: MutableMapping[torch.Tensor, torch.Tensor] = WeakTensorKeyDictionary()
+        self.values: MutableMapping[torch.Tensor, TensorInfo] = WeakTensorKeyDictionary()
         self.nodes: list[OpNode] = []
         self.calls: list[ModuleCall] = []
         self.stack: list[tuple[str, str, int, tuple[TensorInfo, ...]]] = [("", "", 0, ())]
@@ -71,7 +71,7 @@ class Recorder(TorchDispatchMode):
         found = self.values.get(t)
         if found is None:
             found = self.new_value(t, (CONST, next(self._consts)))
-        return found  # type: ignore[no-any-return]
+        return found
 
     def infos(self, obj: Any) -> tuple[TensorInfo, ...]:
         flat, _ = tree_flatten(obj)

@@ -10,7 +10,7 @@ one storage), and parameters are excluded (they exist anyway).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -20,6 +20,9 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from .._guard import preserve_model_state
 from ..errors import CaptureError
 from .inputs import to_meta
+
+#: ``StorageWeakRef`` with the type it has (torch leaves its constructor unannotated).
+_storage_ref: Callable[[torch.UntypedStorage], StorageWeakRef] = StorageWeakRef
 
 
 def saved_for_backward_bytes(model: nn.Module, args: Sequence[Any]) -> int:
@@ -45,12 +48,12 @@ def saved_for_backward_bytes(model: nn.Module, args: Sequence[Any]) -> int:
                 meta.requires_grad_(True)
             copies[id(t)] = meta
         state[name] = copies[id(t)]
-    param_storages = {StorageWeakRef(t.untyped_storage()) for t in copies.values()}
+    param_storages = {_storage_ref(t.untyped_storage()) for t in copies.values()}
     saved: dict[StorageWeakRef, int] = {}
     keep: list[torch.Tensor] = []  # hold saved tensors so their storages stay distinct while we count
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        ref = StorageWeakRef(t.untyped_storage())
+        ref = _storage_ref(t.untyped_storage())
         if ref not in param_storages:
             saved[ref] = t.untyped_storage().nbytes()
             keep.append(t)

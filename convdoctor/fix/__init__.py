@@ -4,13 +4,13 @@ Every remedy returns a new object or changes only what its name says; none is ap
 behind the user's back.
 """
 
+from .bn import freeze_bn
 from .fusion import find_conv_bn_pairs, fuse_conv_bn
 from .inference import inference_mode, prepare_for_inference, recalibrate_bn
-from .warmup import WarmupResult, warmup
-from .bn import freeze_bn
 from .init import leaky_relu, reinit
 from .optim import GradAccumulator, param_groups, suggest_clip_norm, suggest_lr
-from .quantize import QuantResult, QuantizedLayer, quantize_int8
+from .quantize import QuantizedLayer, QuantResult, quantize_int8
+from .warmup import WarmupResult, warmup
 
 __all__: list[str] = [
     "WarmupResult", "warmup",

@@ -6,7 +6,7 @@ The flow is torchao's PT2E flow, the live API in torch 2.14 (the eager and FX fl
 ``torch.ao.quantization`` are deprecated):
 
 1. ``torch.export`` a copy of the model in eval mode, batch dimension dynamic (strict
-   export first: see ``_pt2e_graph.export_for_quantization``);
+   export first: see ``_graph.export_for_quantization``);
 2. ``prepare_pt2e`` with ``X86InductorQuantizer`` (weights int8 symmetric per output
    channel, activations uint8 affine per tensor; BatchNorm is folded into the conv);
 3. calibrate: run the calibration batches through the observers;

@@ -144,7 +144,24 @@ def int8_verdict(int8: dict[str, Any]) -> str:
         f"quantize_int8 (export, calibration, lowering) took {seconds}, once per model; the first call "
         "also loads torchao and torch's compiler passes. "
     )
-    if not any(m.get("compiled") for m in int8.values()):
+    compiled = [(n, m) for n, m in int8.items() if m.get("compiled")]
+    if compiled:
+        firsts = [
+            (n, b, lat["int8_first_call_ms"] / 1e3)
+            for n, m in compiled
+            for b, lat in m["latency"].items()
+            if lat.get("int8_first_call_ms") is not None
+        ]
+        if firsts:
+            slowest = max(firsts, key=lambda f: f[2])
+            total = sum(f[2] for f in firsts)
+            text += (
+                f"The int8 models are compiled by Inductor once per batch size, on their first call: "
+                f"{total:.1f} s in all here (at most {slowest[2]:.1f} s, {slowest[0]} at batch {slowest[1]}), "
+                "paid once per process and shape, never per request; the timings above are warm. "
+                "compile=False skips it and serves the lowered graph, slower per call. "
+            )
+    else:
         text += (
             "The demo serves the lowered graph (compile=False); quantize_int8's default also compiles it "
             "with Inductor, which removes the Python glue between the int8 kernels, for a compilation of "

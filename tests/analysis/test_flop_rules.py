@@ -8,7 +8,14 @@ from torch._ops import ops
 
 from convdoctor.analysis._registry import RuleTable
 from convdoctor.analysis.flops import (
-    FLOP_RULES, OpCost, adaptive_pool_reads, attention_macs, bmm_macs, conv_macs, count_flops, mm_macs,
+    FLOP_RULES,
+    OpCost,
+    adaptive_pool_reads,
+    attention_macs,
+    bmm_macs,
+    conv_macs,
+    count_flops,
+    mm_macs,
 )
 from convdoctor.analysis.zero_cost import ZERO_COST
 from convdoctor.api import inspect

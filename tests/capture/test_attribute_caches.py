@@ -8,7 +8,6 @@ every module's ``__dict__`` holds the same objects it held before.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -18,10 +17,10 @@ from torch import nn
 
 import convdoctor
 from convdoctor import fix
-from convdoctor.errors import CaptureError
 from convdoctor._guard import AttributeSnapshot, ModelChangedError, preserve_model_state
 from convdoctor.capture.shadow import shadow
 from convdoctor.capture.trace import capture
+from convdoctor.errors import CaptureError
 from tests.fixtures.models import CachedGrid
 
 SHAPE = (2, 3, 16, 16)

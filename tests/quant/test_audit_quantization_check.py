@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -48,3 +49,23 @@ def test_dynamic_quantized_model_reports_fp32_share() -> None:
     linear = 16 * 8 * 8 * 10
     assert report.has("QUANTIZATION_PARTIAL")
     assert abs(ev["fp32_mac_fraction"] - conv / (conv + linear)) < 1e-9
+
+
+def test_skipped_with_install_hint_without_torchao(
+    resnet: nn.Module, digits: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No torchao: the check is skipped with the install hint, not reported as crashed."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torchao(name: str, *args: object, **kwargs: object) -> object:
+        if name == "torchao" or name.startswith("torchao."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_torchao)
+    report = audit(resnet, digits.x_test[:16], targets=digits.y_test[:16], batch_sizes=(1,), checks="quantization")
+    record = report.check("quantization")
+    assert record.status.value == "skipped", record.evidence
+    assert "pip install 'convdoctor[quant]'" in record.evidence["reason"]
