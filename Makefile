@@ -28,6 +28,7 @@ test: install-test
 # Gates on the code itself: ruff's rules and mypy --strict (configured in pyproject.toml).
 lint: install-test
 	$(VENV)/bin/ruff check convdoctor tests
+	$(VENV)/bin/ruff format --check convdoctor tests
 	$(VENV)/bin/mypy --strict convdoctor
 
 clean:

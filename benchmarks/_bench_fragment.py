@@ -23,9 +23,11 @@ def machine_line(threads: int) -> str:
     from convdoctor.bench.probe import device_name
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (f"{device_name('cpu')}, {os.cpu_count()} logical cores, {threads} intra-op threads, "
-            f"torch {torch.__version__}, Python {platform.python_version()}, "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average (1/5/15 min) {load}")
+    return (
+        f"{device_name('cpu')}, {os.cpu_count()} logical cores, {threads} intra-op threads, "
+        f"torch {torch.__version__}, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average (1/5/15 min) {load}"
+    )
 
 
 def wait_quiet(max_wait_s: float = 120.0, busy_percent: float = 25.0) -> float:

@@ -33,9 +33,11 @@ MODELS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
 def table(report: BenchReport) -> list[str]:
     """One markdown line per (model, batch)."""
     noisy = {f.where for f in report.findings if f.code == "BENCH_NOISY"}
-    lines = ["| model | batch | GMACs | params M | p50 ms | p99 ms | samples/s | cold start ms | MACs x | p50 x | "
-             "per-MAC gap | GMAC/s | memory-bound time | samples |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | batch | GMACs | params M | p50 ms | p99 ms | samples/s | cold start ms | MACs x | p50 x | "
+        "per-MAC gap | GMAC/s | memory-bound time | samples |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for ratio in sorted(report.ratios(), key=lambda r: (r.batch_size, MODELS.index(r.model))):
         r = report.row(ratio.model, ratio.batch_size)
         assert r is not None and r.macs is not None and r.params is not None and ratio.macs_ratio is not None
@@ -45,7 +47,8 @@ def table(report: BenchReport) -> list[str]:
         lines.append(
             f"| {r.model} | {r.batch_size} | {r.macs / 1e9:.3f} | {r.params / 1e6:.2f} | {r.p50_ms:.1f}{flag} | "
             f"{r.p99_ms:.1f} | {r.throughput:.1f} | {cold} | {ratio.macs_ratio:.2f} | {ratio.p50_ratio:.2f} | "
-            f"{ratio.p50_ratio / ratio.macs_ratio:.1f} | {r.gmacs_per_s:.1f} | {share} | {r.n_samples} |")
+            f"{ratio.p50_ratio / ratio.macs_ratio:.1f} | {r.gmacs_per_s:.1f} | {share} | {r.n_samples} |"
+        )
     return lines
 
 
@@ -55,9 +58,11 @@ def findings_lines(report: BenchReport) -> list[str]:
     for ratio in report.ratios():
         if ratio.model == report.models[0] or ratio.macs_ratio is None:
             continue
-        out.append(f"- batch {ratio.batch_size}: {ratio.model} does {ratio.macs_ratio:.2f}x the MACs of "
-                   f"{report.models[0]} and takes {ratio.p50_ratio:.2f}x its p50 "
-                   f"({ratio.p50_ratio / ratio.macs_ratio:.1f}x the time per MAC).")
+        out.append(
+            f"- batch {ratio.batch_size}: {ratio.model} does {ratio.macs_ratio:.2f}x the MACs of "
+            f"{report.models[0]} and takes {ratio.p50_ratio:.2f}x its p50 "
+            f"({ratio.p50_ratio / ratio.macs_ratio:.1f}x the time per MAC)."
+        )
     return out
 
 
@@ -73,14 +78,26 @@ def main() -> int:
     args = parser.parse_args()
     wait_quiet()
     machine_peaks("cpu", args.threads, refresh=True)  # re-measure the roofline, in a quiet window
-    report = compare({name: f"torchvision:{name}" for name in MODELS}, "1x3x224x224", batch_sizes=args.batch_sizes,
-                     threads=args.threads, min_samples=args.min_samples, max_run_time=args.max_run_time,
-                     progress=lambda desc, done, total: wait_quiet())  # each row starts in a quiet window
+    report = compare(
+        {name: f"torchvision:{name}" for name in MODELS},
+        "1x3x224x224",
+        batch_sizes=args.batch_sizes,
+        threads=args.threads,
+        min_samples=args.min_samples,
+        max_run_time=args.max_run_time,
+        progress=lambda desc, done, total: wait_quiet(),
+    )  # each row starts in a quiet window
     m = report.machine
-    lines = [f"### MACs vs latency: {', '.join(MODELS)} (CPU, {args.threads} threads)", "",
-             f"Machine: {machine_line(args.threads)}. Probe: matmul {m.get('gmacs_per_s', 0):.1f} GMAC/s, "
-             f"copy {m.get('gbytes_per_s', 0):.1f} GB/s, ridge {m.get('ridge_macs_per_byte', 0):.1f} MAC/byte.", "",
-             *table(report), "", *findings_lines(report)]
+    lines = [
+        f"### MACs vs latency: {', '.join(MODELS)} (CPU, {args.threads} threads)",
+        "",
+        f"Machine: {machine_line(args.threads)}. Probe: matmul {m.get('gmacs_per_s', 0):.1f} GMAC/s, "
+        f"copy {m.get('gbytes_per_s', 0):.1f} GB/s, ridge {m.get('ridge_macs_per_byte', 0):.1f} MAC/byte.",
+        "",
+        *table(report),
+        "",
+        *findings_lines(report),
+    ]
     markdown = "\n".join(lines) + "\n"
     sys.stdout.write(markdown)
     if args.json is not None:

@@ -61,16 +61,19 @@ def trial(model: torch.nn.Module, spec: str, shape: tuple[int, ...], threads: in
     out = []
     for label in ("bench run 1", "bench run 2"):
         wait_quiet()
-        row = bench(model, shape, threads=threads, warmup=WARMUP, cold_start=False, profile=False, probe=False,
-                    name=spec).rows[0]
-        out.append((label, {"n": row.n_samples, "p50": row.p50_ms, "p90": row.p90_ms, "p99": row.p99_ms,
-                            "iqr": row.rel_iqr}))
+        row = bench(
+            model, shape, threads=threads, warmup=WARMUP, cold_start=False, profile=False, probe=False, name=spec
+        ).rows[0]
+        out.append(
+            (label, {"n": row.n_samples, "p50": row.p50_ms, "p90": row.p90_ms, "p99": row.p99_ms, "iqr": row.rel_iqr})
+        )
     wait_quiet()
     loop = perf_counter_loop(model, shape, threads, out[0][1]["n"])
     q = statistics.quantiles(loop, n=100, method="inclusive")
     iqr = (q[74] - q[24]) / statistics.median(loop)
-    out.append(("perf_counter loop", {"n": len(loop), "p50": statistics.median(loop), "p90": q[89], "p99": q[98],
-                                      "iqr": iqr}))
+    out.append(
+        ("perf_counter loop", {"n": len(loop), "p50": statistics.median(loop), "p90": q[89], "p99": q[98], "iqr": iqr})
+    )
     return out
 
 
@@ -84,24 +87,34 @@ def main() -> int:
     args = parser.parse_args()
     model = load_model(args.model).module.eval()
     shape = (1, 3, 224, 224)
-    lines = [f"### Stability: {args.model}, batch 1, CPU, {args.threads} threads", "",
-             f"Machine: {machine_line(args.threads)}.", "",
-             "| trial | measurement | samples | p50 ms | p90 ms | p99 ms | IQR / p50 |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"### Stability: {args.model}, batch 1, CPU, {args.threads} threads",
+        "",
+        f"Machine: {machine_line(args.threads)}.",
+        "",
+        "| trial | measurement | samples | p50 ms | p90 ms | p99 ms | IQR / p50 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     verdicts = []
     for t in range(1, args.trials + 1):
         results = trial(model, args.model, shape, args.threads)
         for label, r in results:
-            lines.append(f"| {t} | {label} | {r['n']} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | "
-                         f"{r['iqr']:.1%} |")
+            lines.append(
+                f"| {t} | {label} | {r['n']} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['iqr']:.1%} |"
+            )
         (_, a), (_, b), (_, loop) = results
         d_runs, d_loop = rel_diff(a["p50"], b["p50"]), rel_diff(a["p50"], loop["p50"])
         ok = d_runs <= TOLERANCE and d_loop <= TOLERANCE
         verdicts.append(ok)
-        lines.append(f"| {t} | **run 1 vs run 2: {d_runs:.1%}; run 1 vs loop: {d_loop:.1%}** | | | | | "
-                     f"**{'pass' if ok else 'FAIL'}** (≤ {TOLERANCE:.0%}) |")
-    lines += ["", f"{sum(verdicts)} of {len(verdicts)} trials within {TOLERANCE:.0%}. Load average after: "
-              f"{', '.join(f'{x:.2f}' for x in __import__('os').getloadavg())}."]
+        lines.append(
+            f"| {t} | **run 1 vs run 2: {d_runs:.1%}; run 1 vs loop: {d_loop:.1%}** | | | | | "
+            f"**{'pass' if ok else 'FAIL'}** (≤ {TOLERANCE:.0%}) |"
+        )
+    lines += [
+        "",
+        f"{sum(verdicts)} of {len(verdicts)} trials within {TOLERANCE:.0%}. Load average after: "
+        f"{', '.join(f'{x:.2f}' for x in __import__('os').getloadavg())}.",
+    ]
     markdown = "\n".join(lines) + "\n"
     sys.stdout.write(markdown)
     if not args.no_write:

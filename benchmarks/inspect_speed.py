@@ -19,7 +19,7 @@ import sys
 SIZES = (224, 2048)
 TOOLS = ("convdoctor", "torchinfo", "fvcore", "ptflops", "thop")
 
-CHILD = r'''
+CHILD = r"""
 import json, resource, sys, time, warnings
 warnings.filterwarnings("ignore")
 import torch, torchvision
@@ -68,7 +68,7 @@ else:
     best = first
 print(json.dumps({"tool": tool, "size": size, "seconds": best, "first": first, "macs": int(macs),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-'''
+"""
 
 
 def run_child(tool: str, size: int) -> dict[str, object]:
@@ -79,20 +79,28 @@ def run_child(tool: str, size: int) -> dict[str, object]:
     return {"tool": tool, "size": size, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
 
 
-WRAPPER = r'''
+WRAPPER = r"""
 import json, resource, subprocess, sys, time
 t = time.perf_counter()
 subprocess.run(sys.argv[1:], capture_output=True, check=True)
 print(json.dumps({"wall_s": time.perf_counter() - t,
                   "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-'''
+"""
 
 
 def cli_process(size: int) -> dict[str, float]:
     """Whole ``convdoctor inspect`` process: wall time and peak RSS, measured by a fresh wrapper
     process whose only child is the CLI (so no earlier child's RSS leaks into the figure)."""
-    cmd = [sys.executable, "-m", "convdoctor", "inspect", "torchvision:resnet50", "--input", f"1x3x{size}x{size}",
-           "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "convdoctor",
+        "inspect",
+        "torchvision:resnet50",
+        "--input",
+        f"1x3x{size}x{size}",
+        "--json",
+    ]
     out = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
@@ -104,8 +112,9 @@ def main() -> None:
         if "error" in r:
             lines.append(f"| {r['tool']} | {r['size']}x{r['size']} | failed: {r['error']} | | |")
             continue
-        lines.append(f"| {r['tool']} | {r['size']}x{r['size']} | {r['seconds']:.3f} | {r['rss_mb']:.0f} | "
-                     f"{int(r['macs']):,} |")
+        lines.append(
+            f"| {r['tool']} | {r['size']}x{r['size']} | {r['seconds']:.3f} | {r['rss_mb']:.0f} | {int(r['macs']):,} |"
+        )
     lines += ["", "| `convdoctor inspect torchvision:resnet50` process | wall (s) | peak RSS (MB) |", "|---|---|---|"]
     for size in SIZES:
         c = cli_process(size)
@@ -114,8 +123,10 @@ def main() -> None:
     print(table)
     from _bench_fragment import machine_line, update_section
 
-    update_section("inspect-speed", "### inspect vs the peers: resnet50 (benchmarks/inspect_speed.py)\n\n"
-                   f"Machine: {machine_line(2)}.\n\n" + table)
+    update_section(
+        "inspect-speed",
+        f"### inspect vs the peers: resnet50 (benchmarks/inspect_speed.py)\n\nMachine: {machine_line(2)}.\n\n" + table,
+    )
 
 
 if __name__ == "__main__":

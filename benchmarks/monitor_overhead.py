@@ -42,8 +42,13 @@ def resnet18_32x32() -> nn.Module:
     return model
 
 
-def make_step(model: nn.Module, opt: torch.optim.Optimizer, batches: list[tuple[torch.Tensor, torch.Tensor]],
-              mon: object | None, spent: dict[str, list[float]]) -> object:
+def make_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    mon: object | None,
+    spent: dict[str, list[float]],
+) -> object:
     """A closure running one training step on the next batch (cycling).
 
     ``spent["mon"]`` collects the wall time of each ``mon.step`` call and ``spent["opt"]`` that
@@ -78,8 +83,13 @@ def run(steps: int, batch_size: int, block: int, device: str, every: int) -> dic
     base = resnet18_32x32().to(device)
     models = {"without": base, "with": copy.deepcopy(base)}
     gen = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(batch_size, 3, 32, 32, generator=gen).to(device),
-                torch.randint(0, 10, (batch_size,), generator=gen).to(device)) for _ in range(8)]
+    batches = [
+        (
+            torch.randn(batch_size, 3, 32, 32, generator=gen).to(device),
+            torch.randint(0, 10, (batch_size,), generator=gen).to(device),
+        )
+        for _ in range(8)
+    ]
     steps_fn, monitors = {}, {}
     spent: dict[str, dict[str, list[float]]] = {arm: {"mon": [], "opt": []} for arm in models}
     for arm, model in models.items():
@@ -94,7 +104,7 @@ def run(steps: int, batch_size: int, block: int, device: str, every: int) -> dic
             v.clear()
     times: dict[str, list[float]] = {"without": [], "with": []}
     for r in range(max(1, steps // block)):
-        for arm in (("without", "with") if r % 2 == 0 else ("with", "without")):
+        for arm in ("without", "with") if r % 2 == 0 else ("with", "without"):
             m = tb.Timer(stmt="fn()", globals={"fn": steps_fn[arm]}).timeit(block)
             times[arm].append(m.mean)
     med = {a: statistics.median(t) for a, t in times.items()}
@@ -104,14 +114,24 @@ def run(steps: int, batch_size: int, block: int, device: str, every: int) -> dic
     w, wo = spent["with"], spent["without"]
     direct = statistics.fmean(w["mon"]) + statistics.fmean(w["opt"]) - statistics.fmean(wo["opt"])
     return {
-        "device": device, "threads": torch.get_num_threads(), "batch_size": batch_size, "every": every,
-        "steps_per_arm": block * len(times["with"]), "block": block,
-        "median_s_per_step": med, "mean_s_per_step": mean,
-        "overhead_median": med["with"] / med["without"] - 1.0, "overhead_mean": mean["with"] / mean["without"] - 1.0,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "every": every,
+        "steps_per_arm": block * len(times["with"]),
+        "block": block,
+        "median_s_per_step": med,
+        "mean_s_per_step": mean,
+        "overhead_median": med["with"] / med["without"] - 1.0,
+        "overhead_mean": mean["with"] / mean["without"] - 1.0,
         "overhead_paired_median": paired,
-        "monitor_s_per_step": direct, "overhead_direct": direct / med["without"],
-        "block_times": times, "findings": [f.code for f in mon.findings] if mon is not None else [],  # type: ignore
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+        "monitor_s_per_step": direct,
+        "overhead_direct": direct / med["without"],
+        "block_times": times,
+        "findings": [f.code for f in mon.findings] if mon is not None else [],  # type: ignore
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
     }
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 
 
-CHILD = r'''
+CHILD = r"""
 import json, time, warnings
 warnings.filterwarnings("ignore")
 import torch, torchvision
@@ -50,7 +50,7 @@ grad = time.perf_counter() - t
 print(json.dumps({"size": layer.size[0], "jump": layer.jump[0], "start": layer.start[0], "ops": len(graph.nodes),
                   "e2e_first": e2e_first, "e2e_best": e2e_best, "pass_first": pass_first, "pass_best": pass_best,
                   "grad": grad, "grad_size": g.size[0]}))
-'''
+"""
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
         f"| `receptive_field(model, (1, 3, 224, 224))` (meta capture + RF pass + findings) | "
         f"{r['e2e_first']:.3f} | {r['e2e_best']:.3f} |\n"
         f"| RF pass alone (`analyze(graph)`) | {r['pass_first']:.3f} | {r['pass_best']:.3f} |\n"
-        f"| `method=\"gradient\"` on `layer4` at 1x3x1600x32 (float64 forward + 2 backwards) | {r['grad']:.1f} | - |\n\n"
+        f'| `method="gradient"` on `layer4` at 1x3x1600x32 (float64 forward + 2 backwards) | {r["grad"]:.1f} | - |\n\n'
         f"layer4: size {r['size']}, jump {r['jump']}, start {r['start']}; gradient size {r['grad_size']}.\n"
     )
     print(text)

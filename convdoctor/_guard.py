@@ -226,5 +226,7 @@ def preserve_model_state(model: nn.Module, *, verify: bool = False) -> Iterator[
             raise ModelChangedError("convdoctor changed the model's state_dict; please report this bug")
         lost += attributes.changes()
         if lost:
-            raise ModelChangedError(f"convdoctor changed the model's attributes ({', '.join(sorted(set(lost))[:5])}); "
-                                    "please report this bug")
+            raise ModelChangedError(
+                f"convdoctor changed the model's attributes ({', '.join(sorted(set(lost))[:5])}); "
+                "please report this bug"
+            )

@@ -57,17 +57,31 @@ def layer_alternatives(c_in: int, c_out: int, kernel: int = 3, size: int = 28) -
     shape = (1, c_in, size, size)
     options = [
         _option(f"standard {kernel}x{kernel}", _conv(c_in, c_out, kernel), shape, "full kxk mixing of all channels"),
-        _option("depthwise-separable", nn.Sequential(_conv(c_in, c_in, kernel, groups=c_in), _conv(c_in, c_out, 1)),
-                shape, f"{kernel}x{kernel} depthwise then 1x1 pointwise (MobileNet)"),
-        _option(f"strided {kernel}x{kernel} (stride 2)", _conv(c_in, c_out, kernel, stride=2), shape,
-                "downsamples while it convolves: a quarter of the MACs"),
-        _option(f"{kernel}x{kernel} + 2x2 max-pool", nn.Sequential(_conv(c_in, c_out, kernel), nn.MaxPool2d(2)),
-                shape, "convolves at full resolution, then downsamples"),
+        _option(
+            "depthwise-separable",
+            nn.Sequential(_conv(c_in, c_in, kernel, groups=c_in), _conv(c_in, c_out, 1)),
+            shape,
+            f"{kernel}x{kernel} depthwise then 1x1 pointwise (MobileNet)",
+        ),
+        _option(
+            f"strided {kernel}x{kernel} (stride 2)",
+            _conv(c_in, c_out, kernel, stride=2),
+            shape,
+            "downsamples while it convolves: a quarter of the MACs",
+        ),
+        _option(
+            f"{kernel}x{kernel} + 2x2 max-pool",
+            nn.Sequential(_conv(c_in, c_out, kernel), nn.MaxPool2d(2)),
+            shape,
+            "convolves at full resolution, then downsamples",
+        ),
     ]
     if kernel >= 5:
         n = math.ceil((kernel - 1) / 2)
         stack = nn.Sequential(_conv(c_in, c_out, 3), *[_conv(c_out, c_out, 3) for _ in range(n - 1)])
-        options.append(_option(f"{n} stacked 3x3", stack, shape, f"same {2 * n + 1}-pixel field, {n - 1} more non-linearities"))
+        options.append(
+            _option(f"{n} stacked 3x3", stack, shape, f"same {2 * n + 1}-pixel field, {n - 1} more non-linearities")
+        )
     return options
 
 
@@ -150,10 +164,23 @@ def training_memory(
     if budget_bytes is not None:
         act_fixed = max(saved - per_sample * batch, 0)
         if budget_bytes < fixed + act_fixed + per_sample:
-            raise UsageError(f"a budget of {budget_bytes:,} bytes does not fit even batch 1 "
-                             f"(parameters, gradients and optimizer state alone take {fixed:,})")
+            raise UsageError(
+                f"a budget of {budget_bytes:,} bytes does not fit even batch 1 "
+                f"(parameters, gradients and optimizer state alone take {fixed:,})"
+            )
         max_batch = (budget_bytes - fixed - act_fixed) // per_sample
         if target_batch is not None:
             steps = math.ceil(target_batch / max_batch)
-    return TrainingMemory(batch, param_bytes, grad_bytes, opt_bytes, saved, fixed + saved, per_sample,
-                          budget_bytes, max_batch, target_batch, steps)
+    return TrainingMemory(
+        batch,
+        param_bytes,
+        grad_bytes,
+        opt_bytes,
+        saved,
+        fixed + saved,
+        per_sample,
+        budget_bytes,
+        max_batch,
+        target_batch,
+        steps,
+    )

@@ -22,7 +22,13 @@ from .results.base import ReportBase, sort_findings
 from .results.check import Report
 
 #: bench settings for check: a short, honest measurement, not a full sweep.
-CHECK_BENCH: dict[str, Any] = {"min_run_time": 0.5, "max_run_time": 5.0, "min_samples": 20, "cold_start": False, "probe": False}
+CHECK_BENCH: dict[str, Any] = {
+    "min_run_time": 0.5,
+    "max_run_time": 5.0,
+    "min_samples": 20,
+    "cold_start": False,
+    "probe": False,
+}
 
 
 def _real(loaded: LoadedModel) -> nn.Module:
@@ -102,18 +108,33 @@ def check(
     steps: dict[str, Callable[[], ReportBase]] = {
         "inspect": lambda: inspect(loaded, size, example_input=given),
         "rf": lambda: receptive_field(loaded, size, example_input=given, object_size=object_size),
-        "audit": lambda: audit(real, given, input_size=size, targets=targets, batch_sizes=sizes, checks=audit_checks,
-                               device=device, mode=ModelMode.AS_IS),
+        "audit": lambda: audit(
+            real,
+            given,
+            input_size=size,
+            targets=targets,
+            batch_sizes=sizes,
+            checks=audit_checks,
+            device=device,
+            mode=ModelMode.AS_IS,
+        ),
     }
     if bench:
-        steps["bench"] = lambda: run_bench(spec if spec is not None and weights is None else real, size,
-                                           example_input=given, batch_sizes=sizes[:2], device=device, **CHECK_BENCH)
+        steps["bench"] = lambda: run_bench(
+            spec if spec is not None and weights is None else real,
+            size,
+            example_input=given,
+            batch_sizes=sizes[:2],
+            device=device,
+            **CHECK_BENCH,
+        )
     parts, skipped, seconds = _run_steps(steps, progress)
     return Report(model=loaded.spec, findings=_merge(parts), parts=parts, skipped=skipped, seconds=seconds)
 
 
-def _load_data(loaded: LoadedModel, data: str | os.PathLike[str], input_size: Any, given: Any,
-               targets: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _load_data(
+    loaded: LoadedModel, data: str | os.PathLike[str], input_size: Any, given: Any, targets: Any
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Samples (and labels) from a data file, sized like the model's input for an image folder."""
     from .audit import load_data
 
@@ -124,8 +145,9 @@ def _load_data(loaded: LoadedModel, data: str | os.PathLike[str], input_size: An
     return found.x, found.y
 
 
-def _run_steps(steps: dict[str, Callable[[], ReportBase]], progress: Callable[[str], None] | None) -> tuple[
-        dict[str, ReportBase], dict[str, str], dict[str, float]]:
+def _run_steps(
+    steps: dict[str, Callable[[], ReportBase]], progress: Callable[[str], None] | None
+) -> tuple[dict[str, ReportBase], dict[str, str], dict[str, float]]:
     """Run each verb; one that cannot run on this model is skipped with why, a usage error stops all."""
     parts: dict[str, ReportBase] = {}
     skipped: dict[str, str] = {}

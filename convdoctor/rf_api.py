@@ -85,10 +85,25 @@ def _measured(g: GradientField, like: RFLayer, input_shape: Sequence[int]) -> RF
         centers.append(None if twice is None else twice // 2 if twice % 2 == 0 else twice / 2)
         coverage = None if coverage is None or lo is None or hi is None else coverage * (hi - lo + 1) / int(n)
     return RFLayer(
-        name=g.layer, type=like.type, call=0, output_shape=g.output_shape, size=g.size, jump=g.jump,
-        start=starts, center=tuple(centers), global_=g.global_, exact=not any(g.clipped), aligned=True,
-        whole=False, uncounted=None, coverage=coverage, exceeds_input=any(g.clipped), leaf=like.leaf,
-        first_op=like.first_op, last_op=like.last_op, clipped=g.clipped,
+        name=g.layer,
+        type=like.type,
+        call=0,
+        output_shape=g.output_shape,
+        size=g.size,
+        jump=g.jump,
+        start=starts,
+        center=tuple(centers),
+        global_=g.global_,
+        exact=not any(g.clipped),
+        aligned=True,
+        whole=False,
+        uncounted=None,
+        coverage=coverage,
+        exceeds_input=any(g.clipped),
+        leaf=like.leaf,
+        first_op=like.first_op,
+        last_op=like.last_op,
+        clipped=g.clipped,
     )
 
 
@@ -132,15 +147,19 @@ def receptive_field(
     if shape is None or len(shape) < 3:
         raise UsageError("the first input has no spatial dims: give an input like 1x3x224x224")
     if rf_method is RFMethod.GRADIENT and call.form not in (InputForm.SIZE, InputForm.TENSOR):
-        raise UsageError(f"the gradient method feeds the model one positional tensor; this input is {call.form.value} "
-                         "form: use method='analytic'")
+        raise UsageError(
+            f"the gradient method feeds the model one positional tensor; this input is {call.form.value} "
+            "form: use method='analytic'"
+        )
     objects = parse_object_size(object_size, len(shape) - 2)
     graph = capture(loaded.module, call.args, call.kwargs, mode="eval", rebuild=loaded.rebuild)
     analysis = analyze(graph, extra_rules=extra_rules, input_shape=shape)
     if analysis.spatial_ops == 0 and not analysis.uncounted_ops:
         # with uncounted ops the spatial ops may sit behind them: report "unknown", named, instead
-        raise UsageError("the model has no spatial op (convolution, pooling, padding, interpolation): "
-                         "a receptive field is defined for CNNs only")
+        raise UsageError(
+            "the model has no spatial op (convolution, pooling, padding, interpolation): "
+            "a receptive field is defined for CNNs only"
+        )
     focus = _focus(analysis, layer, list(graph.modules))
     layers = analysis.layers
     if rf_method is RFMethod.GRADIENT:
@@ -153,10 +172,22 @@ def receptive_field(
     elif objects is not None:
         findings += object_findings(analysis, focus, objects)
     if graph.fallback_reason is not None:
-        findings.append(make_finding("CAPTURE_FALLBACK", f"The model ran one real CPU forward instead of a meta "
-                                     f"one: {graph.fallback_reason}.", evidence={"reason": graph.fallback_reason}))
+        findings.append(
+            make_finding(
+                "CAPTURE_FALLBACK",
+                f"The model ran one real CPU forward instead of a meta one: {graph.fallback_reason}.",
+                evidence={"reason": graph.fallback_reason},
+            )
+        )
     return RFReport(
-        model=loaded.spec, findings=sort_findings(findings), input_shape=tuple(shape), method=rf_method.value,
-        focus=focus.name, object_size=objects, layers=layers, uncounted_ops=dict(analysis.uncounted_ops),
-        misaligned_at=analysis.misaligned_at, levels=levels,
+        model=loaded.spec,
+        findings=sort_findings(findings),
+        input_shape=tuple(shape),
+        method=rf_method.value,
+        focus=focus.name,
+        object_size=objects,
+        layers=layers,
+        uncounted_ops=dict(analysis.uncounted_ops),
+        misaligned_at=analysis.misaligned_at,
+        levels=levels,
     )

@@ -256,7 +256,9 @@ def _getattr_violation(node: ast.Call, own: set[str]) -> str | None:
 
 def _string_violation(node: ast.Constant) -> str | None:
     """A private torch module named in a string value (a logger, ``import_module``...)."""
-    if isinstance(node.value, str) and any(f"{m}._" in node.value for m in ("torch", "torch.utils", "torch.nn.modules")):
+    if isinstance(node.value, str) and any(
+        f"{m}._" in node.value for m in ("torch", "torch.utils", "torch.nn.modules")
+    ):
         return f"string {node.value!r}"
     return None
 
@@ -290,7 +292,8 @@ def test_private_torch_access_only_in_compat() -> None:
         if found:
             bad[str(path.relative_to(PKG.parent))] = found
     assert not bad, "private torch APIs belong in convdoctor/_compat.py:\n" + "\n".join(
-        f"{p}:{v}" for p, vs in bad.items() for v in vs)
+        f"{p}:{v}" for p, vs in bad.items() for v in vs
+    )
 
 
 @pytest.mark.parametrize(

@@ -13,17 +13,49 @@ from convdoctor.findings import FINDING_CODES, Finding, Severity
 
 ROOT = Path(__file__).resolve().parent.parent
 DESIGN_CODES = {
-    "BN_TRAIN_MODE", "DROPOUT_TRAIN_MODE", "BATCH_DEPENDENT_OUTPUT", "NONDETERMINISTIC_OUTPUT", "EXPORT_FAILED",
-    "EXPORT_MISMATCH", "BN_STATS_UNINITIALIZED", "BN_STATS_INVALID", "QUANTIZATION_DROP", "UNCOUNTED_OPS",
-    "LARGE_KERNEL", "REDUNDANT_BIAS", "RF_TOO_SMALL", "RF_TOO_LARGE", "DEAD_RELU", "VANISHING_GRADIENT",
-    "EXPLODING_GRADIENT", "LOSS_AT_CHANCE", "LOSS_DIVERGING", "LOSS_OSCILLATING", "NAN_LOSS", "OVERFITTING",
-    "CONSTANT_PREDICTION", "BN_SMALL_BATCH", "FROZEN_BN_UPDATING", "NO_GRADIENT", "LR_MISMATCH",
+    "BN_TRAIN_MODE",
+    "DROPOUT_TRAIN_MODE",
+    "BATCH_DEPENDENT_OUTPUT",
+    "NONDETERMINISTIC_OUTPUT",
+    "EXPORT_FAILED",
+    "EXPORT_MISMATCH",
+    "BN_STATS_UNINITIALIZED",
+    "BN_STATS_INVALID",
+    "QUANTIZATION_DROP",
+    "UNCOUNTED_OPS",
+    "LARGE_KERNEL",
+    "REDUNDANT_BIAS",
+    "RF_TOO_SMALL",
+    "RF_TOO_LARGE",
+    "DEAD_RELU",
+    "VANISHING_GRADIENT",
+    "EXPLODING_GRADIENT",
+    "LOSS_AT_CHANCE",
+    "LOSS_DIVERGING",
+    "LOSS_OSCILLATING",
+    "NAN_LOSS",
+    "OVERFITTING",
+    "CONSTANT_PREDICTION",
+    "BN_SMALL_BATCH",
+    "FROZEN_BN_UPDATING",
+    "NO_GRADIENT",
+    "LR_MISMATCH",
 }
 
 
 def test_public_names() -> None:
-    expected = {"inspect", "receptive_field", "audit", "bench", "compare", "Monitor", "check", "Finding", "Severity",
-                "__version__"}
+    expected = {
+        "inspect",
+        "receptive_field",
+        "audit",
+        "bench",
+        "compare",
+        "Monitor",
+        "check",
+        "Finding",
+        "Severity",
+        "__version__",
+    }
     assert set(convdoctor.__all__) == expected
     for name in expected:
         assert hasattr(convdoctor, name)
@@ -32,13 +64,16 @@ def test_public_names() -> None:
     assert fields == ["code", "severity", "title", "message", "evidence", "fix", "where"]
 
 
-@pytest.mark.parametrize("fn, params", [
-    (convdoctor.inspect, ["model", "input_size", "example_input", "dtype"]),
-    (convdoctor.receptive_field, ["model", "input_size", "example_input", "method"]),
-    (convdoctor.audit, ["model", "sample", "input_size", "targets", "batch_sizes", "checks", "device"]),
-    (convdoctor.bench, ["model", "input_size", "batch_sizes", "device", "threads"]),
-    (convdoctor.compare, ["models", "input_size"]),
-])
+@pytest.mark.parametrize(
+    "fn, params",
+    [
+        (convdoctor.inspect, ["model", "input_size", "example_input", "dtype"]),
+        (convdoctor.receptive_field, ["model", "input_size", "example_input", "method"]),
+        (convdoctor.audit, ["model", "sample", "input_size", "targets", "batch_sizes", "checks", "device"]),
+        (convdoctor.bench, ["model", "input_size", "batch_sizes", "device", "threads"]),
+        (convdoctor.compare, ["models", "input_size"]),
+    ],
+)
 def test_design_signatures(fn, params: list[str]) -> None:  # type: ignore[no-untyped-def]
     names = list(pyinspect.signature(fn).parameters)
     assert names[: len(params)] == params

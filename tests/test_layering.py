@@ -55,8 +55,7 @@ ALLOWED: dict[str, set[str]] = {
     "check_api": LOWER | ROLES | PIPELINES,
     "demo": LOWER | ROLES | PIPELINES,
     "report": {"results", "findings", "errors", "__version__"},
-    "cli": {"errors", "findings", "results", "report", "demo", "__version__", "capture.choices"}
-    | ROLES | PIPELINES,
+    "cli": {"errors", "findings", "results", "report", "demo", "__version__", "capture.choices"} | ROLES | PIPELINES,
     "__init__": {"findings", "__version__"} | ROLES | PIPELINES,
     "__main__": {"cli"},
 }
@@ -128,8 +127,9 @@ def test_every_rule_names_something_that_exists() -> None:
     """A rule for a unit that was renamed or removed would silently allow nothing useful."""
     units = {_unit(p) for p in FILES}
     stale = {k for k in ALLOWED if k not in units}
-    stale |= {t for targets in ALLOWED.values() for t in targets
-              if t != "__version__" and not _is_module(f"convdoctor.{t}")}
+    stale |= {
+        t for targets in ALLOWED.values() for t in targets if t != "__version__" and not _is_module(f"convdoctor.{t}")
+    }
     assert not stale, f"rules for units that do not exist: {sorted(stale)}"
 
 
@@ -171,4 +171,3 @@ def test_the_checker_sees_each_import_form() -> None:
     assert _private_of_other_unit("results", "convdoctor.findings._jsonable")
     assert not _private_of_other_unit("analysis", "convdoctor.analysis._registry")
     assert not _private_of_other_unit("capture", "convdoctor._guard")
-

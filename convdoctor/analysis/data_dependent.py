@@ -71,7 +71,7 @@ def _assumed(graph: Graph, flops: FlopResult, tainted: set[int]) -> dict[str, in
         if not call.path:
             continue
         sized = [t for t in call.inputs if t.producer[0] in tainted and t.shape]
-        work = sum(c.macs for c in flops.costs[call.first:call.last + 1] if isinstance(c, OpCost))
+        work = sum(c.macs for c in flops.costs[call.first : call.last + 1] if isinstance(c, OpCost))
         if not sized or not work:
             continue
         count = int(sized[0].shape[0])

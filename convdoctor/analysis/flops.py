@@ -159,9 +159,13 @@ def _dot(node: OpNode) -> OpCost:
 SOFTMAX_FLOPS_PER_ELEMENT = 5
 
 
-@flop_rule(aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention,
-           aten._scaled_dot_product_efficient_attention, aten._scaled_dot_product_cudnn_attention,
-           aten._scaled_dot_product_fused_attention_overrideable)
+@flop_rule(
+    aten._scaled_dot_product_flash_attention_for_cpu,
+    aten._scaled_dot_product_flash_attention,
+    aten._scaled_dot_product_efficient_attention,
+    aten._scaled_dot_product_cudnn_attention,
+    aten._scaled_dot_product_fused_attention_overrideable,
+)
 def _sdpa(node: OpNode) -> OpCost:
     """Fused attention kernels; softmax over the ``L x S`` scores is other-FLOPs."""
     q, k, v = (node.arg(i, n) for i, n in enumerate(("query", "key", "value")))
@@ -186,16 +190,78 @@ def _per_input(flops_per_element: int) -> FlopRule:
 
 
 _ELEMENTWISE = (
-    aten.add, aten.add_, aten.sub, aten.sub_, aten.rsub, aten.mul, aten.mul_, aten.div, aten.div_,
-    aten.neg, aten.abs, aten.maximum, aten.minimum, aten.pow, aten.sqrt, aten.rsqrt, aten.reciprocal,
-    aten.exp, aten.log, aten.relu, aten.relu_, aten.clamp, aten.clamp_, aten.clamp_min, aten.clamp_min_,
-    aten.clamp_max, aten.clamp_max_, aten.hardtanh, aten.hardtanh_, aten.sigmoid, aten.sigmoid_,
-    aten.tanh, aten.tanh_, aten.gelu, aten.gelu_, aten.silu, aten.silu_, aten.hardswish, aten.hardswish_,
-    aten.hardsigmoid, aten.hardsigmoid_, aten.leaky_relu, aten.leaky_relu_, aten.elu, aten.elu_,
-    aten.mish, aten.mish_, aten.softplus, aten.erf, aten.where, aten.masked_fill, aten.masked_fill_,
-    aten.eq, aten.ne, aten.lt, aten.le, aten.gt, aten.ge, aten.logical_not, aten.logical_and,
-    aten.bitwise_and, aten.bitwise_or, aten.sign, aten.floor, aten.ceil, aten.round, aten.addcmul,
-    aten.lerp, aten.prelu, aten._prelu_kernel, aten.threshold, aten.log_sigmoid_forward,
+    aten.add,
+    aten.add_,
+    aten.sub,
+    aten.sub_,
+    aten.rsub,
+    aten.mul,
+    aten.mul_,
+    aten.div,
+    aten.div_,
+    aten.neg,
+    aten.abs,
+    aten.maximum,
+    aten.minimum,
+    aten.pow,
+    aten.sqrt,
+    aten.rsqrt,
+    aten.reciprocal,
+    aten.exp,
+    aten.log,
+    aten.relu,
+    aten.relu_,
+    aten.clamp,
+    aten.clamp_,
+    aten.clamp_min,
+    aten.clamp_min_,
+    aten.clamp_max,
+    aten.clamp_max_,
+    aten.hardtanh,
+    aten.hardtanh_,
+    aten.sigmoid,
+    aten.sigmoid_,
+    aten.tanh,
+    aten.tanh_,
+    aten.gelu,
+    aten.gelu_,
+    aten.silu,
+    aten.silu_,
+    aten.hardswish,
+    aten.hardswish_,
+    aten.hardsigmoid,
+    aten.hardsigmoid_,
+    aten.leaky_relu,
+    aten.leaky_relu_,
+    aten.elu,
+    aten.elu_,
+    aten.mish,
+    aten.mish_,
+    aten.softplus,
+    aten.erf,
+    aten.where,
+    aten.masked_fill,
+    aten.masked_fill_,
+    aten.eq,
+    aten.ne,
+    aten.lt,
+    aten.le,
+    aten.gt,
+    aten.ge,
+    aten.logical_not,
+    aten.logical_and,
+    aten.bitwise_and,
+    aten.bitwise_or,
+    aten.sign,
+    aten.floor,
+    aten.ceil,
+    aten.round,
+    aten.addcmul,
+    aten.lerp,
+    aten.prelu,
+    aten._prelu_kernel,
+    aten.threshold,
+    aten.log_sigmoid_forward,
 )
 for _p in _ELEMENTWISE:
     FLOP_RULES.add(_p, _per_output(1))
@@ -218,16 +284,38 @@ for _p in (aten.native_layer_norm, aten.native_group_norm, aten._fused_rms_norm)
     FLOP_RULES.add(_p, _per_input(NORM_STATS_FLOPS_PER_ELEMENT))
 for _p in (aten._softmax, aten._safe_softmax, aten._log_softmax):
     FLOP_RULES.add(_p, _per_input(SOFTMAX_FLOPS_PER_ELEMENT))
-for _p in (aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.cumsum, aten.prod, aten.var,
-           aten.std, aten.var_mean, aten.argmax, aten.argmin, aten.logsumexp):
+for _p in (
+    aten.mean,
+    aten.sum,
+    aten.amax,
+    aten.amin,
+    aten.max,
+    aten.min,
+    aten.cumsum,
+    aten.prod,
+    aten.var,
+    aten.std,
+    aten.var_mean,
+    aten.argmax,
+    aten.argmin,
+    aten.logsumexp,
+):
     FLOP_RULES.add(_p, _per_input(1))
 FLOP_RULES.add(aten.linalg_vector_norm, _per_input(2))  # square and accumulate
 FLOP_RULES.add(aten.native_dropout, _per_input(2))  # compare against a random draw, scale
 
 
-@flop_rule(aten.max_pool1d, aten.max_pool2d, aten.max_pool3d, aten.max_pool2d_with_indices,
-           aten.max_pool3d_with_indices, aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d,
-           aten.max_pool1d_with_indices)
+@flop_rule(
+    aten.max_pool1d,
+    aten.max_pool2d,
+    aten.max_pool3d,
+    aten.max_pool2d_with_indices,
+    aten.max_pool3d_with_indices,
+    aten.avg_pool1d,
+    aten.avg_pool2d,
+    aten.avg_pool3d,
+    aten.max_pool1d_with_indices,
+)
 def _pool(node: OpNode) -> OpCost:
     """Windowed pooling: one compare (max) or add (avg) per window element per output."""
     k = node.arg(1, "kernel_size")
@@ -238,8 +326,13 @@ def _pool(node: OpNode) -> OpCost:
     return OpCost(0, _out(node).numel * _prod(k))
 
 
-@flop_rule(aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool2d,
-           aten.adaptive_max_pool3d, aten.adaptive_max_pool1d)
+@flop_rule(
+    aten._adaptive_avg_pool2d,
+    aten._adaptive_avg_pool3d,
+    aten.adaptive_max_pool2d,
+    aten.adaptive_max_pool3d,
+    aten.adaptive_max_pool1d,
+)
 def _adaptive_pool(node: OpNode) -> OpCost:
     """Adaptive pooling: every element of every (possibly overlapping) window once."""
     x, out = _t(node, 0), _out(node)
@@ -249,8 +342,14 @@ def _adaptive_pool(node: OpNode) -> OpCost:
 
 
 #: linear interpolation: 2 multiplies + 1 add per axis pair; bilinear = 4 mul + 3 add.
-INTERP_FLOPS = {"aten.upsample_linear1d": 3, "aten.upsample_bilinear2d": 7, "aten._upsample_bilinear2d_aa": 7,
-                "aten.upsample_trilinear3d": 15, "aten.upsample_bicubic2d": 31, "aten._upsample_bicubic2d_aa": 31}
+INTERP_FLOPS = {
+    "aten.upsample_linear1d": 3,
+    "aten.upsample_bilinear2d": 7,
+    "aten._upsample_bilinear2d_aa": 7,
+    "aten.upsample_trilinear3d": 15,
+    "aten.upsample_bicubic2d": 31,
+    "aten._upsample_bicubic2d_aa": 31,
+}
 
 
 def _interp(node: OpNode) -> OpCost:

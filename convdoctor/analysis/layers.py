@@ -41,10 +41,19 @@ def layer_rows(graph: Graph, flops: FlopResult, memory: MemoryResult, params: Pa
         calls[""] = max(calls.get("", 0), 1)
     rows = []
     for path, info in graph.modules.items():
-        rows.append(LayerRow(
-            name=path, type=info.type, depth=0 if not path else path.count(".") + 1,
-            output_shape=shapes.get(path), calls=calls.get(path, 0), params=params.per_module.get(path, 0),
-            macs=macs.get(path, 0), other_flops=other.get(path, 0), activation_bytes=act.get(path, 0),
-            uncounted=unc.get(path, 0), training=info.training,
-        ))
+        rows.append(
+            LayerRow(
+                name=path,
+                type=info.type,
+                depth=0 if not path else path.count(".") + 1,
+                output_shape=shapes.get(path),
+                calls=calls.get(path, 0),
+                params=params.per_module.get(path, 0),
+                macs=macs.get(path, 0),
+                other_flops=other.get(path, 0),
+                activation_bytes=act.get(path, 0),
+                uncounted=unc.get(path, 0),
+                training=info.training,
+            )
+        )
     return tuple(rows)

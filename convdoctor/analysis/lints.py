@@ -40,24 +40,34 @@ def train_mode(graph: Graph, flops: FlopResult, inference: bool) -> list[Finding
     if not inference:
         return []
     bn = [m.path for m in graph.modules.values() if m.attrs.get("is_batchnorm") and m.training]
-    drop = [m.path for m in graph.modules.values()
-            if m.attrs.get("is_dropout") and m.training and float(m.attrs.get("p", 0) or 0) > 0]
+    drop = [
+        m.path
+        for m in graph.modules.values()
+        if m.attrs.get("is_dropout") and m.training and float(m.attrs.get("p", 0) or 0) > 0
+    ]
     out = []
     if bn:
-        out.append(make_finding(
-            "BN_TRAIN_MODE",
-            f"{len(bn)} BatchNorm layer(s) are in training mode: at inference each batch would be normalised "
-            "with its own statistics, so a sample's prediction depends on its batch.",
-            evidence={"count": len(bn), "modules": bn[:20]},
-            fix="Call model.eval() before inference (or serve convdoctor.fix.prepare_for_inference(model)); "
+        out.append(
+            make_finding(
+                "BN_TRAIN_MODE",
+                f"{len(bn)} BatchNorm layer(s) are in training mode: at inference each batch would be normalised "
+                "with its own statistics, so a sample's prediction depends on its batch.",
+                evidence={"count": len(bn), "modules": bn[:20]},
+                fix="Call model.eval() before inference (or serve convdoctor.fix.prepare_for_inference(model)); "
                 "run `convdoctor audit` to measure the damage.",
-            where=bn[0]))
+                where=bn[0],
+            )
+        )
     if drop:
-        out.append(make_finding(
-            "DROPOUT_TRAIN_MODE",
-            f"{len(drop)} dropout layer(s) are active: inference outputs would be random.",
-            evidence={"count": len(drop), "modules": drop[:20]},
-            fix="Call model.eval() before inference.", where=drop[0]))
+        out.append(
+            make_finding(
+                "DROPOUT_TRAIN_MODE",
+                f"{len(drop)} dropout layer(s) are active: inference outputs would be random.",
+                evidence={"count": len(drop), "modules": drop[:20]},
+                fix="Call model.eval() before inference.",
+                where=drop[0],
+            )
+        )
     return out
 
 
@@ -90,16 +100,29 @@ def large_kernel(graph: Graph, flops: FlopResult, inference: bool) -> list[Findi
             continue
         positions = y.numel // c_out
         stem = c_in <= STEM_MAX_IN_CHANNELS
-        out.append(make_finding(
-            "LARGE_KERNEL",
-            f"{ks[0]}x{ks[1]} conv {c_in}->{c_out} has {big:,} weights; {n} stacked 3x3 convs see the same "
-            f"{max(ks)}-pixel field with {small:,} ({100 * (big - small) / big:.0f}% fewer) and {n - 1} more "
-            "non-linearities." + (" It is the stem on raw pixels, where a large kernel is a common choice." if stem else ""),
-            evidence={"kernel": ks, "in_channels": c_in, "out_channels": c_out, "groups": groups,
-                      "params_kxk": big, "stack_3x3_layers": n, "params_stack_3x3": small,
-                      "macs_kxk": big * positions, "macs_stack_3x3_at_same_resolution": small * positions},
-            fix=f"Replace it with {n} stacked 3x3 convs (with BatchNorm+ReLU between) unless the large kernel is deliberate.",
-            where=node.module, severity="info" if stem else "warning"))
+        out.append(
+            make_finding(
+                "LARGE_KERNEL",
+                f"{ks[0]}x{ks[1]} conv {c_in}->{c_out} has {big:,} weights; {n} stacked 3x3 convs see the same "
+                f"{max(ks)}-pixel field with {small:,} ({100 * (big - small) / big:.0f}% fewer) and {n - 1} more "
+                "non-linearities."
+                + (" It is the stem on raw pixels, where a large kernel is a common choice." if stem else ""),
+                evidence={
+                    "kernel": ks,
+                    "in_channels": c_in,
+                    "out_channels": c_out,
+                    "groups": groups,
+                    "params_kxk": big,
+                    "stack_3x3_layers": n,
+                    "params_stack_3x3": small,
+                    "macs_kxk": big * positions,
+                    "macs_stack_3x3_at_same_resolution": small * positions,
+                },
+                fix=f"Replace it with {n} stacked 3x3 convs (with BatchNorm+ReLU between) unless the large kernel is deliberate.",
+                where=node.module,
+                severity="info" if stem else "warning",
+            )
+        )
     return out
 
 
@@ -111,8 +134,11 @@ def redundant_bias(graph: Graph, flops: FlopResult, inference: bool) -> list[Fin
     hits: list[tuple[OpNode, int]] = []
     for node in graph.nodes:
         if node.packet == "aten.convolution" and node.arg(2, "bias") is not None:
-            channels = int(node.arg(1, "weight").shape[0] if not node.arg(6, "transposed", False)
-                           else node.arg(1, "weight").shape[1] * int(node.arg(8, "groups", 1)))
+            channels = int(
+                node.arg(1, "weight").shape[0]
+                if not node.arg(6, "transposed", False)
+                else node.arg(1, "weight").shape[1] * int(node.arg(8, "groups", 1))
+            )
         elif node.packet == "aten.addmm":
             channels = int(node.outputs[0].shape[-1])
         else:
@@ -123,13 +149,16 @@ def redundant_bias(graph: Graph, flops: FlopResult, inference: bool) -> list[Fin
     if not hits:
         return []
     wasted = sum(c for _, c in hits)
-    return [make_finding(
-        "REDUNDANT_BIAS",
-        f"{len(hits)} conv/linear layer(s) add a bias that the following BatchNorm removes again "
-        f"({wasted:,} parameters that cannot learn anything).",
-        evidence={"count": len(hits), "modules": [n.module for n, _ in hits][:20], "wasted_params": wasted},
-        fix="Construct those layers with bias=False; BatchNorm's own shift (beta) does the job.",
-        where=hits[0][0].module)]
+    return [
+        make_finding(
+            "REDUNDANT_BIAS",
+            f"{len(hits)} conv/linear layer(s) add a bias that the following BatchNorm removes again "
+            f"({wasted:,} parameters that cannot learn anything).",
+            evidence={"count": len(hits), "modules": [n.module for n, _ in hits][:20], "wasted_params": wasted},
+            fix="Construct those layers with bias=False; BatchNorm's own shift (beta) does the job.",
+            where=hits[0][0].module,
+        )
+    ]
 
 
 @_lint("uncounted_ops")
@@ -138,12 +167,15 @@ def uncounted_ops(graph: Graph, flops: FlopResult, inference: bool) -> list[Find
     if not flops.uncounted:
         return []
     listed = ", ".join(f"{op} x{n}" for op, n in sorted(flops.uncounted.items()))
-    return [make_finding(
-        "UNCOUNTED_OPS",
-        f"{sum(flops.uncounted.values())} op call(s) have no cost rule and are not in the totals: {listed}.",
-        evidence={"ops": dict(flops.uncounted), "modules": {k: v[:10] for k, v in flops.uncounted_modules.items()}},
-        fix="Totals are a lower bound. Pass extra_rules={aten.op: rule} to convdoctor.inspect, or report the op.",
-        where=next(iter(flops.uncounted_modules.values()))[0] or None)]
+    return [
+        make_finding(
+            "UNCOUNTED_OPS",
+            f"{sum(flops.uncounted.values())} op call(s) have no cost rule and are not in the totals: {listed}.",
+            evidence={"ops": dict(flops.uncounted), "modules": {k: v[:10] for k, v in flops.uncounted_modules.items()}},
+            fix="Totals are a lower bound. Pass extra_rules={aten.op: rule} to convdoctor.inspect, or report the op.",
+            where=next(iter(flops.uncounted_modules.values()))[0] or None,
+        )
+    ]
 
 
 @_lint("capture_fallback")
@@ -151,12 +183,15 @@ def capture_fallback(graph: Graph, flops: FlopResult, inference: bool) -> list[F
     """CAPTURE_FALLBACK: the model could not run on meta tensors and ran for real once."""
     if graph.fallback_reason is None:
         return []
-    return [make_finding(
-        "CAPTURE_FALLBACK",
-        f"The model ran one real CPU forward instead of a meta one: {graph.fallback_reason}. "
-        "Figures are exact for this input; cost grew with the input size.",
-        evidence={"reason": graph.fallback_reason},
-        fix="Nothing to fix for correctness; data-dependent Python control flow is the usual cause.")]
+    return [
+        make_finding(
+            "CAPTURE_FALLBACK",
+            f"The model ran one real CPU forward instead of a meta one: {graph.fallback_reason}. "
+            "Figures are exact for this input; cost grew with the input size.",
+            evidence={"reason": graph.fallback_reason},
+            fix="Nothing to fix for correctness; data-dependent Python control flow is the usual cause.",
+        )
+    ]
 
 
 @_lint("data_dependent_cost")
@@ -167,14 +202,21 @@ def data_dependent_cost(graph: Graph, flops: FlopResult, inference: bool) -> lis
         return []
     share = found.macs / flops.macs if flops.macs else 0.0
     counts = ", ".join(f"'{path}' on {n}" for path, n in found.assumed.items()) or "see evidence"
-    return [make_finding(
-        "DATA_DEPENDENT_COST",
-        f"{found.macs:,} MACs ({share:.1%}) run on tensors sized by this input's content ({counts}): "
-        "those rows hold for this run's proposals/detections; the rest is exact for any input of this size.",
-        evidence={"macs": found.macs, "share": round(share, 4), "assumed": dict(found.assumed),
-                  "sources": dict(found.sources)},
-        fix="Nothing to fix; for a worst case, count the heads at their proposal/detection limits.",
-        where=next(iter(found.assumed), None))]
+    return [
+        make_finding(
+            "DATA_DEPENDENT_COST",
+            f"{found.macs:,} MACs ({share:.1%}) run on tensors sized by this input's content ({counts}): "
+            "those rows hold for this run's proposals/detections; the rest is exact for any input of this size.",
+            evidence={
+                "macs": found.macs,
+                "share": round(share, 4),
+                "assumed": dict(found.assumed),
+                "sources": dict(found.sources),
+            },
+            fix="Nothing to fix; for a worst case, count the heads at their proposal/detection limits.",
+            where=next(iter(found.assumed), None),
+        )
+    ]
 
 
 def run_lints(graph: Graph, flops: FlopResult, *, inference: bool = True) -> list[Finding]:

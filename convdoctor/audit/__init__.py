@@ -80,8 +80,16 @@ def _working_model(model: nn.Module, dev: torch.device) -> nn.Module:
     return work.to(dev) if here.type != dev.type else work
 
 
-def _context(work: nn.Module, sample: Any, input_size: Any, targets: Any, sizes: tuple[int, ...],
-             dev: torch.device, scores_key: str | int | None, call: Call | None = None) -> tuple[CheckContext, str]:
+def _context(
+    work: nn.Module,
+    sample: Any,
+    input_size: Any,
+    targets: Any,
+    sizes: tuple[int, ...],
+    dev: torch.device,
+    scores_key: str | int | None,
+    call: Call | None = None,
+) -> tuple[CheckContext, str]:
     """Validate the inputs once, run the model once, and build the checks' context."""
     shape = parse_input_spec(input_size)
     if sample is None:
@@ -97,19 +105,23 @@ def _context(work: nn.Module, sample: Any, input_size: Any, targets: Any, sizes:
             args, kwargs = ((x[:2],), {}) if call is None else call(x[:2])
             out = work.eval()(*args, **kwargs)
     except Exception as exc:
-        raise UsageError(f"the model cannot run on inputs of shape {format_shape(x.shape[1:])}: "
-                         f"{one_line(exc)}") from exc
+        raise UsageError(
+            f"the model cannot run on inputs of shape {format_shape(x.shape[1:])}: {one_line(exc)}"
+        ) from exc
     where, reason = find_scores(out, scores_key)
     found = where(out) if where is not None else None
     num_classes = int(found.shape[1]) if found is not None else None
     if y is not None:
         # the accuracy table is optional: without scores to read it is left out, with the reason
         if where is not None and num_classes is not None and int(y.max()) >= num_classes:
-            raise UsageError(f"labels out of range: found {int(y.max())} but {where.describe()} has "
-                             f"{num_classes} classes (0..{num_classes - 1})")
+            raise UsageError(
+                f"labels out of range: found {int(y.max())} but {where.describe()} has "
+                f"{num_classes} classes (0..{num_classes - 1})"
+            )
         y = y.to(dev)
-    ctx = CheckContext(work, x, y, sizes, dev, synthetic=sample is None, num_classes=num_classes, scores=where,
-                       call=call)
+    ctx = CheckContext(
+        work, x, y, sizes, dev, synthetic=sample is None, num_classes=num_classes, scores=where, call=call
+    )
     return ctx, reason
 
 
@@ -120,11 +132,16 @@ def _run_check(spec: CheckSpec, ctx: CheckContext) -> CheckRecord:
     found: list[Finding] = []
     try:
         if ctx.call is not None and spec.name in PLAIN_CALL_CHECKS:
-            ctx.skip(f"{spec.name} feeds the model one positional tensor; this model is called with "
-                     "keyword arguments, several arguments or a list of images")
+            ctx.skip(
+                f"{spec.name} feeds the model one positional tensor; this model is called with "
+                "keyword arguments, several arguments or a list of images"
+            )
         # exporters and the quantizer print graphs and log tracebacks to fd 2: held, shown under -v
-        with preserve_model_state(ctx.model), buffers_restored(ctx.model), \
-                capture_native(f"audit check {spec.name}") as native:
+        with (
+            preserve_model_state(ctx.model),
+            buffers_restored(ctx.model),
+            capture_native(f"audit check {spec.name}") as native,
+        ):
             found = spec.fn(ctx)
         if native.lines:
             ctx.evidence["third_party_output"] = {"lines": len(native.lines), "first": native.summary()}
@@ -211,13 +228,19 @@ def audit(
     sizes = parse_batch_sizes(batch_sizes)
     dev = torch.device(parse_device(device))
     loaded = prepare_model(model, weights=weights, mode=mode)
-    given = audit_inputs(sample=sample, example_input=example_input, input_size=input_size, targets=targets,
-                         data=data, limit=limit, default_size=loaded.default_input_size,
-                         images=takes_image_list(loaded.module))
+    given = audit_inputs(
+        sample=sample,
+        example_input=example_input,
+        input_size=input_size,
+        targets=targets,
+        data=data,
+        limit=limit,
+        default_size=loaded.default_input_size,
+        images=takes_image_list(loaded.module),
+    )
     with preserve_model_state(loaded.module, verify=True), rng_guard(dev):
         work = _working_model(loaded.module, dev)
-        ctx, no_scores = _context(work, given.sample, given.input_size, given.targets, sizes, dev, scores,
-                                  given.call)
+        ctx, no_scores = _context(work, given.sample, given.input_size, given.targets, sizes, dev, scores, given.call)
         records = []
         for i, spec in enumerate(specs):
             if progress is not None:
@@ -228,10 +251,15 @@ def audit(
     findings = [f for r in records for f in r.findings]
     if ctx.synthetic:
         findings.append(_synthetic_finding(ctx))
-    inputs = {"shape": list(ctx.sample.shape), "samples": ctx.n, "synthetic": ctx.synthetic,
-              "targets": ctx.targets is not None, "device": str(dev), "batch_sizes": list(sizes),
-              "scores": ctx.scores.describe() if ctx.scores is not None else None}
+    inputs = {
+        "shape": list(ctx.sample.shape),
+        "samples": ctx.n,
+        "synthetic": ctx.synthetic,
+        "targets": ctx.targets is not None,
+        "device": str(dev),
+        "batch_sizes": list(sizes),
+        "scores": ctx.scores.describe() if ctx.scores is not None else None,
+    }
     if ctx.targets is not None and ctx.scores is None:
         inputs["accuracy_skipped"] = f"no accuracy table: {no_scores}"
-    return AuditReport(model=loaded.spec, findings=sort_findings(findings), checks=tuple(records),
-                       input=inputs)
+    return AuditReport(model=loaded.spec, findings=sort_findings(findings), checks=tuple(records), input=inputs)

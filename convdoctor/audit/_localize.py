@@ -39,6 +39,7 @@ def _record(model: nn.Module, run: Callable[[], Any], batch: int, row: int | Non
     def pre(path: str) -> Callable[..., None]:
         def hook(_m: nn.Module, args: Any) -> None:
             pending.setdefault(path, []).append(_row(args, batch, row))
+
         return hook
 
     def post(path: str) -> Callable[..., None]:
@@ -47,6 +48,7 @@ def _record(model: nn.Module, run: Callable[[], Any], batch: int, row: int | Non
             key = (path, calls[path])
             calls[path] += 1
             events.append((key, inputs, _row(output, batch, row)))
+
         return hook
 
     try:

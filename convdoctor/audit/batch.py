@@ -77,11 +77,15 @@ def _failed(entry: dict[str, Any]) -> bool:
 
 def _fix(ctx: CheckContext, where: str | None) -> str:
     if any(isinstance(m, BN_TYPES) and m.training for m in ctx.model.modules()):
-        return ("BatchNorm in training mode normalises with batch statistics: call model.eval() before "
-                "inference, or serve convdoctor.fix.prepare_for_inference(model).")
-    return (f"A module{f' ({where})' if where else ''} mixes the samples of a batch in eval mode (batch "
-            "statistics, a mean or softmax over dim 0): compute per-sample statistics (running stats, "
-            "GroupNorm, LayerNorm) so that each output depends only on its own input.")
+        return (
+            "BatchNorm in training mode normalises with batch statistics: call model.eval() before "
+            "inference, or serve convdoctor.fix.prepare_for_inference(model)."
+        )
+    return (
+        f"A module{f' ({where})' if where else ''} mixes the samples of a batch in eval mode (batch "
+        "statistics, a mean or softmax over dim 0): compute per-sample statistics (running stats, "
+        "GroupNorm, LayerNorm) so that each output depends only on its own input."
+    )
 
 
 def _finding(ctx: CheckContext, runs: list[_Run], results: list[dict[str, Any]], probes: int) -> Finding:
@@ -91,10 +95,17 @@ def _finding(ctx: CheckContext, runs: list[_Run], results: list[dict[str, Any]],
     if "error" not in worst:
         batch = int(run.batch.shape[0])
         where = first_divergence(
-            ctx.model, lambda: ctx.forward(ctx.take(1)), lambda: ctx.forward(run.batch),
-            batches=(1, batch), rows=(0, run.positions[0]), rtol=BATCH_RTOL)
-        what = (f"changes by up to {worst['max_abs_diff']:.3g} ({worst['max_rel_diff']:.2g} of its scale, "
-                f"tolerance {BATCH_RTOL:g}) when run in {run.label} instead of alone")
+            ctx.model,
+            lambda: ctx.forward(ctx.take(1)),
+            lambda: ctx.forward(run.batch),
+            batches=(1, batch),
+            rows=(0, run.positions[0]),
+            rtol=BATCH_RTOL,
+        )
+        what = (
+            f"changes by up to {worst['max_abs_diff']:.3g} ({worst['max_rel_diff']:.2g} of its scale, "
+            f"tolerance {BATCH_RTOL:g}) when run in {run.label} instead of alone"
+        )
     else:
         what = f"cannot be computed in {run.label}: {worst['error']}"
     born = f"; the difference first appears in {label(ctx.model, where)}" if where is not None else ""
@@ -102,7 +113,8 @@ def _finding(ctx: CheckContext, runs: list[_Run], results: list[dict[str, Any]],
         "BATCH_DEPENDENT_OUTPUT",
         f"A sample's output {what}{born}.",
         evidence={"worst": worst, "runs": results, "probes": probes, "rtol": BATCH_RTOL},
-        fix=_fix(ctx, where), where=where,
+        fix=_fix(ctx, where),
+        where=where,
     )
 
 
@@ -133,9 +145,14 @@ def _compare_batches(ctx: CheckContext, probes: int) -> list[Finding]:
                 noise = diff(_probe_rows(ctx, ctx.take(1), (0,))[0], refs[0])
             except Exception as exc:  # e.g. BatchNorm1d in training mode on one sample
                 ctx.evidence["alone_error"] = one_line(exc)
-                return [make_finding(
-                    "BATCH_DEPENDENT_OUTPUT", f"The model cannot run on a single sample: {one_line(exc)}.",
-                    evidence={"error": one_line(exc)}, fix=_fix(ctx, None))]
+                return [
+                    make_finding(
+                        "BATCH_DEPENDENT_OUTPUT",
+                        f"The model cannot run on a single sample: {one_line(exc)}.",
+                        evidence={"error": one_line(exc)},
+                        fix=_fix(ctx, None),
+                    )
+                ]
             if noise.exceeds(BATCH_RTOL):
                 continue
             ctx.evidence.update(held_in_eval=held, noise=noise.as_dict())
@@ -163,6 +180,7 @@ def check_batch(ctx: CheckContext) -> list[Finding]:
     if incident is not None:
         ctx.evidence["incident"] = incident
     if not findings and "skipped_comparison" in ctx.evidence and incident is None:
-        ctx.skip("nondeterministic model: batch effects cannot be told from run-to-run noise "
-                 "(see the determinism check)")
+        ctx.skip(
+            "nondeterministic model: batch effects cannot be told from run-to-run noise (see the determinism check)"
+        )
     return findings

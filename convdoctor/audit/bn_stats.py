@@ -87,16 +87,18 @@ def _invalid(layers: list[dict[str, Any]]) -> list[Finding]:
     bad = [lay for lay in layers if lay["invalid"]]
     if not bad:
         return []
-    return [make_finding(
-        "BN_STATS_INVALID",
-        f"{len(bad)} BatchNorm layer(s) hold NaN, Inf or negative running statistics ({bad[0]['name']}: "
-        f"var in [{bad[0]['var_min']:.3g}, {bad[0]['var_max']:.3g}], |mean| up to {bad[0]['mean_abs_max']:.3g}); "
-        "every eval-mode output through them is garbage.",
-        evidence={"count": len(bad), "layers": [_summary(lay) for lay in bad[:MAX_LAYERS]]},
-        fix="Recompute the statistics on training data with convdoctor.fix.recalibrate_bn(model, batches), "
+    return [
+        make_finding(
+            "BN_STATS_INVALID",
+            f"{len(bad)} BatchNorm layer(s) hold NaN, Inf or negative running statistics ({bad[0]['name']}: "
+            f"var in [{bad[0]['var_min']:.3g}, {bad[0]['var_max']:.3g}], |mean| up to {bad[0]['mean_abs_max']:.3g}); "
+            "every eval-mode output through them is garbage.",
+            evidence={"count": len(bad), "layers": [_summary(lay) for lay in bad[:MAX_LAYERS]]},
+            fix="Recompute the statistics on training data with convdoctor.fix.recalibrate_bn(model, batches), "
             "and look for the NaN/Inf in training (a diverged step, fp16 overflow).",
-        where=bad[0]["name"],
-    )]
+            where=bad[0]["name"],
+        )
+    ]
 
 
 def _uninitialized(layers: list[dict[str, Any]]) -> list[Finding]:
@@ -104,44 +106,67 @@ def _uninitialized(layers: list[dict[str, Any]]) -> list[Finding]:
     certain = [lay for lay in default if _counted(lay)]
     rest = [lay for lay in default if not _counted(lay)]
     trained_elsewhere = len(layers) - len(rest)  # layers that counted batches or whose statistics moved
-    fix = ("Recompute the running statistics with convdoctor.fix.recalibrate_bn(model, batches) on a few "
-           "hundred training samples, or load the checkpoint's buffers (load_state_dict(strict=True)).")
+    fix = (
+        "Recompute the running statistics with convdoctor.fix.recalibrate_bn(model, batches) on a few "
+        "hundred training samples, or load the checkpoint's buffers (load_state_dict(strict=True))."
+    )
     findings = []
     if certain:
-        findings.append(make_finding(
-            "BN_STATS_UNINITIALIZED",
-            f"{len(certain)} BatchNorm layer(s) counted training batches (num_batches_tracked "
-            f"{certain[0]['num_batches_tracked']} in {certain[0]['name']}) yet hold the initial running statistics "
-            "(mean 0, var 1): they were reset or never loaded, and eval mode will normalise with the wrong statistics.",
-            evidence={"count": len(certain), "evidence": "num_batches_tracked > 0",
-                      "layers": [_summary(lay) for lay in certain[:MAX_LAYERS]]},
-            fix=fix, where=certain[0]["name"],
-        ))
+        findings.append(
+            make_finding(
+                "BN_STATS_UNINITIALIZED",
+                f"{len(certain)} BatchNorm layer(s) counted training batches (num_batches_tracked "
+                f"{certain[0]['num_batches_tracked']} in {certain[0]['name']}) yet hold the initial running statistics "
+                "(mean 0, var 1): they were reset or never loaded, and eval mode will normalise with the wrong statistics.",
+                evidence={
+                    "count": len(certain),
+                    "evidence": "num_batches_tracked > 0",
+                    "layers": [_summary(lay) for lay in certain[:MAX_LAYERS]],
+                },
+                fix=fix,
+                where=certain[0]["name"],
+            )
+        )
     if not rest:
         return findings
     learned = sum(not lay["affine_default"] for lay in rest)
     if trained_elsewhere == 0:
         # nothing in the model ever saw a batch: fresh init and "every buffer lost" look the same here
-        note = (f"; {learned} have affine values that differ per channel, which trained weights and some "
-                "initialisers (RepVGG's) both leave" if learned else "")
-        findings.append(make_finding(
-            "BN_STATS_UNINITIALIZED",
-            f"All {len(layers)} BatchNorm layers hold their initial statistics and none counted a batch{note}: the "
-            "model is untrained (random init) or its buffers were not loaded, so accuracy numbers from it mean "
-            "nothing.",
-            evidence={"count": len(rest), "untrained_model": True, "learned_affine": learned}, severity="info",
-            fix="Load the trained weights and buffers (--weights CKPT) before auditing.",
-        ))
+        note = (
+            f"; {learned} have affine values that differ per channel, which trained weights and some "
+            "initialisers (RepVGG's) both leave"
+            if learned
+            else ""
+        )
+        findings.append(
+            make_finding(
+                "BN_STATS_UNINITIALIZED",
+                f"All {len(layers)} BatchNorm layers hold their initial statistics and none counted a batch{note}: the "
+                "model is untrained (random init) or its buffers were not loaded, so accuracy numbers from it mean "
+                "nothing.",
+                evidence={"count": len(rest), "untrained_model": True, "learned_affine": learned},
+                severity="info",
+                fix="Load the trained weights and buffers (--weights CKPT) before auditing.",
+            )
+        )
         return findings
-    findings.append(make_finding(
-        "BN_STATS_UNINITIALIZED",
-        f"{len(rest)} of {len(layers)} BatchNorm layers never updated their statistics while {trained_elsewhere} "
-        f"others did (e.g. {rest[0]['name']}; {learned} of them with per-channel affine values, as training "
-        "leaves): they were not trained or their buffers were not loaded.",
-        evidence={"count": len(rest), "evidence": "other layers' statistics were updated", "learned_affine": learned,
-                  "layers": [_summary(lay) for lay in rest[:MAX_LAYERS]]},
-        severity="warning", fix=fix, where=rest[0]["name"],
-    ))
+    findings.append(
+        make_finding(
+            "BN_STATS_UNINITIALIZED",
+            f"{len(rest)} of {len(layers)} BatchNorm layers never updated their statistics while {trained_elsewhere} "
+            f"others did (e.g. {rest[0]['name']}; {learned} of them with per-channel affine values, as training "
+            "leaves): they were not trained or their buffers were not loaded.",
+            evidence={
+                "count": len(rest),
+                "evidence": "other layers' statistics were updated",
+                "learned_affine": learned,
+                "layers": [_summary(lay) for lay in rest[:MAX_LAYERS]],
+            },
+            severity="warning",
+            fix=fix,
+            where=rest[0]["name"],
+        )
+    )
     return findings
 
 
@@ -150,16 +175,18 @@ def _extreme(layers: list[dict[str, Any]]) -> list[Finding]:
     if not big:
         return []
     worst = max(big, key=lambda lay: max(lay["var_max"], lay["mean_abs_max"]))
-    return [make_finding(
-        "BN_STATS_EXTREME",
-        f"{len(big)} BatchNorm layer(s) have running statistics beyond float16's range ({worst['name']}: "
-        f"var up to {worst['var_max']:.3g}, |mean| up to {worst['mean_abs_max']:.3g} > {EXTREME_STAT:g}): "
-        "model.half() turns them into Inf.",
-        evidence={"count": len(big), "limit": EXTREME_STAT, "layers": [_summary(lay) for lay in big[:MAX_LAYERS]]},
-        fix="Serve in float32 or bfloat16, or normalise the inputs (the stats are large when inputs are not "
+    return [
+        make_finding(
+            "BN_STATS_EXTREME",
+            f"{len(big)} BatchNorm layer(s) have running statistics beyond float16's range ({worst['name']}: "
+            f"var up to {worst['var_max']:.3g}, |mean| up to {worst['mean_abs_max']:.3g} > {EXTREME_STAT:g}): "
+            "model.half() turns them into Inf.",
+            evidence={"count": len(big), "limit": EXTREME_STAT, "layers": [_summary(lay) for lay in big[:MAX_LAYERS]]},
+            fix="Serve in float32 or bfloat16, or normalise the inputs (the stats are large when inputs are not "
             "scaled, e.g. 0..255 pixels).",
-        where=worst["name"],
-    )]
+            where=worst["name"],
+        )
+    ]
 
 
 @register_check(
@@ -170,12 +197,20 @@ def _extreme(layers: list[dict[str, Any]]) -> list[Finding]:
 )
 def check_bn_stats(ctx: CheckContext) -> list[Finding]:
     """Read every tracked normalisation layer's running statistics."""
-    layers = [_layer(name, m) for name, m in ctx.model.named_modules()
-              if isinstance(m, NormBase) and m.track_running_stats
-              and m.running_mean is not None and m.running_var is not None
-              and not isinstance(m.running_mean, nn.parameter.UninitializedBuffer)]
-    ctx.evidence.update(layers=len(layers), never_updated=sum(lay["default_stats"] for lay in layers),
-                        invalid=sum(lay["invalid"] for lay in layers))
+    layers = [
+        _layer(name, m)
+        for name, m in ctx.model.named_modules()
+        if isinstance(m, NormBase)
+        and m.track_running_stats
+        and m.running_mean is not None
+        and m.running_var is not None
+        and not isinstance(m.running_mean, nn.parameter.UninitializedBuffer)
+    ]
+    ctx.evidence.update(
+        layers=len(layers),
+        never_updated=sum(lay["default_stats"] for lay in layers),
+        invalid=sum(lay["invalid"] for lay in layers),
+    )
     if not layers:
         ctx.skip("no BatchNorm layer with running statistics")
     return _invalid(layers) + _uninitialized(layers) + _extreme(layers)

@@ -79,14 +79,18 @@ class CheckContext:
             return (model or self.model)(*args, **kwargs)
 
     @contextlib.contextmanager
-    def modes(self, *, all_eval: bool = False, dropout_eval: bool = False,
-              only_bn: bool = False) -> Iterator[nn.Module]:
+    def modes(
+        self, *, all_eval: bool = False, dropout_eval: bool = False, only_bn: bool = False
+    ) -> Iterator[nn.Module]:
         """Temporarily put modules in eval mode: all of them, the dropout ones, or all but BatchNorm."""
         saved = [(m, m.training) for m in self.model.modules()]
         try:
             for m, _ in saved:
-                if (all_eval or (dropout_eval and isinstance(m, DROPOUT_TYPES))
-                        or (only_bn and not isinstance(m, BN_TYPES))):
+                if (
+                    all_eval
+                    or (dropout_eval and isinstance(m, DROPOUT_TYPES))
+                    or (only_bn and not isinstance(m, BN_TYPES))
+                ):
                     m.training = False
             yield self.model
         finally:
@@ -111,7 +115,6 @@ class CheckContext:
     def skip(self, reason: str) -> NoReturn:
         """Stop the running check with status ``skipped``."""
         raise CheckSkipped(reason)
-
 
 
 def rng_guard(device: torch.device) -> contextlib.AbstractContextManager[None]:

@@ -65,13 +65,16 @@ def _from_folder(path: Path, input_size: tuple[int, ...] | None, limit: int) -> 
     try:
         from torchvision import datasets, transforms
     except ImportError as exc:  # optional dependency
-        raise UsageError("reading an image folder needs torchvision: pip install torchvision "
-                         "(or 'convdoctor[vision]'); or pass a .npz/.pt file of tensors") from exc
+        raise UsageError(
+            "reading an image folder needs torchvision: pip install torchvision "
+            "(or 'convdoctor[vision]'); or pass a .npz/.pt file of tensors"
+        ) from exc
 
     size = input_size or (1, *_IMAGE_SIZE)
     if len(size) != 4 or size[1] not in (1, 3):
-        raise UsageError(f"an ImageFolder gives 1- or 3-channel images; the input {format_shape(size)} "
-                         "is not N x 1|3 x H x W")
+        raise UsageError(
+            f"an ImageFolder gives 1- or 3-channel images; the input {format_shape(size)} is not N x 1|3 x H x W"
+        )
     _, c, h, w = size
     steps: list[Any] = [transforms.Resize(round(min(h, w) / RESIZE_RATIO)), transforms.CenterCrop((h, w))]
     steps += [transforms.Grayscale(1)] if c == 1 else []
@@ -128,17 +131,22 @@ def validate_samples(x: Any, y: Any, input_size: tuple[int, ...] | None, source:
             labels that are not one integer per sample or are negative.
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
-        raise UsageError(f"{source}: x must be a non-empty tensor of shape N x C x ..., "
-                         f"got {getattr(x, 'shape', type(x).__name__)}")
+        raise UsageError(
+            f"{source}: x must be a non-empty tensor of shape N x C x ..., got {getattr(x, 'shape', type(x).__name__)}"
+        )
     if input_size is not None and tuple(x.shape[1:]) != tuple(input_size[1:]):
-        raise UsageError(f"{source}: samples have shape {format_shape(x.shape[1:])} but the input is "
-                         f"{format_shape(input_size[1:])}; give data in the model's input layout")
+        raise UsageError(
+            f"{source}: samples have shape {format_shape(x.shape[1:])} but the input is "
+            f"{format_shape(input_size[1:])}; give data in the model's input layout"
+        )
     x = x.float() if not x.is_floating_point() else x
     if y is None:
         return x, None
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise UsageError(f"{source}: y must hold one label per sample ({x.shape[0]}), "
-                         f"got shape {getattr(y, 'shape', type(y).__name__)}")
+        raise UsageError(
+            f"{source}: y must hold one label per sample ({x.shape[0]}), "
+            f"got shape {getattr(y, 'shape', type(y).__name__)}"
+        )
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise UsageError(f"{source}: labels must be integers (class indices), got {y.dtype}")
     if y.numel() and int(y.min()) < 0:
@@ -146,8 +154,9 @@ def validate_samples(x: Any, y: Any, input_size: tuple[int, ...] | None, source:
     return x, y.long()
 
 
-def load_data(path: str | os.PathLike[str], *, input_size: tuple[int, ...] | None = None,
-              limit: int = DEFAULT_LIMIT) -> AuditData:
+def load_data(
+    path: str | os.PathLike[str], *, input_size: tuple[int, ...] | None = None, limit: int = DEFAULT_LIMIT
+) -> AuditData:
     """Read ``--data`` (ImageFolder folder, ``.npz`` or ``.pt``) into tensors.
 
     Args:

@@ -26,11 +26,15 @@ DETERMINISM_RTOL = 1e-5
 
 def _fix(ctx: CheckContext) -> str:
     if any(isinstance(m, DROPOUT_TYPES) and m.training and m.p > 0 for m in ctx.model.modules()):
-        return ("Dropout is active: call model.eval() before inference, or serve "
-                "convdoctor.fix.prepare_for_inference(model).")
-    return ("Something in forward draws random numbers or keeps state between calls at inference "
-            "(F.dropout(x, training=True), torch.rand, a cache): gate randomness on self.training and keep "
-            "forward free of state; on GPU also call torch.use_deterministic_algorithms(True).")
+        return (
+            "Dropout is active: call model.eval() before inference, or serve "
+            "convdoctor.fix.prepare_for_inference(model)."
+        )
+    return (
+        "Something in forward draws random numbers or keeps state between calls at inference "
+        "(F.dropout(x, training=True), torch.rand, a cache): gate randomness on self.training and keep "
+        "forward free of state; on GPU also call torch.use_deterministic_algorithms(True)."
+    )
 
 
 @register_check(
@@ -52,13 +56,17 @@ def check_determinism(ctx: CheckContext) -> list[Finding]:
     if not d.exceeds(DETERMINISM_RTOL):
         return []
     with buffers_restored(ctx.model):
-        where = first_divergence(ctx.model, lambda: ctx.forward(x), lambda: ctx.forward(x),
-                                 batches=(n, n), rows=None, rtol=DETERMINISM_RTOL)
+        where = first_divergence(
+            ctx.model, lambda: ctx.forward(x), lambda: ctx.forward(x), batches=(n, n), rows=None, rtol=DETERMINISM_RTOL
+        )
     born = f"; the difference first appears in {label(ctx.model, where)}" if where is not None else ""
-    return [make_finding(
-        "NONDETERMINISTIC_OUTPUT",
-        f"The same {n} inputs give outputs up to {d.max_abs:.3g} apart ({d.max_rel:.2g} of their scale, "
-        f"tolerance {DETERMINISM_RTOL:g}) on two runs{born}.",
-        evidence={"samples": n, "rtol": DETERMINISM_RTOL, **d.as_dict()},
-        fix=_fix(ctx), where=where,
-    )]
+    return [
+        make_finding(
+            "NONDETERMINISTIC_OUTPUT",
+            f"The same {n} inputs give outputs up to {d.max_abs:.3g} apart ({d.max_rel:.2g} of their scale, "
+            f"tolerance {DETERMINISM_RTOL:g}) on two runs{born}.",
+            evidence={"samples": n, "rtol": DETERMINISM_RTOL, **d.as_dict()},
+            fix=_fix(ctx),
+            where=where,
+        )
+    ]

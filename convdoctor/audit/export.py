@@ -40,8 +40,10 @@ OTHER_BATCH = 1
 #: scale on torchvision models; a wrong branch or a dropped op is off by far more.
 EXPORT_RTOL = 1e-3
 _INSTALL_HINT = "pip install onnx onnxruntime onnxscript (or convdoctor[export])"
-_FAIL_FIX = ("Make forward exportable: replace Python branches on tensor values with torch.where/torch.cond, "
-             "avoid .item()/.tolist() and in-place writes to inputs.")
+_FAIL_FIX = (
+    "Make forward exportable: replace Python branches on tensor values with torch.where/torch.cond, "
+    "avoid .item()/.tolist() and in-place writes to inputs."
+)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -54,8 +56,11 @@ Runner = Callable[[torch.Tensor], Any]
 def _quiet() -> Iterator[list[warnings.WarningMessage]]:
     """Capture stdout, stderr, warnings and log records of the exporters."""
     previous = logging.root.manager.disable
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("always")
         logging.disable(logging.WARNING)
         try:
@@ -83,9 +88,12 @@ def _torchscript(model: nn.Module, x: torch.Tensor, _cache: dict[str, Any]) -> t
     """
     with _quiet() as caught:
         traced = torch.jit.trace(model, (x,), check_trace=False, strict=False)  # type: ignore[no-untyped-call]
-    notes = [f"{str(w.message).split('. ')[0]} ({Path(w.filename).name}:{w.lineno})" for w in caught
-             if issubclass(w.category, torch.jit.TracerWarning)  # type: ignore[attr-defined]
-             and not _in_torch(w.filename)]
+    notes = [
+        f"{str(w.message).split('. ')[0]} ({Path(w.filename).name}:{w.lineno})"
+        for w in caught
+        if issubclass(w.category, torch.jit.TracerWarning)  # type: ignore[attr-defined]
+        and not _in_torch(w.filename)
+    ]
     return traced, notes
 
 
@@ -145,8 +153,9 @@ def _run(runner: Runner, x: torch.Tensor, reference: Any) -> Diff:
     return diff(leaves(out), leaves(reference))
 
 
-def _one_format(fmt: str, model: nn.Module, inputs: dict[int, torch.Tensor], refs: dict[int, Any],
-                cache: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]]:
+def _one_format(
+    fmt: str, model: nn.Module, inputs: dict[int, torch.Tensor], refs: dict[int, Any], cache: dict[str, Any]
+) -> tuple[dict[str, Any], list[Finding]]:
     """Export in one format, run at both batch sizes, compare; return (evidence, findings)."""
     record: dict[str, Any] = {}
     start = time.perf_counter()
@@ -156,26 +165,37 @@ def _one_format(fmt: str, model: nn.Module, inputs: dict[int, torch.Tensor], ref
         return {"status": "skipped", "reason": str(exc)}, []
     except Exception as exc:  # any exporter error is the finding
         record.update(status="failed", reason=_reason(exc), export_s=round(time.perf_counter() - start, 2))
-        return record, [make_finding(
-            "EXPORT_FAILED", f"{fmt} export failed: {record['reason']}", evidence={"format": fmt, **record},
-            fix=_FAIL_FIX, where=fmt)]
+        return record, [
+            make_finding(
+                "EXPORT_FAILED",
+                f"{fmt} export failed: {record['reason']}",
+                evidence={"format": fmt, **record},
+                fix=_FAIL_FIX,
+                where=fmt,
+            )
+        ]
     record["export_s"] = round(time.perf_counter() - start, 2)
     findings = _compare(fmt, runner, inputs, refs, record)
     if notes:
         record["tracer_warnings"] = notes[:5]
-        findings.append(make_finding(
-            "EXPORT_FAILED",
-            f"The {fmt} trace is specific to its example input ({len(notes)} TracerWarning(s), first: "
-            f"{notes[0]}); other inputs may take a path the trace did not record.",
-            evidence={"format": fmt, "tracer_warnings": notes[:5]}, title="Export is input-specific",
-            fix="Replace Python control flow on tensor values with tensor ops, or export with torch.export.",
-            where=fmt))
+        findings.append(
+            make_finding(
+                "EXPORT_FAILED",
+                f"The {fmt} trace is specific to its example input ({len(notes)} TracerWarning(s), first: "
+                f"{notes[0]}); other inputs may take a path the trace did not record.",
+                evidence={"format": fmt, "tracer_warnings": notes[:5]},
+                title="Export is input-specific",
+                fix="Replace Python control flow on tensor values with tensor ops, or export with torch.export.",
+                where=fmt,
+            )
+        )
     record.setdefault("status", "ok" if not findings else "mismatch")
     return record, findings
 
 
-def _compare(fmt: str, runner: Runner, inputs: dict[int, torch.Tensor], refs: dict[int, Any],
-             record: dict[str, Any]) -> list[Finding]:
+def _compare(
+    fmt: str, runner: Runner, inputs: dict[int, torch.Tensor], refs: dict[int, Any], record: dict[str, Any]
+) -> list[Finding]:
     """Run the artefact at each batch size; one finding per format at most."""
     diffs: dict[int, Diff] = {}
     for batch, x in inputs.items():
@@ -186,27 +206,47 @@ def _compare(fmt: str, runner: Runner, inputs: dict[int, torch.Tensor], refs: di
             record[f"batch_{batch}"] = {"error": _reason(exc)}
             record["status"] = "failed" if batch == EXPORT_BATCH else "mismatch"
             if batch == EXPORT_BATCH:
-                return [make_finding("EXPORT_FAILED", f"The {fmt} artefact fails to run: {_reason(exc)}.",
-                                     evidence={"format": fmt, **record}, fix=_FAIL_FIX, where=fmt)]
+                return [
+                    make_finding(
+                        "EXPORT_FAILED",
+                        f"The {fmt} artefact fails to run: {_reason(exc)}.",
+                        evidence={"format": fmt, **record},
+                        fix=_FAIL_FIX,
+                        where=fmt,
+                    )
+                ]
             record["fixed_batch"] = True
-            return [make_finding(
-                "EXPORT_MISMATCH",
-                f"The {fmt} artefact exported at batch {EXPORT_BATCH} fails at batch {batch}: {_reason(exc)}.",
-                evidence={"format": fmt, "fixed_batch": True, "export_batch": EXPORT_BATCH, "batch": batch},
-                fix="Do not hard-code the batch size in forward (use x.shape[0] or -1 in reshape/view) and "
-                    "export with a dynamic batch dimension (torch.export.Dim).", where=fmt)]
+            return [
+                make_finding(
+                    "EXPORT_MISMATCH",
+                    f"The {fmt} artefact exported at batch {EXPORT_BATCH} fails at batch {batch}: {_reason(exc)}.",
+                    evidence={"format": fmt, "fixed_batch": True, "export_batch": EXPORT_BATCH, "batch": batch},
+                    fix="Do not hard-code the batch size in forward (use x.shape[0] or -1 in reshape/view) and "
+                    "export with a dynamic batch dimension (torch.export.Dim).",
+                    where=fmt,
+                )
+            ]
     batch, worst = max(diffs.items(), key=lambda kv: kv[1].max_rel)
     if not worst.exceeds(EXPORT_RTOL):
         return []
     record["status"] = "mismatch"
-    return [make_finding(
-        "EXPORT_MISMATCH",
-        f"The {fmt} artefact differs from eager by up to {worst.max_abs:.3g} ({worst.max_rel:.2g} of the "
-        f"output's scale, tolerance {EXPORT_RTOL:g}) at batch {batch}.",
-        evidence={"format": fmt, "batch": batch, "rtol": EXPORT_RTOL, **worst.as_dict(),
-                  "per_batch": {str(b): d.as_dict() for b, d in diffs.items()}},
-        fix="Look for ops the exporter translates differently (custom autograd functions, in-place updates "
-            "of inputs, data-dependent branches) and compare layer by layer.", where=fmt)]
+    return [
+        make_finding(
+            "EXPORT_MISMATCH",
+            f"The {fmt} artefact differs from eager by up to {worst.max_abs:.3g} ({worst.max_rel:.2g} of the "
+            f"output's scale, tolerance {EXPORT_RTOL:g}) at batch {batch}.",
+            evidence={
+                "format": fmt,
+                "batch": batch,
+                "rtol": EXPORT_RTOL,
+                **worst.as_dict(),
+                "per_batch": {str(b): d.as_dict() for b, d in diffs.items()},
+            },
+            fix="Look for ops the exporter translates differently (custom autograd functions, in-place updates "
+            "of inputs, data-dependent branches) and compare layer by layer.",
+            where=fmt,
+        )
+    ]
 
 
 @register_check(
@@ -227,10 +267,17 @@ def check_export(ctx: CheckContext) -> list[Finding]:
         del inputs[OTHER_BATCH]
     noise = diff(leaves(ctx.forward(inputs[EXPORT_BATCH], model)), leaves(refs[EXPORT_BATCH]))
     if noise.exceeds(EXPORT_RTOL):
-        ctx.skip("the eval-mode model gives different outputs on two runs (see determinism): "
-                 "no artefact can be compared with it")
-    ctx.evidence.update(export_batch=EXPORT_BATCH, other_batch=OTHER_BATCH, rtol=EXPORT_RTOL,
-                        input_shape=list(inputs[EXPORT_BATCH].shape), mode="eval")
+        ctx.skip(
+            "the eval-mode model gives different outputs on two runs (see determinism): "
+            "no artefact can be compared with it"
+        )
+    ctx.evidence.update(
+        export_batch=EXPORT_BATCH,
+        other_batch=OTHER_BATCH,
+        rtol=EXPORT_RTOL,
+        input_shape=list(inputs[EXPORT_BATCH].shape),
+        mode="eval",
+    )
     findings: list[Finding] = []
     formats: dict[str, Any] = {}
     cache: dict[str, Any] = {}

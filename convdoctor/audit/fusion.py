@@ -46,11 +46,13 @@ def check_fusion(ctx: CheckContext) -> list[Finding]:
     ctx.evidence.update(samples=int(x.shape[0]), rtol=FUSION_RTOL, **d.as_dict())
     if not d.exceeds(FUSION_RTOL):
         return []
-    return [make_finding(
-        "FUSION_MISMATCH",
-        f"Folding {len(pairs)} Conv-BN pair(s) changes the output by up to {d.max_abs:.3g} "
-        f"({d.max_rel:.2g} of its scale, tolerance {FUSION_RTOL:g}).",
-        evidence={"pairs": len(pairs), "rtol": FUSION_RTOL, **d.as_dict()},
-        fix="Serve the unfused model, or look for BatchNorm layers with near-zero running_var (bn_stats) "
+    return [
+        make_finding(
+            "FUSION_MISMATCH",
+            f"Folding {len(pairs)} Conv-BN pair(s) changes the output by up to {d.max_abs:.3g} "
+            f"({d.max_rel:.2g} of its scale, tolerance {FUSION_RTOL:g}).",
+            evidence={"pairs": len(pairs), "rtol": FUSION_RTOL, **d.as_dict()},
+            fix="Serve the unfused model, or look for BatchNorm layers with near-zero running_var (bn_stats) "
             "whose folded weights lose float32 precision.",
-    )]
+        )
+    ]

@@ -28,8 +28,7 @@ Runner = Callable[[torch.Tensor], Any]
 ScoreReader = Callable[[Any], "torch.Tensor | None"]
 
 
-def accuracy(run: Runner, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-             scores: ScoreReader = logits) -> float:
+def accuracy(run: Runner, x: torch.Tensor, y: torch.Tensor, batch_size: int, scores: ScoreReader = logits) -> float:
     """Top-1 accuracy of ``run`` on ``x`` fed in consecutive batches of ``batch_size``.
 
     The last batch holds the remainder (``len(x) % batch_size`` samples) when the sizes do
@@ -41,15 +40,21 @@ def accuracy(run: Runner, x: torch.Tensor, y: torch.Tensor, batch_size: int,
     correct = 0
     for start in range(0, x.shape[0], batch_size):
         with torch.no_grad():
-            found = scores(run(x[start:start + batch_size]))
+            found = scores(run(x[start : start + batch_size]))
         if found is None:
             raise UsageError("accuracy needs a model whose output is (N, classes) scores")
-        correct += int((found.argmax(1).cpu() == y[start:start + batch_size].cpu()).sum())
+        correct += int((found.argmax(1).cpu() == y[start : start + batch_size].cpu()).sum())
     return correct / x.shape[0]
 
 
-def accuracy_rows(run_current: Runner, run_eval: Runner, x: torch.Tensor, y: torch.Tensor,
-                  batch_sizes: Sequence[int], scores: ScoreReader = logits) -> dict[str, Any]:
+def accuracy_rows(
+    run_current: Runner,
+    run_eval: Runner,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_sizes: Sequence[int],
+    scores: ScoreReader = logits,
+) -> dict[str, Any]:
     """Accuracy in the current mode at each batch size, and in eval mode.
 
     ``run_eval`` runs first: a training-mode run updates BatchNorm running statistics, and
@@ -79,8 +84,9 @@ def accuracy_rows(run_current: Runner, run_eval: Runner, x: torch.Tensor, y: tor
     }
 
 
-def incident_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   batch_sizes: Sequence[int] = INCIDENT_BATCH_SIZES) -> dict[str, Any]:
+def incident_table(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_sizes: Sequence[int] = INCIDENT_BATCH_SIZES
+) -> dict[str, Any]:
     """Accuracy of ``model`` as it is (e.g. BatchNorm in training mode) at each batch size vs eval.
 
     The model is not changed: both runs use deep copies, and the user's state_dict,

@@ -38,8 +38,9 @@ MODE_RTOL = 1e-4
 #: Names listed in a finding's evidence.
 MAX_NAMES = 10
 
-_FIX_EVAL = ("Call model.eval() before inference, or serve convdoctor.fix.prepare_for_inference(model), "
-             "an eval-mode copy")
+_FIX_EVAL = (
+    "Call model.eval() before inference, or serve convdoctor.fix.prepare_for_inference(model), an eval-mode copy"
+)
 
 
 _TRAINING = re.compile(r"\btraining\b")
@@ -79,8 +80,10 @@ def _eval_effect(ctx: CheckContext, x: torch.Tensor) -> dict[str, Any]:
 def _effect_text(effect: dict[str, Any]) -> str:
     if "structure" in effect:
         return f"switching the model to eval changes the output itself ({effect['structure']})"
-    text = (f"on {effect['samples']} samples, switching the model to eval changes the output by up to "
-            f"{effect['max_abs_diff']:.3g} ({effect['max_rel_diff']:.2g} of its scale)")
+    text = (
+        f"on {effect['samples']} samples, switching the model to eval changes the output by up to "
+        f"{effect['max_abs_diff']:.3g} ({effect['max_rel_diff']:.2g} of its scale)"
+    )
     if "top1_changed" in effect:
         text += f" and the top-1 class of {effect['top1_changed']} of {effect['samples']}"
     return text
@@ -103,6 +106,7 @@ def _capture_inputs(ctx: CheckContext, x: torch.Tensor, paths: set[str]) -> dict
                     seen[path] = copy.deepcopy((args, kwargs))
                 except Exception:  # an argument that cannot be copied: this module is not replayed
                     pass
+
         return hook
 
     try:
@@ -140,9 +144,7 @@ def _own_flag_effect(module: nn.Module, inputs: tuple[Any, Any]) -> dict[str, An
 
 def _other_modules(ctx: CheckContext, training: list[tuple[str, nn.Module]], x: torch.Tensor) -> list[Finding]:
     """TRAIN_MODE_DIFFERS for modules (not BN, not dropout) whose own flag changes their output."""
-    candidates = {p: m for p, m in training
-                  if not isinstance(m, (BN_TYPES, DROPOUT_TYPES))
-                  and _may_read_flag(type(m))}  # type: ignore[arg-type]  # classes hash; torch's stubs hide it
+    candidates = {p: m for p, m in training if not isinstance(m, (BN_TYPES, DROPOUT_TYPES)) and _may_read_flag(type(m))}  # type: ignore[arg-type]  # classes hash; torch's stubs hide it
     if not candidates:
         return []
     with ctx.modes(dropout_eval=True):  # dropout is reported on its own; keep it out of the replay
@@ -151,23 +153,29 @@ def _other_modules(ctx: CheckContext, training: list[tuple[str, nn.Module]], x: 
         except RuntimeError:  # TorchScript modules take no Python hooks
             ctx.evidence["other_modules"] = "not tested: hooks unavailable (TorchScript?)"
             return []
-        differing = {p: e for p in candidates if p in inputs
-                     and (e := _own_flag_effect(candidates[p], inputs[p])) is not None}
+        differing = {
+            p: e for p in candidates if p in inputs and (e := _own_flag_effect(candidates[p], inputs[p])) is not None
+        }
     ctx.evidence["other_modules_tested"] = len(inputs)
     if not differing:
         return []
     paths = list(differing)
     worst = max(differing.values(), key=lambda e: e["max_rel_diff"])
-    how = (f"output structure {worst['structure']}" if "structure" in worst
-           else f"up to {worst['max_rel_diff']:.2g} of the output's scale")
-    return [make_finding(
-        "TRAIN_MODE_DIFFERS",
-        f"{len(paths)} module(s) in training mode give a different output in eval mode "
-        f"({_names(ctx.model, paths)}): {how}.",
-        evidence={"count": len(paths), "modules": [{"name": p, **differing[p]} for p in paths[:MAX_NAMES]]},
-        fix=f"{_FIX_EVAL}; if a module is meant to stay stochastic at inference (MC dropout), say so in its docs.",
-        where=paths[0],
-    )]
+    how = (
+        f"output structure {worst['structure']}"
+        if "structure" in worst
+        else f"up to {worst['max_rel_diff']:.2g} of the output's scale"
+    )
+    return [
+        make_finding(
+            "TRAIN_MODE_DIFFERS",
+            f"{len(paths)} module(s) in training mode give a different output in eval mode "
+            f"({_names(ctx.model, paths)}): {how}.",
+            evidence={"count": len(paths), "modules": [{"name": p, **differing[p]} for p in paths[:MAX_NAMES]]},
+            fix=f"{_FIX_EVAL}; if a module is meant to stay stochastic at inference (MC dropout), say so in its docs.",
+            where=paths[0],
+        )
+    ]
 
 
 @register_check(
@@ -182,8 +190,12 @@ def check_modes(ctx: CheckContext) -> list[Finding]:
     all_bn = [p for p, m in ctx.model.named_modules() if isinstance(m, BN_TYPES)]
     bn = [p for p, m in training if isinstance(m, BN_TYPES) and m.track_running_stats]
     drop = [p for p, m in training if isinstance(m, DROPOUT_TYPES) and m.p > 0]
-    ctx.evidence.update(training_modules=len(training), batchnorm_training=len(bn), batchnorm_total=len(all_bn),
-                        dropout_training=len(drop))
+    ctx.evidence.update(
+        training_modules=len(training),
+        batchnorm_training=len(bn),
+        batchnorm_total=len(all_bn),
+        dropout_training=len(drop),
+    )
     if not training:
         return []
     x = ctx.take(max(MODES_BATCH, 2))
@@ -191,20 +203,26 @@ def check_modes(ctx: CheckContext) -> list[Finding]:
     ctx.evidence["eval_effect"] = effect
     findings: list[Finding] = []
     if bn:
-        findings.append(make_finding(
-            "BN_TRAIN_MODE",
-            f"{len(bn)} of {len(all_bn)} BatchNorm layers are in training mode ({_names(ctx.model, bn)}): they "
-            f"normalise each batch with its own statistics, so outputs depend on the batch; {_effect_text(effect)}.",
-            evidence={"count": len(bn), "total": len(all_bn), "modules": bn[:MAX_NAMES], **effect},
-            fix=_FIX_EVAL + ".", where=bn[0],
-        ))
+        findings.append(
+            make_finding(
+                "BN_TRAIN_MODE",
+                f"{len(bn)} of {len(all_bn)} BatchNorm layers are in training mode ({_names(ctx.model, bn)}): they "
+                f"normalise each batch with its own statistics, so outputs depend on the batch; {_effect_text(effect)}.",
+                evidence={"count": len(bn), "total": len(all_bn), "modules": bn[:MAX_NAMES], **effect},
+                fix=_FIX_EVAL + ".",
+                where=bn[0],
+            )
+        )
     if drop:
-        findings.append(make_finding(
-            "DROPOUT_TRAIN_MODE",
-            f"{len(drop)} dropout module(s) are active ({_names(ctx.model, drop)}): predictions are random; "
-            f"{_effect_text(effect)}.",
-            evidence={"count": len(drop), "modules": drop[:MAX_NAMES], **effect},
-            fix=_FIX_EVAL + ".", where=drop[0],
-        ))
+        findings.append(
+            make_finding(
+                "DROPOUT_TRAIN_MODE",
+                f"{len(drop)} dropout module(s) are active ({_names(ctx.model, drop)}): predictions are random; "
+                f"{_effect_text(effect)}.",
+                evidence={"count": len(drop), "modules": drop[:MAX_NAMES], **effect},
+                fix=_FIX_EVAL + ".",
+                where=drop[0],
+            )
+        )
     findings.extend(_other_modules(ctx, training, x))
     return findings

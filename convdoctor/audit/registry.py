@@ -44,8 +44,7 @@ class CheckSpec:
 CHECKS: dict[str, CheckSpec] = {}
 
 
-def register_check(name: str, *, summary: str, codes: Iterable[str],
-                   order: int = 100) -> Callable[[CheckFn], CheckFn]:
+def register_check(name: str, *, summary: str, codes: Iterable[str], order: int = 100) -> Callable[[CheckFn], CheckFn]:
     """Register ``fn`` as the audit check ``name``.
 
     Args:

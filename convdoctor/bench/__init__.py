@@ -94,12 +94,14 @@ def _target(model: nn.Module | str, name: str | None, weights: Any, input_size: 
     call = model_input(loaded, input_size, example_input, fallback=DEFAULT_INPUT_SIZE)
     call.batched(require_one="bench")  # one batched tensor, images of one size: checked before any timing
     spec = model if isinstance(model, str) else None
-    return _Target(name or loaded.spec, loaded.module, call, spec, None if weights is None else str(weights),
-                   loaded.rebuild)
+    return _Target(
+        name or loaded.spec, loaded.module, call, spec, None if weights is None else str(weights), loaded.rebuild
+    )
 
 
-def batch_call(call: ModelInput, batch_size: int, device: str, dtype: torch.dtype) -> tuple[
-        tuple[Any, ...], dict[str, Any]]:
+def batch_call(
+    call: ModelInput, batch_size: int, device: str, dtype: torch.dtype
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The model's arguments at ``batch_size``: a size gives random inputs; an example is cycled
     along its batch (its values and integer dtype kept, floats cast to ``dtype``)."""
     base = call.batched(require_one="bench")
@@ -109,6 +111,7 @@ def batch_call(call: ModelInput, batch_size: int, device: str, dtype: torch.dtyp
         x = base[torch.arange(batch_size) % base.shape[0]]
         x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
     args, kwargs = call.bind(x)
+
     def move(v: Any) -> Any:
         return v.to(device) if isinstance(v, torch.Tensor) else v
 
@@ -125,8 +128,9 @@ def _runner(model: nn.Module, opts: BenchOptions) -> nn.Module:
     return copy.deepcopy(model).to(device=target, dtype=dtype)  # never move the user's model in place
 
 
-def _layers(costs: ModelCosts | None, prof: ModuleProfile, peaks: MachinePeaks | None, model: nn.Module,
-            top: int) -> tuple[tuple[LayerTiming, ...], float | None]:
+def _layers(
+    costs: ModelCosts | None, prof: ModuleProfile, peaks: MachinePeaks | None, model: nn.Module, top: int
+) -> tuple[tuple[LayerTiming, ...], float | None]:
     """Leaf modules by profiled time, with MACs, bytes and labels; and the memory-bound time share."""
     leaves = {path: type(m).__name__ for path, m in model.named_modules() if not any(True for _ in m.children())}
     total = prof.module_ms.get("", 0.0) or sum(prof.module_ms.get(p, 0.0) for p in leaves)
@@ -143,8 +147,7 @@ def _layers(costs: ModelCosts | None, prof: ModuleProfile, peaks: MachinePeaks |
         rows.append(LayerTiming(path, mtype, ms, ms / total if total else 0.0, macs, nbytes, rate, intensity, bound))
     labelled = [r for r in rows if r.bound is not None]
     labelled_ms = sum(r.time_ms for r in labelled)
-    mem_share = (sum(r.time_ms for r in labelled if r.bound == "memory-bound") / labelled_ms
-                 if labelled_ms > 0 else None)
+    mem_share = sum(r.time_ms for r in labelled if r.bound == "memory-bound") / labelled_ms if labelled_ms > 0 else None
     rows.sort(key=lambda r: -r.time_ms)
     return tuple(rows[:top]), mem_share
 
@@ -160,17 +163,25 @@ def _time_row(target: _Target, batch_size: int, opts: BenchOptions) -> tuple[Ben
             return _measure_call(target.name, runner, args, kwargs, batch_size, opts)
 
 
-def _measure_call(name: str, runner: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], batch_size: int,
-                  opts: BenchOptions) -> tuple[BenchResult, ModuleProfile | None]:
+def _measure_call(
+    name: str, runner: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], batch_size: int, opts: BenchOptions
+) -> tuple[BenchResult, ModuleProfile | None]:
     """Warm timing, then the profile; any failure of the model becomes one CaptureError line."""
 
     def call() -> object:
         return runner(*args, **kwargs)
 
     try:
-        result = measure(call, batch_size=batch_size, threads=opts.threads, device=opts.device_type,
-                         warmup=opts.warmup, min_samples=opts.min_samples, min_run_time=opts.min_run_time,
-                         max_run_time=opts.max_run_time)
+        result = measure(
+            call,
+            batch_size=batch_size,
+            threads=opts.threads,
+            device=opts.device_type,
+            warmup=opts.warmup,
+            min_samples=opts.min_samples,
+            min_run_time=opts.min_run_time,
+            max_run_time=opts.max_run_time,
+        )
         prof = profile_modules(runner, call, device=opts.device) if opts.profile else None
     except ConvDoctorError:
         raise
@@ -196,13 +207,18 @@ def _cold(target: _Target, batch_size: int, opts: BenchOptions) -> Any:
     if not opts.cold_start:
         return ColdStart(None, reason="not requested (cold_start=False)")
     if target.spec is None:
-        return ColdStart(None, reason="needs a MODEL spec a fresh process can load (e.g. 'torchvision:resnet18', "
-                                      "'pkg.module:factory'); a module object cannot be rebuilt there")
+        return ColdStart(
+            None,
+            reason="needs a MODEL spec a fresh process can load (e.g. 'torchvision:resnet18', "
+            "'pkg.module:factory'); a module object cannot be rebuilt there",
+        )
     if target.call.form not in (InputForm.SIZE, InputForm.TENSOR):
-        return ColdStart(None, reason=f"the fresh process calls model(x); a {target.call.form.value} input "
-                                      "is not replayed there")
-    return cold_start(target.spec, shape, device=opts.device, threads=opts.threads, dtype=opts.dtype.value,
-                      weights=target.weights)
+        return ColdStart(
+            None, reason=f"the fresh process calls model(x); a {target.call.form.value} input is not replayed there"
+        )
+    return cold_start(
+        target.spec, shape, device=opts.device, threads=opts.threads, dtype=opts.dtype.value, weights=target.weights
+    )
 
 
 def _row(target: _Target, batch_size: int, opts: BenchOptions, peaks: MachinePeaks | None) -> BenchRow:
@@ -219,17 +235,35 @@ def _row(target: _Target, batch_size: int, opts: BenchOptions, peaks: MachinePea
     if costs and costs.uncounted:
         warnings.append(f"MACs absent: ops with unknown cost ran ({', '.join(sorted(costs.uncounted))})")
     return BenchRow(
-        model=target.name, batch_size=batch_size, device=opts.device, threads=opts.threads, dtype=opts.dtype.value,
-        p50_ms=result.p50_ms, p90_ms=result.p90_ms, p99_ms=result.p99_ms, mean_ms=result.mean_ms,
-        iqr_ms=result.iqr_ms, rel_iqr=result.rel_iqr, throughput=result.throughput, n_samples=result.n_samples,
-        samples_ms=result.samples_ms, warmup_ms=result.warmup_ms, first_call_ms=result.first_call_ms,
-        cold_start_ms=cold.cold_start_ms, cold_start=dict(cold.phases), cold_start_reason=cold.reason,
+        model=target.name,
+        batch_size=batch_size,
+        device=opts.device,
+        threads=opts.threads,
+        dtype=opts.dtype.value,
+        p50_ms=result.p50_ms,
+        p90_ms=result.p90_ms,
+        p99_ms=result.p99_ms,
+        mean_ms=result.mean_ms,
+        iqr_ms=result.iqr_ms,
+        rel_iqr=result.rel_iqr,
+        throughput=result.throughput,
+        n_samples=result.n_samples,
+        samples_ms=result.samples_ms,
+        warmup_ms=result.warmup_ms,
+        first_call_ms=result.first_call_ms,
+        cold_start_ms=cold.cold_start_ms,
+        cold_start=dict(cold.phases),
+        cold_start_reason=cold.reason,
         peak_mem_bytes=prof.peak_bytes if prof else None,
         peak_mem_reason=(prof.peak_reason if prof else "not requested (profile=False)"),
-        macs=macs, params=costs.params if costs else None,
+        macs=macs,
+        params=costs.params if costs else None,
         gmacs_per_s=macs / (result.p50_ms * 1e6) if macs is not None else None,
-        intensity=intensity, bound=peaks.bound(intensity) if peaks and intensity is not None else None,
-        memory_bound_share=mem_share, warnings=tuple(warnings), layers=layers,
+        intensity=intensity,
+        bound=peaks.bound(intensity) if peaks and intensity is not None else None,
+        memory_bound_share=mem_share,
+        warnings=tuple(warnings),
+        layers=layers,
     )
 
 
@@ -243,8 +277,9 @@ def _peaks(opts: BenchOptions) -> tuple[MachinePeaks | None, dict[str, Any]]:
     return peaks, peaks.to_dict()
 
 
-def _run(targets: list[_Target], opts: BenchOptions, progress: Progress | None) -> tuple[
-        list[BenchRow], dict[str, Any]]:
+def _run(
+    targets: list[_Target], opts: BenchOptions, progress: Progress | None
+) -> tuple[list[BenchRow], dict[str, Any]]:
     peaks, machine = _peaks(opts)
     rows = []
     total = len(targets) * len(opts.batch_sizes)
@@ -310,8 +345,13 @@ def bench(
     validate_input(input_size, example_input)  # before loading anything
     target = _target(model, name, weights, input_size, example_input)
     rows, machine = _run([target], opts, progress)
-    return BenchReport(model=target.name, findings=sort_findings(_row_findings(rows)), rows=tuple(rows),
-                       machine=machine, method=opts.method())
+    return BenchReport(
+        model=target.name,
+        findings=sort_findings(_row_findings(rows)),
+        rows=tuple(rows),
+        machine=machine,
+        method=opts.method(),
+    )
 
 
 def compare(
@@ -344,13 +384,20 @@ def compare(
         if bench_kwargs.pop(key, None) is not None:
             raise UsageError(f"{key}= applies to one model; use bench() for it")
     example_input = bench_kwargs.pop("example_input", None)
-    opts = bench_options(bench_kwargs.pop("batch_sizes", (1,)), bench_kwargs.pop("device", "cpu"),
-                         bench_kwargs.pop("threads", None), bench_kwargs.pop("dtype", "float32"), **bench_kwargs)
+    opts = bench_options(
+        bench_kwargs.pop("batch_sizes", (1,)),
+        bench_kwargs.pop("device", "cpu"),
+        bench_kwargs.pop("threads", None),
+        bench_kwargs.pop("dtype", "float32"),
+        **bench_kwargs,
+    )
     validate_input(input_size, example_input)
     targets = [_target(m, str(n), None, input_size, example_input) for n, m in models.items()]
     rows, machine = _run(targets, opts, progress)
-    report = BenchReport(model=" vs ".join(t.name for t in targets), rows=tuple(rows), machine=machine,
-                         method=opts.method())
+    report = BenchReport(
+        model=" vs ".join(t.name for t in targets), rows=tuple(rows), machine=machine, method=opts.method()
+    )
     findings = _row_findings(rows) + _findings.macs_not_latency(report)
-    return BenchReport(model=report.model, findings=sort_findings(findings), rows=report.rows, machine=machine,
-                       method=report.method)
+    return BenchReport(
+        model=report.model, findings=sort_findings(findings), rows=report.rows, machine=machine, method=report.method
+    )

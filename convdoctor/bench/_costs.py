@@ -64,9 +64,15 @@ def op_bytes(node: OpNode) -> int:
     return sum(t.nbytes for t in node.inputs) + sum(t.nbytes for t in node.outputs)
 
 
-def model_costs(model: nn.Module, shape: Sequence[int] | None, dtype: torch.dtype | None = None,
-                rebuild: Any = None, *, args: tuple[Any, ...] | None = None,
-                kwargs: dict[str, Any] | None = None) -> ModelCosts:
+def model_costs(
+    model: nn.Module,
+    shape: Sequence[int] | None,
+    dtype: torch.dtype | None = None,
+    rebuild: Any = None,
+    *,
+    args: tuple[Any, ...] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> ModelCosts:
     """Capture ``model`` on a meta input of ``shape`` (or on ``args``/``kwargs``) and cost it.
 
     Args:
@@ -103,6 +109,11 @@ def model_costs(model: nn.Module, shape: Sequence[int] | None, dtype: torch.dtyp
             layer_macs[path] = prev + (cost.macs if isinstance(cost, OpCost) else 0)
     params = sum(p.numel for p in graph.params if not p.is_buffer)
     return ModelCosts(
-        macs=flops.macs, params=params, total_bytes=sum(layer_bytes.values()), uncounted=dict(flops.uncounted),
-        layer_macs=layer_macs, layer_bytes=layer_bytes, layer_type=layer_type,
+        macs=flops.macs,
+        params=params,
+        total_bytes=sum(layer_bytes.values()),
+        uncounted=dict(flops.uncounted),
+        layer_macs=layer_macs,
+        layer_bytes=layer_bytes,
+        layer_type=layer_type,
     )

@@ -25,10 +25,17 @@ def noisy(row: BenchRow) -> Finding | None:
         f"{row.model} at batch {row.batch_size}: the IQR is {row.rel_iqr:.0%} of the median "
         f"({row.p50_ms:.2f} ms, {row.n_samples} samples, {row.threads} threads); other work on the machine or a "
         "moving clock frequency is in the figures",
-        evidence={"rel_iqr": row.rel_iqr, "threshold": NOISY_REL_IQR, "p50_ms": row.p50_ms, "iqr_ms": row.iqr_ms,
-                  "n_samples": row.n_samples, "threads": row.threads, "batch_size": row.batch_size},
+        evidence={
+            "rel_iqr": row.rel_iqr,
+            "threshold": NOISY_REL_IQR,
+            "p50_ms": row.p50_ms,
+            "iqr_ms": row.iqr_ms,
+            "n_samples": row.n_samples,
+            "threads": row.threads,
+            "batch_size": row.batch_size,
+        },
         fix="Re-run on a quiet machine with --threads at most the physical core count, or raise "
-            "min_run_time; compare models only from runs without this warning.",
+        "min_run_time; compare models only from runs without this warning.",
         where=f"{row.model}@{row.batch_size}",
     )
 
@@ -50,10 +57,17 @@ def cold_start_slow(row: BenchRow) -> Finding | None:
         "COLD_START_SLOW",
         f"{row.model} at batch {row.batch_size}: the first inference {source} took {first:.1f} ms, "
         f"{ratio:.1f}x the warm p50 of {row.p50_ms:.2f} ms{load}",
-        evidence={"first_inference_ms": first, "p50_ms": row.p50_ms, "ratio": ratio, "threshold": COLD_START_FACTOR,
-                  "source": source, "cold_start_ms": row.cold_start_ms, "batch_size": row.batch_size},
+        evidence={
+            "first_inference_ms": first,
+            "p50_ms": row.p50_ms,
+            "ratio": ratio,
+            "threshold": COLD_START_FACTOR,
+            "source": source,
+            "cold_start_ms": row.cold_start_ms,
+            "batch_size": row.batch_size,
+        },
         fix="Warm each replica up at the served shape before it takes traffic: "
-            "convdoctor.fix.warmup(model, example_input, n=10).",
+        "convdoctor.fix.warmup(model, example_input, n=10).",
         where=f"{row.model}@{row.batch_size}",
     )
 
@@ -71,17 +85,24 @@ def macs_not_latency(report: BenchReport) -> list[Finding]:
         row = report.row(r.model, r.batch_size)
         mem_share = row.memory_bound_share if row else None
         share = f"; memory-bound layers take {mem_share:.0%} of its profiled time" if mem_share is not None else ""
-        out.append(make_finding(
-            "MACS_NOT_LATENCY",
-            f"at batch {r.batch_size}, {r.model} does {r.macs_ratio:.2f}x the MACs of {ref} but takes "
-            f"{r.p50_ratio:.2f}x its p50 latency: {gap:.1f}x slower per MAC{share}",
-            evidence={"reference": ref, "batch_size": r.batch_size, "macs_ratio": r.macs_ratio,
-                      "p50_ratio": r.p50_ratio, "per_mac_gap": gap, "threshold": MACS_LATENCY_GAP,
-                      "memory_bound_share": mem_share},
-            fix="Choose between models by latency measured on the serving hardware and batch size, not by MACs; "
+        out.append(
+            make_finding(
+                "MACS_NOT_LATENCY",
+                f"at batch {r.batch_size}, {r.model} does {r.macs_ratio:.2f}x the MACs of {ref} but takes "
+                f"{r.p50_ratio:.2f}x its p50 latency: {gap:.1f}x slower per MAC{share}",
+                evidence={
+                    "reference": ref,
+                    "batch_size": r.batch_size,
+                    "macs_ratio": r.macs_ratio,
+                    "p50_ratio": r.p50_ratio,
+                    "per_mac_gap": gap,
+                    "threshold": MACS_LATENCY_GAP,
+                    "memory_bound_share": mem_share,
+                },
+                fix="Choose between models by latency measured on the serving hardware and batch size, not by MACs; "
                 "memory-bound layers (depthwise convolutions, normalisation) gain from fusion and larger batches, "
                 "not from fewer MACs.",
-            where=f"{r.model}@{r.batch_size}",
-        ))
+                where=f"{r.model}@{r.batch_size}",
+            )
+        )
     return out
-

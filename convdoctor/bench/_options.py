@@ -18,8 +18,17 @@ from ..capture.choices import (
 from ..capture.inputs import DEFAULT_INPUT_SIZE, normalize_input
 from ..errors import UsageError
 
-__all__ = ["BenchOptions", "Device", "Dtype", "bench_options", "parse_batch_sizes", "parse_device", "parse_dtype",
-           "parse_threads", "validate_input"]
+__all__ = [
+    "BenchOptions",
+    "Device",
+    "Dtype",
+    "bench_options",
+    "parse_batch_sizes",
+    "parse_device",
+    "parse_dtype",
+    "parse_threads",
+    "validate_input",
+]
 
 
 @dataclass(frozen=True)
@@ -64,9 +73,14 @@ class BenchOptions:
         return {
             "timer": "torch.utils.benchmark.Timer, one call per sample",
             "clock": "CUDA events, synchronised" if self.device_type == "cuda" else "time.perf_counter",
-            "warmup": self.warmup, "min_samples": self.min_samples, "min_run_time_s": self.min_run_time,
-            "max_run_time_s": self.max_run_time, "inference_mode": True, "mode": "eval",
-            "throughput": "batch_size / p50", "torch": torch.__version__,
+            "warmup": self.warmup,
+            "min_samples": self.min_samples,
+            "min_run_time_s": self.min_run_time,
+            "max_run_time_s": self.max_run_time,
+            "inference_mode": True,
+            "mode": "eval",
+            "throughput": "batch_size / p50",
+            "torch": torch.__version__,
         }
 
 
@@ -87,8 +101,13 @@ def bench_options(batch_sizes: Any, device: Any, threads: Any, dtype: Any, **kwa
     unknown = set(kwargs) - set(BenchOptions.__dataclass_fields__)
     if unknown:
         raise UsageError(f"unknown bench option(s): {', '.join(sorted(unknown))}")
-    return BenchOptions(batch_sizes=parse_batch_sizes(batch_sizes), device=parse_device(device),
-                        threads=parse_threads(threads), dtype=parse_dtype(dtype), **kwargs)
+    return BenchOptions(
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        device=parse_device(device),
+        threads=parse_threads(threads),
+        dtype=parse_dtype(dtype),
+        **kwargs,
+    )
 
 
 def validate_input(input_size: Any, example_input: Any) -> None:

@@ -52,11 +52,28 @@ class ColdStart:
     reason: str | None = None
 
 
-def _command(spec: str, shape: Sequence[int], device: str, threads: int, dtype: str, weights: str | None,
-             out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "convdoctor.bench.cold", "--spec", spec, "--out", str(out),
-           "--input", "x".join(str(d) for d in shape), "--device", device, "--threads", str(threads),
-           "--dtype", dtype, "--t0", repr(time.time())]
+def _command(
+    spec: str, shape: Sequence[int], device: str, threads: int, dtype: str, weights: str | None, out: Path
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "convdoctor.bench.cold",
+        "--spec",
+        spec,
+        "--out",
+        str(out),
+        "--input",
+        "x".join(str(d) for d in shape),
+        "--device",
+        device,
+        "--threads",
+        str(threads),
+        "--dtype",
+        dtype,
+        "--t0",
+        repr(time.time()),
+    ]
     if weights is not None:
         cmd += ["--weights", str(weights)]
     return cmd
@@ -70,8 +87,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-def cold_start(spec: str, shape: Sequence[int], *, device: str = "cpu", threads: int = 1,
-               dtype: str = "float32", weights: str | None = None, timeout: float = COLD_TIMEOUT_S) -> ColdStart:
+def cold_start(
+    spec: str,
+    shape: Sequence[int],
+    *,
+    device: str = "cpu",
+    threads: int = 1,
+    dtype: str = "float32",
+    weights: str | None = None,
+    timeout: float = COLD_TIMEOUT_S,
+) -> ColdStart:
     """Measure the cold start of a MODEL spec in a fresh Python process.
 
     Args:
@@ -90,8 +115,14 @@ def cold_start(spec: str, shape: Sequence[int], *, device: str = "cpu", threads:
         out = Path(tmp) / "cold.json"
         start = time.perf_counter()
         try:
-            proc = subprocess.run(_command(spec, shape, device, threads, dtype, weights, out), capture_output=True,
-                                  text=True, timeout=timeout, env=_env(), check=False)
+            proc = subprocess.run(
+                _command(spec, shape, device, threads, dtype, weights, out),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=_env(),
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             return ColdStart(None, reason=f"the cold-start process ran over {timeout:.0f} s")
         except OSError as exc:
@@ -153,8 +184,12 @@ def _child(args: argparse.Namespace) -> dict[str, float]:
             model(x)
             sync()
             times.append(time.perf_counter() - start)
-    return {"import_ms": (entered - args.t0) * 1e3, "load_ms": (t1 - t0) * 1e3,
-            "first_inference_ms": times[0] * 1e3, "second_inference_ms": times[1] * 1e3}
+    return {
+        "import_ms": (entered - args.t0) * 1e3,
+        "load_ms": (t1 - t0) * 1e3,
+        "first_inference_ms": times[0] * 1e3,
+        "second_inference_ms": times[1] * 1e3,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

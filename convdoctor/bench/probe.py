@@ -197,8 +197,13 @@ def machine_peaks(
             log.debug("ignoring a malformed cache entry for %s", key)
     gmacs, gbytes = probe(device, threads, dtype)
     peaks = MachinePeaks(
-        device=dev, device_name=name, threads=threads, dtype=str(dtype).removeprefix("torch."),
-        gmacs_per_s=gmacs, gbytes_per_s=gbytes, torch_version=torch.__version__,
+        device=dev,
+        device_name=name,
+        threads=threads,
+        dtype=str(dtype).removeprefix("torch."),
+        gmacs_per_s=gmacs,
+        gbytes_per_s=gbytes,
+        torch_version=torch.__version__,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     entry = asdict(peaks)

@@ -104,7 +104,8 @@ def cpu_peak_bytes(prof: profile) -> int | None:
     except AttributeError:
         return None
     records = sorted(
-        (e.start_ns(), e.nbytes()) for e in events  # type: ignore[union-attr]
+        (e.start_ns(), e.nbytes())  # type: ignore[union-attr]
+        for e in events
         if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU  # type: ignore[attr-defined]
     )
     running = peak = 0
@@ -123,8 +124,9 @@ def _cuda_peak(call: Callable[[], object], device: torch.device) -> int:
     return int(torch.cuda.max_memory_allocated(device) - before)
 
 
-def profile_modules(model: nn.Module, call: Callable[[], object], *, device: str = "cpu", runs: int = 3
-                    ) -> ModuleProfile:
+def profile_modules(
+    model: nn.Module, call: Callable[[], object], *, device: str = "cpu", runs: int = 3
+) -> ModuleProfile:
     """Profile ``call()`` (a warm forward of ``model``) ``runs`` times.
 
     Args:
@@ -145,8 +147,9 @@ def profile_modules(model: nn.Module, call: Callable[[], object], *, device: str
     # from C++ to fd 2: held back (shown under the CLI's -v), never the user's terminal.
     with capture_native("torch.profiler"), contextlib.nullcontext() if scripted else _module_ranges(model):
         # One warm-up step first: the profiler's own start-up cost lands on the first op it sees.
-        with profile(activities=activities, profile_memory=not cuda,
-                     schedule=schedule(wait=0, warmup=1, active=runs)) as prof:
+        with profile(
+            activities=activities, profile_memory=not cuda, schedule=schedule(wait=0, warmup=1, active=runs)
+        ) as prof:
             for i in range(runs + 1):
                 call()
                 if cuda:
@@ -154,8 +157,9 @@ def profile_modules(model: nn.Module, call: Callable[[], object], *, device: str
                 if i < runs:  # the last active step ends when the profiler exits, keeping its events
                     prof.step()
     module_ms = {
-        ev.key[len(RANGE_PREFIX):]: _event_ms(ev, cuda) / runs
-        for ev in prof.key_averages() if ev.key.startswith(RANGE_PREFIX)
+        ev.key[len(RANGE_PREFIX) :]: _event_ms(ev, cuda) / runs
+        for ev in prof.key_averages()
+        if ev.key.startswith(RANGE_PREFIX)
     }
     if cuda:
         return ModuleProfile(module_ms, _cuda_peak(call, dev), None, runs, module_reason)

@@ -86,7 +86,12 @@ _MIN_SAMPLE_S = 1e-9
 
 
 def sample_calls(
-    fn: Callable[[], object], *, clock: Clock, threads: int, min_samples: int, min_run_time: float,
+    fn: Callable[[], object],
+    *,
+    clock: Clock,
+    threads: int,
+    min_samples: int,
+    min_run_time: float,
     max_run_time: float | None,
 ) -> Measurement:
     """Time ``fn()`` one call per sample until the stopping rule holds (module docstring, 3-4).
@@ -169,7 +174,13 @@ class BenchResult:
 
     @classmethod
     def from_measurement(
-        cls, measurement: Measurement, warmup_s: Sequence[float], *, batch_size: int, threads: int, device: str,
+        cls,
+        measurement: Measurement,
+        warmup_s: Sequence[float],
+        *,
+        batch_size: int,
+        threads: int,
+        device: str,
         min_samples: int = 0,
     ) -> BenchResult:
         """Summarise a one-call-per-sample torch ``Measurement``.
@@ -215,8 +226,10 @@ class BenchResult:
 def _warnings(n: int, rel_iqr: float, min_samples: int) -> tuple[str, ...]:
     out = []
     if rel_iqr > NOISY_REL_IQR:
-        out.append(f"IQR is {rel_iqr:.0%} of the median (over {NOISY_REL_IQR:.0%}): the machine was busy or "
-                   "the clock frequency moved")
+        out.append(
+            f"IQR is {rel_iqr:.0%} of the median (over {NOISY_REL_IQR:.0%}): the machine was busy or "
+            "the clock frequency moved"
+        )
     if n < min_samples:
         out.append(f"max_run_time reached after {n} of {min_samples} samples")
     if n < TAIL_MIN_SAMPLES:
@@ -255,9 +268,12 @@ def measure(
     tick = clock or clock_for(device)
     warm: list[float] = []
     if warmup > 0:
-        warm = list(sample_calls(fn, clock=tick, threads=threads, min_samples=warmup, min_run_time=0.0,
-                                 max_run_time=None).times)
-    measured = sample_calls(fn, clock=tick, threads=threads, min_samples=min_samples, min_run_time=min_run_time,
-                            max_run_time=max_run_time)
-    return BenchResult.from_measurement(measured, warm, batch_size=batch_size, threads=threads, device=device,
-                                        min_samples=min_samples)
+        warm = list(
+            sample_calls(fn, clock=tick, threads=threads, min_samples=warmup, min_run_time=0.0, max_run_time=None).times
+        )
+    measured = sample_calls(
+        fn, clock=tick, threads=threads, min_samples=min_samples, min_run_time=min_run_time, max_run_time=max_run_time
+    )
+    return BenchResult.from_measurement(
+        measured, warm, batch_size=batch_size, threads=threads, device=device, min_samples=min_samples
+    )

@@ -130,8 +130,10 @@ def parse_device(value: Any) -> str:
         raise UsageError(f"unknown device {str(value)!r}: choose {either(Device)} (cuda:N for one GPU)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"device {text!r} asked for but no CUDA GPU is available here "
-                             "(CUDA is not available on this machine); use --device cpu")
+            raise UsageError(
+                f"device {text!r} asked for but no CUDA GPU is available here "
+                "(CUDA is not available on this machine); use --device cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise UsageError(f"device {text!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
     return text
@@ -159,12 +161,14 @@ def parse_batch_sizes(value: int | str | Sequence[Any]) -> tuple[int, ...]:
     for item in items:
         is_int = isinstance(item, int) and not isinstance(item, bool)
         if not (is_int or (isinstance(item, str) and item.strip().lstrip("-").isdigit())):
-            raise UsageError(f"batch size {item!r} is not an integer: batch sizes must be integers, "
-                             "e.g. --batch-sizes 1,8,32")
+            raise UsageError(
+                f"batch size {item!r} is not an integer: batch sizes must be integers, e.g. --batch-sizes 1,8,32"
+            )
         size = int(item)
         if size < 1:
-            raise UsageError(f"batch size {size} is not positive: batch sizes must be integers >= 1, "
-                             "e.g. --batch-sizes 1,8,32")
+            raise UsageError(
+                f"batch size {size} is not positive: batch sizes must be integers >= 1, e.g. --batch-sizes 1,8,32"
+            )
         sizes.append(size)
     if not sizes:
         raise UsageError("no batch size given: batch sizes must be integers, e.g. --batch-sizes 1,8,32")

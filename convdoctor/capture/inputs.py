@@ -42,9 +42,7 @@ def parse_input_spec(spec: str | Sequence[int] | None) -> tuple[int, ...] | None
     if isinstance(spec, str):
         text = spec.strip().lower().replace(",", "x").replace("*", "x").replace(" ", "")
         if not _SPEC.match(text):
-            raise UsageError(
-                f"malformed input size {spec!r}: expected NxCxHxW like 1x3x224x224 (or CxHxW)"
-            )
+            raise UsageError(f"malformed input size {spec!r}: expected NxCxHxW like 1x3x224x224 (or CxHxW)")
         dims = tuple(int(d) for d in text.split("x"))
     else:
         try:
@@ -116,20 +114,22 @@ def as_args(example_input: Any) -> tuple[Any, ...]:
 # -- every input form, one normaliser -------------------------------------------------
 
 #: How the forms read, for every error message about them.
-INPUT_FORMS = ("input_size '1x3x224x224' (or CxHxW, a shape tuple, or keyword sizes 'name=1x3x224x224'), or "
-               "example_input = a tensor, a tuple of positional args, a list of image tensors, or a dict of "
-               "keyword args")
+INPUT_FORMS = (
+    "input_size '1x3x224x224' (or CxHxW, a shape tuple, or keyword sizes 'name=1x3x224x224'), or "
+    "example_input = a tensor, a tuple of positional args, a list of image tensors, or a dict of "
+    "keyword args"
+)
 
 
 @enum.unique
 class InputForm(Choice):
     """Which form the caller gave: the normaliser's record of it."""
 
-    SIZE = "size"          # "1x3x224x224" or (1, 3, 224, 224): one positional tensor
-    TENSOR = "tensor"      # example_input=x
-    ARGS = "args"          # example_input=(x, y, ...): positional arguments
-    IMAGES = "images"      # example_input=[img, ...] or ([img, ...],), or a size for a detector
-    KWARGS = "kwargs"      # example_input={"pixel_values": x} or "pixel_values=1x3x224x224"
+    SIZE = "size"  # "1x3x224x224" or (1, 3, 224, 224): one positional tensor
+    TENSOR = "tensor"  # example_input=x
+    ARGS = "args"  # example_input=(x, y, ...): positional arguments
+    IMAGES = "images"  # example_input=[img, ...] or ([img, ...],), or a size for a detector
+    KWARGS = "kwargs"  # example_input={"pixel_values": x} or "pixel_values=1x3x224x224"
 
 
 @dataclass(frozen=True)
@@ -207,14 +207,19 @@ class ModelInput:
         if require_one is not None:
             others = len(self.tensors) - (len(value) if isinstance(value, list) else 1)
             if others:
-                raise UsageError(f"{require_one} varies the batch of one input tensor, but this call has "
-                                 f"{len(self.tensors)} tensors ({', '.join(map(format_shape, self.shapes))}); "
-                                 "pass a single batched tensor (positional or keyword)")
+                raise UsageError(
+                    f"{require_one} varies the batch of one input tensor, but this call has "
+                    f"{len(self.tensors)} tensors ({', '.join(map(format_shape, self.shapes))}); "
+                    "pass a single batched tensor (positional or keyword)"
+                )
         if not isinstance(value, list):
             return value
         if len({tuple(v.shape) for v in value}) != 1:
-            raise UsageError("the images have different sizes (" + ", ".join(format_shape(v.shape) for v in value)
-                             + "); give images of one size to vary the batch")
+            raise UsageError(
+                "the images have different sizes ("
+                + ", ".join(format_shape(v.shape) for v in value)
+                + "); give images of one size to vary the batch"
+            )
         return torch.stack(value)
 
 
@@ -236,8 +241,10 @@ def _sizes_by_name(input_size: Any) -> dict[str, tuple[int, ...]] | None:
         pairs = [tuple(input_size.split("=", 1))]  # type: ignore[list-item]
     elif isinstance(input_size, (list, tuple)) and any(isinstance(s, str) for s in input_size):
         if not all(isinstance(s, str) and "=" in s for s in input_size):
-            raise UsageError(f"several input sizes must each be named, e.g. pixel_values=1x3x224x224; got "
-                             f"{', '.join(map(str, input_size))}")
+            raise UsageError(
+                f"several input sizes must each be named, e.g. pixel_values=1x3x224x224; got "
+                f"{', '.join(map(str, input_size))}"
+            )
         pairs = [(s.split("=", 1)[0], s.split("=", 1)[1]) for s in input_size]
     else:
         return None
@@ -279,11 +286,14 @@ def _is_image_list(value: Any) -> bool:
 
 def _images(args: tuple[Any, ...], form: InputForm) -> ModelInput:
     if not _is_image_list(args[0]):
-        raise UsageError("a list example_input is a list of image tensors (detection models): "
-                         f"every item must be a CxHxW tensor; give {INPUT_FORMS}")
+        raise UsageError(
+            "a list example_input is a list of image tensors (detection models): "
+            f"every item must be a CxHxW tensor; give {INPUT_FORMS}"
+        )
     if any(t.dim() != 3 for t in args[0]):
-        raise UsageError("a list of images holds CxHxW tensors, got "
-                         + ", ".join(format_shape(t.shape) for t in args[0]))
+        raise UsageError(
+            "a list of images holds CxHxW tensors, got " + ", ".join(format_shape(t.shape) for t in args[0])
+        )
     return ModelInput(tuple(args), {}, form, ("images", 0))
 
 
@@ -338,8 +348,9 @@ def normalize_input(
     return ModelInput((x,), {}, InputForm.SIZE, ("args", 0))
 
 
-def materialize(value: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                seed: int = 0) -> Any:
+def materialize(
+    value: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, seed: int = 0
+) -> Any:
     """Replace meta tensors in a nested structure by reproducible random ones on ``device``.
 
     Real tensors are moved to ``device`` (and floating ones cast to ``dtype``).
@@ -348,8 +359,9 @@ def materialize(value: Any, *, device: str | torch.device = "cpu", dtype: torch.
 
     def real(v: torch.Tensor) -> torch.Tensor:
         if v.device.type == "meta":
-            return make_input(v.shape, device=device, dtype=dtype if v.is_floating_point() else v.dtype,
-                              seed=next(counter))
+            return make_input(
+                v.shape, device=device, dtype=dtype if v.is_floating_point() else v.dtype, seed=next(counter)
+            )
         return v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
 
     return map_tensors(real, value)

@@ -148,8 +148,10 @@ def _no_downloads(spec: str) -> Iterator[None]:
     import torch.hub
 
     def refuse(url: str, *args: Any, **kwargs: Any) -> None:
-        raise ModelLoadError(f"building {spec!r} tried to download {url}; convdoctor builds random weights "
-                             "only: pass a state_dict checkpoint with --weights")
+        raise ModelLoadError(
+            f"building {spec!r} tried to download {url}; convdoctor builds random weights "
+            "only: pass a state_dict checkpoint with --weights"
+        )
 
     # every torch.hub fetch (torchvision's weights included) goes through this one function
     saved = torch.hub.download_url_to_file
@@ -164,8 +166,10 @@ def _torchvision(name: str, kwargs: dict[str, Any], spec: str, meta: bool) -> Lo
     try:
         import torchvision.models as tvm
     except ImportError as exc:  # optional: convdoctor does not pin the user's torchvision
-        raise ModelLoadError(f"{spec!r} needs torchvision: pip install torchvision (the release built for your "
-                             f"torch {torch.__version__}), or pip install 'convdoctor[vision]'") from exc
+        raise ModelLoadError(
+            f"{spec!r} needs torchvision: pip install torchvision (the release built for your "
+            f"torch {torch.__version__}), or pip install 'convdoctor[vision]'"
+        ) from exc
 
     available = tvm.list_models()
     if name not in available:
@@ -197,7 +201,14 @@ def _torchvision(name: str, kwargs: dict[str, Any], spec: str, meta: bool) -> Lo
     native = getattr(module, "image_size", None)  # ViTs are built for one size; the weights may use another
     if isinstance(native, int):
         default_size = (1, 3, native, native)
-    return LoadedModel(module, spec, default_size, lambda: _call_factory(factory, kwargs, spec, False), meta and _all_meta(module), True)
+    return LoadedModel(
+        module,
+        spec,
+        default_size,
+        lambda: _call_factory(factory, kwargs, spec, False),
+        meta and _all_meta(module),
+        True,
+    )
 
 
 def _import_factory(target: str, attr: str, spec: str) -> Callable[..., Any]:
@@ -286,7 +297,9 @@ def load_model(spec: str, *, meta: bool = False) -> LoadedModel:
     """
     spec = spec.strip()
     if not spec:
-        raise UsageError("empty MODEL spec: give torchvision:NAME, pkg.module:factory, file.py:factory or a .pt/.pt2 file")
+        raise UsageError(
+            "empty MODEL spec: give torchvision:NAME, pkg.module:factory, file.py:factory or a .pt/.pt2 file"
+        )
     base, _, query = spec.partition("?")
     kwargs = _parse_kwargs(query, spec)
     if base.startswith("torchvision:"):
@@ -330,7 +343,9 @@ def load_weights(model: LoadedModel, checkpoint: str | os.PathLike[str]) -> Load
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise ModelLoadError(f"cannot read checkpoint {path} with weights_only=True: {type(exc).__name__}: {first}") from exc
+        raise ModelLoadError(
+            f"cannot read checkpoint {path} with weights_only=True: {type(exc).__name__}: {first}"
+        ) from exc
     state = obj
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):

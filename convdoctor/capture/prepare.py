@@ -76,8 +76,9 @@ def _in_eval(loaded: LoadedModel, *, ours: bool) -> LoadedModel:
     return LoadedModel(module, loaded.spec, loaded.default_input_size, fresh_eval, loaded.on_meta, loaded.fresh)
 
 
-def model_input(loaded: LoadedModel, input_size: Any = None, example_input: Any = None, *,
-                fallback: Sequence[int] | None = None) -> ModelInput:
+def model_input(
+    loaded: LoadedModel, input_size: Any = None, example_input: Any = None, *, fallback: Sequence[int] | None = None
+) -> ModelInput:
     """The model's call from any input form; without one, the spec's suggested size, else ``fallback``.
 
     Raises:

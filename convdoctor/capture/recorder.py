@@ -118,8 +118,12 @@ class Recorder(TorchDispatchMode):
             if base is not None:
                 src = self.info(base)
                 info = TensorInfo(
-                    tuple(int(d) for d in t.shape), _dtype_name(t.dtype), t.element_size(),
-                    src.storage, 0, (index, i),
+                    tuple(int(d) for d in t.shape),
+                    _dtype_name(t.dtype),
+                    t.element_size(),
+                    src.storage,
+                    0,
+                    (index, i),
                 )
                 self.values[t] = info
                 allocates.append(False)

@@ -40,8 +40,9 @@ def saved_for_backward_bytes(model: nn.Module, args: Sequence[Any]) -> int:
     """
     copies: dict[int, torch.Tensor] = {}
     state: dict[str, torch.Tensor] = {}
-    for name, t in itertools.chain(model.named_parameters(remove_duplicate=False),
-                                   model.named_buffers(remove_duplicate=False)):
+    for name, t in itertools.chain(
+        model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)
+    ):
         if id(t) not in copies:
             meta = to_meta(t)
             if isinstance(t, nn.Parameter) and t.requires_grad:
@@ -67,6 +68,7 @@ def saved_for_backward_bytes(model: nn.Module, args: Sequence[Any]) -> int:
                 torch.func.functional_call(model, state, meta_args, tie_weights=True, strict=False)
     except Exception as exc:
         lines = str(exc).strip().splitlines()
-        raise CaptureError(f"the training forward cannot run on meta tensors: {type(exc).__name__}: "
-                           f"{lines[0] if lines else ''}") from exc
+        raise CaptureError(
+            f"the training forward cannot run on meta tensors: {type(exc).__name__}: {lines[0] if lines else ''}"
+        ) from exc
     return sum(saved.values())

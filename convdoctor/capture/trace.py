@@ -40,9 +40,22 @@ from .shadow import shadow
 
 #: Module attributes the lints and rules read, copied into ``ModuleInfo.attrs``.
 _MODULE_ATTRS = (
-    "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-    "in_features", "out_features", "num_features", "p", "inplace", "transposed",
-    "track_running_stats", "momentum", "eps",
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "in_features",
+    "out_features",
+    "num_features",
+    "p",
+    "inplace",
+    "transposed",
+    "track_running_stats",
+    "momentum",
+    "eps",
 )
 
 
@@ -71,22 +84,37 @@ def _plain(v: Any) -> Any:
 def _param_table(model: nn.Module, dtype: torch.dtype | None = None) -> tuple[ParamInfo, ...]:
     """Unique parameters and buffers; floating ones as ``dtype`` when the analysis casts."""
     seen: dict[int, ParamInfo] = {}
-    for is_buffer, items in ((False, model.named_parameters(remove_duplicate=False)),
-                             (True, model.named_buffers(remove_duplicate=False))):
+    for is_buffer, items in (
+        (False, model.named_parameters(remove_duplicate=False)),
+        (True, model.named_buffers(remove_duplicate=False)),
+    ):
         for name, t in items:
             if t is None:
                 continue
             key = id(t)
             if key in seen:
                 old = seen[key]
-                seen[key] = ParamInfo(old.name, old.shape, old.dtype, old.numel, old.nbytes,
-                                      old.trainable, old.is_buffer, (*old.aliases, name))
+                seen[key] = ParamInfo(
+                    old.name,
+                    old.shape,
+                    old.dtype,
+                    old.numel,
+                    old.nbytes,
+                    old.trainable,
+                    old.is_buffer,
+                    (*old.aliases, name),
+                )
                 continue
             as_dtype = dtype if dtype is not None and t.is_floating_point() else t.dtype
             itemsize = torch.empty((), dtype=as_dtype).element_size()
             seen[key] = ParamInfo(
-                name, tuple(t.shape), _dtype_name(as_dtype), t.numel(), t.numel() * itemsize,
-                bool(t.requires_grad) and not is_buffer, is_buffer,
+                name,
+                tuple(t.shape),
+                _dtype_name(as_dtype),
+                t.numel(),
+                t.numel() * itemsize,
+                bool(t.requires_grad) and not is_buffer,
+                is_buffer,
             )
     return tuple(seen.values())
 
@@ -263,7 +291,9 @@ def _materialized_copy(model: nn.Module, args: Sequence[Any], kwargs: dict[str, 
         with torch.no_grad():
             clone.eval()(*real, **rkw)
     except Exception as exc:
-        raise CaptureError(f"the lazy model failed on its first call: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise CaptureError(
+            f"the lazy model failed on its first call: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
     return clone
 
 
@@ -287,8 +317,13 @@ def _set_mode(model: nn.Module, mode: str) -> None:
 
 
 def _real_run(
-    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dtype: torch.dtype | None,
-    mode: str, rebuild: Callable[[], nn.Module] | None, meta_failure: str | None,
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    dtype: torch.dtype | None,
+    mode: str,
+    rebuild: Callable[[], nn.Module] | None,
+    meta_failure: str | None,
 ) -> tuple[Recorder, Any]:
     on_meta = any(t.device.type == "meta" for t in itertools.chain(model.parameters(), model.buffers()))
     why = f" ({meta_failure})" if meta_failure else ""
@@ -296,8 +331,9 @@ def _real_run(
     if on_meta:
         if rebuild is None:
             where = f", where {meta_failure}" if meta_failure else ""
-            raise CaptureError(f"the model lives on the meta device{where}; it cannot run for real: "
-                               "pass a model with real weights")
+            raise CaptureError(
+                f"the model lives on the meta device{where}; it cannot run for real: pass a model with real weights"
+            )
         target = rebuild()
     if dtype is not None:
         target = copy.deepcopy(target).to(dtype)  # .to() converts parameters in place: never on the user's
@@ -311,8 +347,9 @@ def _real_run(
     try:
         return _run(work, rargs, rkw, None)
     except Exception as exc:
-        shapes = ", ".join("x".join(map(str, t.shape)) for t in tree_flatten((rargs, rkw))[0]
-                           if isinstance(t, torch.Tensor))
+        shapes = ", ".join(
+            "x".join(map(str, t.shape)) for t in tree_flatten((rargs, rkw))[0] if isinstance(t, torch.Tensor)
+        )
         where = getattr(exc, "convdoctor_where", "")
         raise CaptureError(
             f"the model failed on input {shapes}{where}: {type(exc).__name__}: {_first_line(exc)}"

@@ -28,20 +28,41 @@ CHECKS = ("modes", "batch", "determinism", "bn_stats", "export", "fusion", "quan
 @click.option("--data", type=click.Path(path_type=Path), help="ImageFolder directory, .npz (x[, y]) or .pt tensors.")
 @input_option
 @batch_sizes_option("1,8,32")
-@click.option("--checks", default=None,
-              help=f"Comma-separated subset of: {', '.join(CHECKS)} (default all).")
+@click.option("--checks", default=None, help=f"Comma-separated subset of: {', '.join(CHECKS)} (default all).")
 @device_option
 @mode_option
 @click.option("--limit", type=click.IntRange(min=1), default=256, show_default=True, help="Samples kept from --data.")
 @output_options
 @guarded
-def command(model: str, weights: Path | None, data: Path | None, input_size: str | tuple[str, ...] | None,
-            batch_sizes: str, checks: str | None, device: str, mode: str, limit: int, as_json: bool,
-            html_file: Path | None, fail_on: str, width: int | None) -> None:
+def command(
+    model: str,
+    weights: Path | None,
+    data: Path | None,
+    input_size: str | tuple[str, ...] | None,
+    batch_sizes: str,
+    checks: str | None,
+    device: str,
+    mode: str,
+    limit: int,
+    as_json: bool,
+    html_file: Path | None,
+    fail_on: str,
+    width: int | None,
+) -> None:
     """Will this checkpoint behave the same in production? Modes, batch dependence, export parity."""
     from ..audit import audit
 
     with progress_bar("audit") as progress:
-        report = audit(model, input_size=input_size, batch_sizes=batch_sizes, checks=checks, device=device,
-                       progress=progress, weights=weights, mode=mode, data=data, limit=limit)
+        report = audit(
+            model,
+            input_size=input_size,
+            batch_sizes=batch_sizes,
+            checks=checks,
+            device=device,
+            progress=progress,
+            weights=weights,
+            mode=mode,
+            data=data,
+            limit=limit,
+        )
     emit(report, as_json=as_json, html_file=html_file, fail_on=fail_on, width=width)

@@ -31,13 +31,26 @@ from ._options import (
 @weights_option
 @click.option("--min-run-time", type=float, default=1.0, show_default=True, help="Seconds of warm samples per row.")
 @click.option("--no-cold-start", is_flag=True, help="Skip the fresh-process cold start.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a PNG of latency vs batch size per model to FILE.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a PNG of latency vs batch size per model to FILE.",
+)
 @output_options
 @guarded
-def command(models: tuple[str, ...], input_size: str | tuple[str, ...] | None, plot: Path | None,
-            weights: Path | None, no_cold_start: bool, as_json: bool, html_file: Path | None, fail_on: str,
-            width: int | None, **kwargs: Any) -> None:
+def command(
+    models: tuple[str, ...],
+    input_size: str | tuple[str, ...] | None,
+    plot: Path | None,
+    weights: Path | None,
+    no_cold_start: bool,
+    as_json: bool,
+    html_file: Path | None,
+    fail_on: str,
+    width: int | None,
+    **kwargs: Any,
+) -> None:
     """Latency the way production sees it: warm p50/p90/p99, cold start, throughput, where the time goes."""
     from ..bench import bench, compare
     from ..report.plot import latency_plot

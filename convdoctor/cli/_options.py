@@ -26,9 +26,15 @@ def _inputs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 
 def input_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--input NxCxHxW`` or ``--input NAME=NxCxHxW`` (repeatable): the API's ``input_size``."""
-    return click.option("--input", "input_size", multiple=True, callback=_inputs, metavar="[NAME=]NxCxHxW",
-                        help="Input size, e.g. 1x3x224x224 (CxHxW: batch 1; one image for a detector); "
-                             "NAME=1x3x224x224 passes it as keyword argument NAME (repeat for several).")(fn)
+    return click.option(
+        "--input",
+        "input_size",
+        multiple=True,
+        callback=_inputs,
+        metavar="[NAME=]NxCxHxW",
+        help="Input size, e.g. 1x3x224x224 (CxHxW: batch 1; one image for a detector); "
+        "NAME=1x3x224x224 passes it as keyword argument NAME (repeat for several).",
+    )(fn)
 
 
 class OneLineUsage(click.ClickException):
@@ -48,8 +54,9 @@ class EnumChoice(click.Choice):  # type: ignore[type-arg]
     value is one line and exit 2, with the valid choices.
     """
 
-    def __init__(self, enum_type: type[Choice], what: str, *, device_suffix: bool = False,
-                 adjective: str = "unknown") -> None:
+    def __init__(
+        self, enum_type: type[Choice], what: str, *, device_suffix: bool = False, adjective: str = "unknown"
+    ) -> None:
         super().__init__([m.value for m in enum_type], case_sensitive=False)
         self.enum_type = enum_type
         self.what = what
@@ -63,55 +70,88 @@ class EnumChoice(click.Choice):  # type: ignore[type-arg]
         try:
             self.enum_type(head)
         except ValueError:
-            raise OneLineUsage(f"{self.adjective} {self.what} {str(value)!r}: choose {either(self.enum_type)}") from None
+            raise OneLineUsage(
+                f"{self.adjective} {self.what} {str(value)!r}: choose {either(self.enum_type)}"
+            ) from None
         return text
 
 
 def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--device cpu|cuda[:N]`` from :class:`Device`."""
-    return click.option("--device", type=EnumChoice(Device, "device", device_suffix=True), default=Device.CPU.value,
-                        show_default=True, help="Where the model runs (cuda:N picks a GPU).")(fn)
+    return click.option(
+        "--device",
+        type=EnumChoice(Device, "device", device_suffix=True),
+        default=Device.CPU.value,
+        show_default=True,
+        help="Where the model runs (cuda:N picks a GPU).",
+    )(fn)
 
 
 def dtype_option(default: Dtype | None, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--dtype`` from :class:`Dtype`."""
-    return click.option("--dtype", type=EnumChoice(Dtype, "dtype", adjective="unsupported"), default=None if default is None else default.value,
-                        show_default=default is not None, help=help_text)
+    return click.option(
+        "--dtype",
+        type=EnumChoice(Dtype, "dtype", adjective="unsupported"),
+        default=None if default is None else default.value,
+        show_default=default is not None,
+        help=help_text,
+    )
 
 
 def mode_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--mode auto|as-is|eval`` from :class:`ModelMode` (the rule itself lives in the API)."""
-    return click.option("--mode", type=EnumChoice(ModelMode, "mode"), default=ModelMode.AUTO.value, show_default=True,
-                        help="as-is: the flags the model loads with; eval: after model.eval(); auto: eval for a "
-                             "model a factory just built (training mode by construction), as-is for .pt/.pt2 "
-                             "files.")(fn)
+    return click.option(
+        "--mode",
+        type=EnumChoice(ModelMode, "mode"),
+        default=ModelMode.AUTO.value,
+        show_default=True,
+        help="as-is: the flags the model loads with; eval: after model.eval(); auto: eval for a "
+        "model a factory just built (training mode by construction), as-is for .pt/.pt2 "
+        "files.",
+    )(fn)
 
 
 def weights_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--weights CKPT``."""
-    return click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                        help="state_dict checkpoint for MODEL (loaded with weights_only=True).")(fn)
+    return click.option(
+        "--weights",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="state_dict checkpoint for MODEL (loaded with weights_only=True).",
+    )(fn)
 
 
 def batch_sizes_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--batch-sizes 1,8,32``: passed to the API, which has the one parser."""
-    return click.option("--batch-sizes", default=default, show_default=True,
-                        help="Batch sizes, comma-separated, e.g. 1,8,32.")
+    return click.option(
+        "--batch-sizes", default=default, show_default=True, help="Batch sizes, comma-separated, e.g. 1,8,32."
+    )
 
 
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--json``, ``--html FILE``, ``--fail-on``, ``--width``."""
     fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")(fn)
-    fn = click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                      help="Also write a self-contained HTML report to FILE.")(fn)
-    fn = click.option("--fail-on", type=click.Choice([f.value for f in FailOn]), default="error",
-                      show_default=True, help="Lowest finding severity that makes the exit code 1.")(fn)
+    fn = click.option(
+        "--html",
+        "html_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Also write a self-contained HTML report to FILE.",
+    )(fn)
+    fn = click.option(
+        "--fail-on",
+        type=click.Choice([f.value for f in FailOn]),
+        default="error",
+        show_default=True,
+        help="Lowest finding severity that makes the exit code 1.",
+    )(fn)
     fn = click.option("--width", type=int, default=None, help="Terminal width for tables.")(fn)
     return fn
 
 
-def emit(report: ReportBase, *, as_json: bool, html_file: Path | None, fail_on: str, width: int | None,
-         **options: Any) -> None:
+def emit(
+    report: ReportBase, *, as_json: bool, html_file: Path | None, fail_on: str, width: int | None, **options: Any
+) -> None:
     """Print the report, write the HTML file if asked, and exit with the policy's code."""
     if html_file is not None:
         html_file.write_text(render(report, Format.HTML), encoding="utf-8")
@@ -126,8 +166,22 @@ def emit(report: ReportBase, *, as_json: bool, html_file: Path | None, fail_on: 
     sys.exit(exit_code(report.findings, FailOn(fail_on)))
 
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "t": 10**12,
+    "tb": 10**12,
+    "tib": 2**40,
+}
 
 
 def parse_bytes(text: str | None) -> int | None:
@@ -168,7 +222,8 @@ def progress_bar(label: str) -> Iterator[Callable[[str, int, int], None] | None]
         task = bar.add_task(label, total=None)
 
         def update(description: str, done: int, total: int) -> None:
-            bar.update(task, description=f"{label}: {description}" if description else label, completed=done,
-                       total=total)
+            bar.update(
+                task, description=f"{label}: {description}" if description else label, completed=done, total=total
+            )
 
         yield update

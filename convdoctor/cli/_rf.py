@@ -17,16 +17,37 @@ from ._options import EnumChoice, emit, input_option, output_options, weights_op
 @weights_option
 @click.option("--layer", default=None, help="Module path the findings are about (default: last feature layer).")
 @click.option("--object-size", default=None, metavar="PX", help="Object size in input pixels (64 or 64x32).")
-@click.option("--method", type=EnumChoice(RFMethod, "method"), default=RFMethod.ANALYTIC.value, show_default=True,
-              help="analytic: every layer from the graph; gradient: autograd check of one layer.")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a PNG of field size by depth to FILE.")
+@click.option(
+    "--method",
+    type=EnumChoice(RFMethod, "method"),
+    default=RFMethod.ANALYTIC.value,
+    show_default=True,
+    help="analytic: every layer from the graph; gradient: autograd check of one layer.",
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a PNG of field size by depth to FILE.",
+)
 @click.option("--depth", type=click.IntRange(1, 20), default=2, show_default=True, help="Module depth of the table.")
 @output_options
 @guarded
-def command(model: str, input_size: str | tuple[str, ...] | None, weights: Path | None, layer: str | None,
-            object_size: str | None, method: str, plot_file: Path | None, depth: int, as_json: bool,
-            html_file: Path | None, fail_on: str, width: int | None) -> None:
+def command(
+    model: str,
+    input_size: str | tuple[str, ...] | None,
+    weights: Path | None,
+    layer: str | None,
+    object_size: str | None,
+    method: str,
+    plot_file: Path | None,
+    depth: int,
+    as_json: bool,
+    html_file: Path | None,
+    fail_on: str,
+    width: int | None,
+) -> None:
     """Receptive field (size, jump, start) of every layer, in input pixels."""
     from ..report.rf_plot import rf_depth_plot
     from ..rf_api import receptive_field

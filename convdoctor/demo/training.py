@@ -20,11 +20,11 @@ from ..monitor import Monitor
 
 #: The faults the demo can inject, each with the finding code it raises (others may join it).
 FAULTS: dict[str, str] = {
-    "high_lr": "DEAD_RELU",            # SGD at 50x the learning rate: the ReLUs die in the first
-                                       # large steps and the loss falls back to chance
-    "low_lr": "LOSS_AT_CHANCE",        # a learning rate 1e5 times too small: nothing moves
-    "dead_init": "DEAD_RELU",          # BatchNorm biases initialised to -5: the ReLUs never open
-    "small_batch": "BN_SMALL_BATCH",   # BatchNorm trained on batches of 4
+    "high_lr": "DEAD_RELU",  # SGD at 50x the learning rate: the ReLUs die in the first
+    # large steps and the loss falls back to chance
+    "low_lr": "LOSS_AT_CHANCE",  # a learning rate 1e5 times too small: nothing moves
+    "dead_init": "DEAD_RELU",  # BatchNorm biases initialised to -5: the ReLUs never open
+    "small_batch": "BN_SMALL_BATCH",  # BatchNorm trained on batches of 4
 }
 
 
@@ -63,8 +63,9 @@ class DigitsNet(nn.Module):
         return out
 
 
-def train_digits(lr: float = 0.05, steps: int = 300, fault: str | None = None, *, batch_size: int = 32,
-                 seed: int = 0, every: int = 1) -> Monitor:
+def train_digits(
+    lr: float = 0.05, steps: int = 300, fault: str | None = None, *, batch_size: int = 32, seed: int = 0, every: int = 1
+) -> Monitor:
     """Train :class:`DigitsNet` with momentum SGD under a :class:`Monitor` and return the monitor.
 
     Args:

@@ -13,8 +13,21 @@ from .quantize import QuantizedLayer, QuantResult, quantize_int8
 from .warmup import WarmupResult, warmup
 
 __all__: list[str] = [
-    "WarmupResult", "warmup",
-    "find_conv_bn_pairs", "fuse_conv_bn", "inference_mode", "prepare_for_inference", "recalibrate_bn",
-    "freeze_bn", "leaky_relu", "reinit", "GradAccumulator", "param_groups", "suggest_clip_norm", "suggest_lr",
-    "QuantResult", "QuantizedLayer", "quantize_int8",
+    "WarmupResult",
+    "warmup",
+    "find_conv_bn_pairs",
+    "fuse_conv_bn",
+    "inference_mode",
+    "prepare_for_inference",
+    "recalibrate_bn",
+    "freeze_bn",
+    "leaky_relu",
+    "reinit",
+    "GradAccumulator",
+    "param_groups",
+    "suggest_clip_norm",
+    "suggest_lr",
+    "QuantResult",
+    "QuantizedLayer",
+    "quantize_int8",
 ]

@@ -61,8 +61,10 @@ def unfoldable_batchnorms(model: nn.Module) -> dict[str, str]:
         if m.running_mean is None or m.running_var is None:
             out[path] = "no running statistics (track_running_stats=False): it normalises with batch statistics"
         elif not (_plain_bn(m) or _qualname(m) in NORM_ACT_TYPES):
-            out[path] = (f"{_qualname(m)} overrides forward; what it does besides normalising is unknown, "
-                         "so folding could drop it")
+            out[path] = (
+                f"{_qualname(m)} overrides forward; what it does besides normalising is unknown, "
+                "so folding could drop it"
+            )
     return out
 
 
@@ -75,11 +77,15 @@ def _remainder(bn: nn.Module) -> nn.Module:
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
-    return (isinstance(conv, ConvBase) and isinstance(bn, BatchNormBase)
-            and bn.running_mean is not None and bn.running_var is not None
-            and (_plain_bn(bn) or _qualname(bn) in NORM_ACT_TYPES)
-            and conv.out_channels == bn.num_features
-            and not (conv.transposed and conv.groups > 1))
+    return (
+        isinstance(conv, ConvBase)
+        and isinstance(bn, BatchNormBase)
+        and bn.running_mean is not None
+        and bn.running_var is not None
+        and (_plain_bn(bn) or _qualname(bn) in NORM_ACT_TYPES)
+        and conv.out_channels == bn.num_features
+        and not (conv.transposed and conv.groups > 1)
+    )
 
 
 def _fx_graph(model: nn.Module) -> Any:
@@ -135,8 +141,12 @@ def _pairs_from_fx(model: nn.Module) -> list[Pair]:
         if node.op != "call_module" or targets.count(node.target) != 1:
             continue
         src = node.args[0] if node.args else None
-        if (isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1
-                and targets.count(src.target) == 1):
+        if (
+            isinstance(src, torch.fx.Node)
+            and src.op == "call_module"
+            and len(src.users) == 1
+            and targets.count(src.target) == 1
+        ):
             pairs.append((str(src.target), str(node.target)))
     return pairs
 
@@ -202,8 +212,15 @@ def fuse_conv_bn(model: nn.Module, example_input: Any = None) -> nn.Module:
             assert bn.running_mean is not None and bn.running_var is not None
             new_conv = copy.deepcopy(conv)
             weight, bias = torch.nn.utils.fusion.fuse_conv_bn_weights(
-                conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias,
-                transpose=conv.transposed)
+                conv.weight,
+                conv.bias,
+                bn.running_mean,
+                bn.running_var,
+                bn.eps,
+                bn.weight,
+                bn.bias,
+                transpose=conv.transposed,
+            )
             new_conv.weight, new_conv.bias = weight, bias
             fused.set_submodule(conv_path, new_conv)
             fused.set_submodule(bn_path, _remainder(bn))

@@ -53,13 +53,20 @@ def leaky_relu(model: nn.Module, negative_slope: float = LEAKY_SLOPE) -> nn.Modu
                 setattr(parent, name, nn.LeakyReLU(negative_slope, inplace=child.inplace))
                 swapped += 1
     if not swapped:
-        raise UsageError("leaky_relu found no nn.ReLU module; replace F.relu calls in forward() with "
-                         f"F.leaky_relu(x, {negative_slope})")
+        raise UsageError(
+            "leaky_relu found no nn.ReLU module; replace F.relu calls in forward() with "
+            f"F.leaky_relu(x, {negative_slope})"
+        )
     return new
 
 
-def reinit(model: nn.Module, scheme: InitScheme | str = InitScheme.KAIMING, *, nonlinearity: str = "relu",
-           seed: int | None = None) -> nn.Module:
+def reinit(
+    model: nn.Module,
+    scheme: InitScheme | str = InitScheme.KAIMING,
+    *,
+    nonlinearity: str = "relu",
+    seed: int | None = None,
+) -> nn.Module:
     """A copy of ``model`` with conv and linear weights re-initialised, biases zeroed, BatchNorm reset.
 
     ``kaiming``: ``kaiming_normal_(mode="fan_out")`` (He et al. 2015; torchvision's ResNet
@@ -86,8 +93,9 @@ def reinit(model: nn.Module, scheme: InitScheme | str = InitScheme.KAIMING, *, n
         scheme = InitScheme(scheme)
         gain = nn.init.calculate_gain(nonlinearity)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise UsageError(f"reinit: {exc}; schemes: kaiming, xavier; nonlinearity: relu, leaky_relu, tanh, "
-                         "sigmoid, linear") from None
+        raise UsageError(
+            f"reinit: {exc}; schemes: kaiming, xavier; nonlinearity: relu, leaky_relu, tanh, sigmoid, linear"
+        ) from None
     new = copy.deepcopy(model)
     devices = [p.device for p in new.parameters() if p.device.type != "cpu"]
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):

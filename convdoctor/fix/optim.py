@@ -27,8 +27,9 @@ DIVERGING_LR_CUT = 10.0
 OSCILLATING_LR_CUT = math.sqrt(10.0)
 
 
-def param_groups(model: nn.Module, head: nn.Module | str, lr: float, head_lr_mult: float = 10.0,
-                 **group_options: Any) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, head: nn.Module | str, lr: float, head_lr_mult: float = 10.0, **group_options: Any
+) -> list[dict[str, Any]]:
     """Two optimizer parameter groups: the backbone at ``lr`` and the head at ``lr * head_lr_mult``.
 
     Answers ``LR_MISMATCH``: a freshly initialised head needs larger steps than a pretrained
@@ -63,8 +64,12 @@ def param_groups(model: nn.Module, head: nn.Module | str, lr: float, head_lr_mul
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"name": "backbone", "params": [p for p in trainable if id(p) not in head_ids], "lr": lr, **group_options},
-        {"name": "head", "params": [p for p in trainable if id(p) in head_ids], "lr": lr * head_lr_mult,
-         **group_options},
+        {
+            "name": "head",
+            "params": [p for p in trainable if id(p) in head_ids],
+            "lr": lr * head_lr_mult,
+            **group_options,
+        },
     ]
     groups = [g for g in groups if g["params"]]
     if not groups:

@@ -71,20 +71,29 @@ class Monitor:
         UsageError: a non-module model, ``every < 1`` or ``num_classes < 1``.
     """
 
-    def __init__(self, model: nn.Module, *, num_classes: int | None = None, every: int = 1, ddp: Any = None,
-                 ignore_index: int | None = -100) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int | None = None,
+        every: int = 1,
+        ddp: Any = None,
+        ignore_index: int | None = -100,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(f"Monitor needs the nn.Module being trained, got {type(model).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise UsageError(f"every must be a positive integer (1 samples every step), got {every!r}")
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                        or num_classes < 1):
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
             raise UsageError(f"num_classes must be a positive integer or None, got {num_classes!r}")
         self._reducer = make_reducer(ddp)
         if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
             raise UsageError(f"ignore_index must be an integer target value or None, got {ignore_index!r}")
-        self._collector = Collector(model, num_classes=num_classes, every=every, reducer=self._reducer,
-                                    ignore_index=ignore_index)
+        self._collector = Collector(
+            model, num_classes=num_classes, every=every, reducer=self._reducer, ignore_index=ignore_index
+        )
         self._name = type(unwrap(model)).__name__
         self._findings: list[Finding] = []
         self._last_fired: dict[str, int] = {}
@@ -94,8 +103,9 @@ class Monitor:
         self._warned_zero = False
 
     # ---------------------------------------------------------------- protocol
-    def step(self, loss: Any, outputs: Any = None, targets: Any = None,
-             optimizer: torch.optim.Optimizer | None = None) -> None:
+    def step(
+        self, loss: Any, outputs: Any = None, targets: Any = None, optimizer: torch.optim.Optimizer | None = None
+    ) -> None:
         """Record one training step. Call after ``loss.backward()`` and before ``optimizer.step()``.
 
         Args:
@@ -121,8 +131,9 @@ class Monitor:
         if self._collector.step % SYNC_EVERY == 0:
             self.flush()
 
-    def end_epoch(self, train_loss: float | None = None, val_loss: float | None = None,
-                  val_acc: float | None = None) -> str:
+    def end_epoch(
+        self, train_loss: float | None = None, val_loss: float | None = None, val_acc: float | None = None
+    ) -> str:
         """Close an epoch: record its numbers, run the rules, return a one-line summary.
 
         Args:
@@ -140,8 +151,16 @@ class Monitor:
             train_loss = col.epoch_loss_sum / col.epoch_loss_n
         train_acc = col.epoch_correct / col.epoch_seen if col.epoch_seen else None
         col.epoch_loss_sum = col.epoch_loss_n = col.epoch_correct = col.epoch_seen = 0.0
-        self._epochs.append(Epoch(len(self._epochs), col.step, _opt_float(train_loss), _opt_float(val_loss),
-                                  _opt_float(val_acc), train_acc))
+        self._epochs.append(
+            Epoch(
+                len(self._epochs),
+                col.step,
+                _opt_float(train_loss),
+                _opt_float(val_loss),
+                _opt_float(val_acc),
+                train_acc,
+            )
+        )
         self.flush()
         return self.summary()
 
@@ -204,8 +223,11 @@ class Monitor:
         zero = np.all(np.where(present, g, 0.0) == 0.0, axis=1)
         if (zero & ~(np.abs(loss) <= ZERO_LOSS)).any():
             self._warned_zero = True
-            warnings.warn("Monitor.step() saw every gradient exactly zero: call it after loss.backward() and "
-                          "before optimizer.zero_grad()", stacklevel=3)
+            warnings.warn(
+                "Monitor.step() saw every gradient exactly zero: call it after loss.backward() and "
+                "before optimizer.zero_grad()",
+                stacklevel=3,
+            )
 
     # ---------------------------------------------------------------- reporting
     def summary(self) -> str:
@@ -214,8 +236,12 @@ class Monitor:
         if self._epochs:
             e = self._epochs[-1]
             parts.append(f"epoch {e.epoch} (step {e.step}):")
-            for label, value, pct in (("loss", e.train_loss, False), ("acc", e.train_acc, True),
-                                      ("val loss", e.val_loss, False), ("val acc", e.val_acc, True)):
+            for label, value, pct in (
+                ("loss", e.train_loss, False),
+                ("acc", e.train_acc, True),
+                ("val loss", e.val_loss, False),
+                ("val acc", e.val_acc, True),
+            ):
                 if value is not None:
                     parts.append(f"{label} {value:.1%}," if pct else f"{label} {value:.4g},")
         else:
@@ -235,9 +261,16 @@ class Monitor:
         from ._report import build_report
 
         findings = self.findings
-        return build_report(self._name, sort_findings(findings), self._collector, self._window,
-                            epochs=tuple(asdict(e) for e in self._epochs), events=tuple(self._events),
-                            summary=self.summary(), history=self.history() if figures else None)
+        return build_report(
+            self._name,
+            sort_findings(findings),
+            self._collector,
+            self._window,
+            epochs=tuple(asdict(e) for e in self._epochs),
+            events=tuple(self._events),
+            summary=self.summary(),
+            history=self.history() if figures else None,
+        )
 
     def to_json(self) -> str:
         """The report as one JSON document (NaN/Inf written as strings), with the plot data
@@ -250,8 +283,12 @@ class Monitor:
         """Plot data: ``loss_step``, ``loss``, ``grad_step``, ``grad`` (per-parameter norms, in
         ``param_names`` order), ``weight_params`` (the conv/linear weights) and ``events``."""
         col = self._collector
-        return {**{k: list(v) for k, v in col.plot.items()}, "param_names": [n for n, _ in col.params],
-                "weight_params": [n for n, _ in col.params if n in col.weight_names], "events": list(self._events)}
+        return {
+            **{k: list(v) for k, v in col.plot.items()},
+            "param_names": [n for n, _ in col.params],
+            "weight_params": [n for n, _ in col.params if n in col.weight_names],
+            "events": list(self._events),
+        }
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -265,12 +302,19 @@ class Monitor:
         """
         if self._collector.pending:
             if self._reducer.enabled:
-                raise UsageError("Monitor.state_dict() under DDP needs every rank to call mon.flush() (or "
-                                 "end_epoch()) first; steps are pending")
+                raise UsageError(
+                    "Monitor.state_dict() under DDP needs every rank to call mon.flush() (or "
+                    "end_epoch()) first; steps are pending"
+                )
             self.flush()
-        return {"collector": self._collector.state_dict(), "findings": [f.to_dict() for f in self._findings],
-                "last_fired": dict(self._last_fired), "events": list(self._events),
-                "epochs": [asdict(e) for e in self._epochs], "warned_zero": self._warned_zero}
+        return {
+            "collector": self._collector.state_dict(),
+            "findings": [f.to_dict() for f in self._findings],
+            "last_fired": dict(self._last_fired),
+            "events": list(self._events),
+            "epochs": [asdict(e) for e in self._epochs],
+            "warned_zero": self._warned_zero,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict` (e.g. stored in a training checkpoint)."""
@@ -301,7 +345,6 @@ def _opt_float(x: Any) -> float | None:
     return float(x.detach().float().mean()) if isinstance(x, torch.Tensor) else float(x)
 
 
-
 def report_from_json(doc: dict[str, Any]) -> MonitorReport:
     """Rebuild a :class:`MonitorReport` (with its PNG curves when ``history`` is there) from
     the document :meth:`Monitor.to_json` wrote.
@@ -312,16 +355,25 @@ def report_from_json(doc: dict[str, Any]) -> MonitorReport:
     if not isinstance(doc, dict) or doc.get("kind") != "monitor":
         raise UsageError("not a Monitor JSON document (write one with mon.to_json())")
     try:
-        findings = tuple(Finding(**{k: f[k] for k in ("code", "severity", "title", "message", "evidence", "fix",
-                                                      "where")}) for f in doc.get("findings", []))
+        findings = tuple(
+            Finding(**{k: f[k] for k in ("code", "severity", "title", "message", "evidence", "fix", "where")})
+            for f in doc.get("findings", [])
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"malformed finding in the Monitor JSON: {exc}") from None
     history = doc.get("history")
     return MonitorReport(
-        model=str(doc.get("model", "")), findings=findings, steps=int(doc.get("steps", 0)),
-        every=int(doc.get("every", 1)), num_classes=doc.get("num_classes"), loss=dict(doc.get("loss", {})),
-        grad_norm=dict(doc.get("grad_norm", {})), epochs=tuple(doc.get("epochs", ())),
-        events=tuple(doc.get("events", ())), layers=tuple(doc.get("layers", ())), groups=tuple(doc.get("groups", ())),
+        model=str(doc.get("model", "")),
+        findings=findings,
+        steps=int(doc.get("steps", 0)),
+        every=int(doc.get("every", 1)),
+        num_classes=doc.get("num_classes"),
+        loss=dict(doc.get("loss", {})),
+        grad_norm=dict(doc.get("grad_norm", {})),
+        epochs=tuple(doc.get("epochs", ())),
+        events=tuple(doc.get("events", ())),
+        layers=tuple(doc.get("layers", ())),
+        groups=tuple(doc.get("groups", ())),
         summary=str(doc.get("summary", "")),
         history=history if isinstance(history, dict) and history.get("loss") else None,
     )

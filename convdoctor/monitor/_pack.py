@@ -10,8 +10,9 @@ from ._tensors import same_device
 from .ddp import Reducer
 
 
-def pack_steps(loss: list[torch.Tensor], batch: list[int], counts: list[torch.Tensor | None],
-               width: int) -> torch.Tensor | None:
+def pack_steps(
+    loss: list[torch.Tensor], batch: list[int], counts: list[torch.Tensor | None], width: int
+) -> torch.Tensor | None:
     """``(n, 2 + width)`` float64: loss x batch, batch, then the class, target and malformed-target
     counts (zeros where a step had none), or None without steps."""
     if not loss:
@@ -57,6 +58,6 @@ def sum_together(reducer: Reducer, tensors: list[torch.Tensor | None]) -> list[t
         if t is None:
             out.append(None)
             continue
-        out.append(flat[at:at + t.numel()].reshape(t.shape))
+        out.append(flat[at : at + t.numel()].reshape(t.shape))
         at += t.numel()
     return out

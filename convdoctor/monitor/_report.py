@@ -14,19 +14,40 @@ from .stats import Collector
 from .window import Window
 
 
-def build_report(name: str, findings: tuple[Finding, ...], col: Collector, window: Window | None, *,
-                 epochs: tuple[dict[str, Any], ...], events: tuple[dict[str, Any], ...],
-                 summary: str, history: dict[str, Any] | None = None) -> MonitorReport:
+def build_report(
+    name: str,
+    findings: tuple[Finding, ...],
+    col: Collector,
+    window: Window | None,
+    *,
+    epochs: tuple[dict[str, Any], ...],
+    events: tuple[dict[str, Any], ...],
+    summary: str,
+    history: dict[str, Any] | None = None,
+) -> MonitorReport:
     """Assemble the report from the collector's record and the last window the rules saw."""
     w = window if window is not None else Window()
     recent = w.loss[-10:][np.isfinite(w.loss[-10:])] if w.loss.size else np.zeros(0)
     total = w.total_grad_norms()
     return MonitorReport(
-        model=name, findings=findings, steps=col.step, every=col.every, num_classes=col.num_classes,
-        loss={"initial": col.loss_initial, "best": col.loss_best, "best_step": col.loss_best_step,
-              "last": float(np.median(recent)) if recent.size else math.nan},
+        model=name,
+        findings=findings,
+        steps=col.step,
+        every=col.every,
+        num_classes=col.num_classes,
+        loss={
+            "initial": col.loss_initial,
+            "best": col.loss_best,
+            "best_step": col.loss_best_step,
+            "last": float(np.median(recent)) if recent.size else math.nan,
+        },
         grad_norm={"initial": col.grad_norm_initial, "last": float(total[-1]) if total.size else math.nan},
-        epochs=epochs, events=events, layers=_layers(w), groups=_groups(w), summary=summary, history=history,
+        epochs=epochs,
+        events=events,
+        layers=_layers(w),
+        groups=_groups(w),
+        summary=summary,
+        history=history,
     )
 
 
@@ -43,14 +64,24 @@ def _layers(w: Window) -> tuple[dict[str, Any], ...]:
         g = float(w.grad_norms[-1, i]) if w.grad_present[-1, i] else math.nan
         wn = float(w.weight_norms[-1, i])
         n_dead, units = dead.get(layer, (0, 0))
-        out.append({"name": layer, "grad_norm": g, "weight_norm": wn,
-                    "relative_grad": g / wn if wn > 0 else math.nan, "units": units, "dead_units": n_dead,
-                    "activation": acts.get(layer)})
+        out.append(
+            {
+                "name": layer,
+                "grad_norm": g,
+                "weight_norm": wn,
+                "relative_grad": g / wn if wn > 0 else math.nan,
+                "units": units,
+                "dead_units": n_dead,
+                "activation": acts.get(layer),
+            }
+        )
     return tuple(out)
 
 
 def _groups(w: Window) -> tuple[dict[str, Any], ...]:
     if w.update_ratio.shape[0] == 0:
         return ()
-    return tuple({"name": n, "lr": float(w.group_lr[-1, j]), "update_ratio": float(w.update_ratio[-1, j])}
-                 for j, n in enumerate(w.group_names))
+    return tuple(
+        {"name": n, "lr": float(w.group_lr[-1, j]), "update_ratio": float(w.update_ratio[-1, j])}
+        for j, n in enumerate(w.group_names)
+    )

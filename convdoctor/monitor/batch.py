@@ -17,8 +17,10 @@ def scalar_loss(loss: Any) -> torch.Tensor:
     """The loss as a detached 0-d float tensor (no host sync); raises on a non-scalar."""
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
-            raise UsageError(f"loss must be a scalar, got shape {tuple(loss.shape)}: pass the value you call "
-                             "backward() on (e.g. loss.mean())")
+            raise UsageError(
+                f"loss must be a scalar, got shape {tuple(loss.shape)}: pass the value you call "
+                "backward() on (e.g. loss.mean())"
+            )
         return loss.detach().reshape(()).float()
     if isinstance(loss, (int, float)) and not isinstance(loss, bool):
         return torch.tensor(float(loss))
@@ -36,8 +38,9 @@ def logits(outputs: Any) -> torch.Tensor:
             value = outputs.get(key)
             if isinstance(value, torch.Tensor):
                 return value
-    raise UsageError(f"outputs must be the logits tensor (or a tuple/dict holding it under 'logits'), "
-                     f"got {type(outputs).__name__}")
+    raise UsageError(
+        f"outputs must be the logits tensor (or a tuple/dict holding it under 'logits'), got {type(outputs).__name__}"
+    )
 
 
 #: A soft-target row (float targets shaped like the outputs) that holds a fractional value and
@@ -56,8 +59,9 @@ def target_classes(targets: Any, out: torch.Tensor, n_pred: int) -> tuple[torch.
         raise UsageError(f"targets must be a tensor, got {type(targets).__name__}")
     if targets.dim() == 0 or targets.shape[0] != out.shape[0]:
         got = tuple(targets.shape)
-        raise UsageError(f"outputs have batch size {out.shape[0]} but targets have shape {got}: pass the "
-                         "targets of the same batch")
+        raise UsageError(
+            f"outputs have batch size {out.shape[0]} but targets have shape {got}: pass the targets of the same batch"
+        )
     t = targets.detach()
     soft_bad = None
     if t.is_floating_point() and t.dim() == out.dim():
@@ -66,8 +70,10 @@ def target_classes(targets: Any, out: torch.Tensor, n_pred: int) -> tuple[torch.
         t = t.argmax(1)
     t = t.reshape(-1).to(torch.int64)
     if t.numel() != n_pred:
-        raise UsageError(f"targets hold {t.numel()} labels but outputs {n_pred} predictions: pass class "
-                         "indices shaped like the outputs without the class dimension")
+        raise UsageError(
+            f"targets hold {t.numel()} labels but outputs {n_pred} predictions: pass class "
+            "indices shaped like the outputs without the class dimension"
+        )
     return t, soft_bad
 
 
@@ -78,8 +84,9 @@ def class_counts(index: torch.Tensor, c: int) -> torch.Tensor:
     return counts[:c]
 
 
-def batch_counts(outputs: Any, targets: Any, num_classes: int | None,
-                 ignore_index: int | None = None) -> tuple[torch.Tensor | None, int, int | None]:
+def batch_counts(
+    outputs: Any, targets: Any, num_classes: int | None, ignore_index: int | None = None
+) -> tuple[torch.Tensor | None, int, int | None]:
     """Predicted and target class counts, the correct count and the malformed targets of one
     batch, on the device (no host sync).
 
@@ -104,8 +111,10 @@ def batch_counts(outputs: Any, targets: Any, num_classes: int | None,
         return None, int(out.shape[0]) if out.dim() == 1 else 1, num_classes
     n, c = int(out.shape[0]), int(out.shape[1])
     if num_classes is not None and c != num_classes:
-        raise UsageError(f"outputs have {c} classes in dim 1 but Monitor(num_classes={num_classes}); "
-                         "pass the logits, shape (batch, num_classes, ...)")
+        raise UsageError(
+            f"outputs have {c} classes in dim 1 but Monitor(num_classes={num_classes}); "
+            "pass the logits, shape (batch, num_classes, ...)"
+        )
     pred = out.detach().argmax(1).reshape(-1)
     pred_counts = class_counts(pred, c)
     if targets is None:
@@ -117,6 +126,11 @@ def batch_counts(outputs: Any, targets: Any, num_classes: int | None,
     if c < 2:  # one logit (BCE on 0/1 targets) is not a C-class classifier: its targets are not indices
         bad = torch.zeros(EXTRA - 1, dtype=torch.int64, device=t.device)
     else:
-        bad = torch.stack([((t < 0) & counted).sum(), ((t >= c) & counted).sum(),
-                           soft_bad if soft_bad is not None else torch.zeros((), dtype=torch.int64, device=t.device)])
+        bad = torch.stack(
+            [
+                ((t < 0) & counted).sum(),
+                ((t >= c) & counted).sum(),
+                soft_bad if soft_bad is not None else torch.zeros((), dtype=torch.int64, device=t.device),
+            ]
+        )
     return torch.cat([pred_counts, class_counts(torch.where(valid, t, c), c), correct, bad.to(torch.int64)]), n, c

@@ -39,8 +39,7 @@ class FrozenBNTracker:
         count = getattr(bn, "num_batches_tracked", None)
         if count is None or bn.running_mean is None or bn.running_var is None:
             return
-        snap.update(n=int(count), step=step, mean=bn.running_mean.detach().clone(),
-                    var=bn.running_var.detach().clone())
+        snap.update(n=int(count), step=step, mean=bn.running_mean.detach().clone(), var=bn.running_var.detach().clone())
 
     @torch.no_grad()
     def measure(self, step: int) -> tuple[FrozenBN, ...]:

@@ -77,6 +77,8 @@ def make_reducer(ddp: Any) -> Reducer:
     if ddp is None:
         return Reducer(enabled=bool(ready and dist.get_world_size() > 1))
     if not ready:
-        raise UsageError("Monitor(ddp=...) needs torch.distributed.init_process_group() first; "
-                         "pass ddp=None to reduce only when it is initialised")
+        raise UsageError(
+            "Monitor(ddp=...) needs torch.distributed.init_process_group() first; "
+            "pass ddp=None to reduce only when it is initialised"
+        )
     return Reducer(None if ddp is True else ddp, enabled=True)

@@ -25,8 +25,15 @@ logger = logging.getLogger(__name__)
 
 #: Layers whose weight has one output unit per slice of dim 0 (dim 1 for transposed convs):
 #: the layers whose per-unit gradients tell dead units apart.
-UNIT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
-                                            nn.ConvTranspose2d, nn.ConvTranspose3d)
+UNIT_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -35,8 +42,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     Names are reported without the wrapper's ``module.`` or ``_orig_mod.`` prefix.
     """
     for _ in range(4):  # wrappers nest at most a few deep (compile(DDP(model)))
-        inner = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) \
+        inner = (
+            model.module
+            if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel))
             else compiled_inner(model)
+        )
         if isinstance(inner, nn.Module):
             model = inner
         else:
@@ -153,12 +163,44 @@ class BNProbe:
 DYING_ACTIVATIONS = frozenset({"relu", "relu6", "hardtanh", "threshold", "hardswish", "hardsigmoid"})
 #: Nonlinearities with a non-zero gradient almost everywhere: their units cannot be "dead".
 #: (sigmoid and tanh saturate instead: VANISHING_GRADIENT watches that.)
-LIVE_ACTIVATIONS = frozenset({"leaky_relu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu", "mish",
-                              "sigmoid", "tanh", "softplus", "softsign", "logsigmoid", "tanhshrink"})
+LIVE_ACTIVATIONS = frozenset(
+    {
+        "leaky_relu",
+        "prelu",
+        "rrelu",
+        "elu",
+        "selu",
+        "celu",
+        "gelu",
+        "silu",
+        "mish",
+        "sigmoid",
+        "tanh",
+        "softplus",
+        "softsign",
+        "logsigmoid",
+        "tanhshrink",
+    }
+)
 _ACTIVATIONS = DYING_ACTIVATIONS | LIVE_ACTIVATIONS
 _DYING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Threshold, nn.Hardswish, nn.Hardsigmoid)
-_LIVE_MODULES = (nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-                 nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink)
+_LIVE_MODULES = (
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
+)
 
 
 class ActivationProbe:

@@ -47,8 +47,15 @@ class MonitorCallback(pl.Callback):
         val_acc_key: key of the validation accuracy.
     """
 
-    def __init__(self, num_classes: int | None = None, every: int = 1, *, train_loss_key: str = "train_loss",
-                 val_loss_key: str = "val_loss", val_acc_key: str = "val_acc") -> None:
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        every: int = 1,
+        *,
+        train_loss_key: str = "train_loss",
+        val_loss_key: str = "val_loss",
+        val_acc_key: str = "val_acc",
+    ) -> None:
         self.num_classes, self.every = num_classes, every
         self.keys = (train_loss_key, val_loss_key, val_acc_key)
         self.monitor: Monitor | None = None

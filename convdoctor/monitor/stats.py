@@ -61,8 +61,15 @@ class Collector:
         reducer: cross-rank reduction (a no-op outside DDP).
     """
 
-    def __init__(self, model: nn.Module, *, num_classes: int | None, every: int, reducer: Reducer,
-                 ignore_index: int | None = -100) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int | None,
+        every: int,
+        reducer: Reducer,
+        ignore_index: int | None = -100,
+    ) -> None:
         self.model = unwrap(model)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -81,8 +88,9 @@ class Collector:
         self.no_grad = [0] * len(self.params)
         self._pending: dict[str, list[Any]] = _new_pending()
         self._steps: dict[str, deque[Any]] = {k: deque(maxlen=STEP_KEEP) for k in ("loss", "pred", "tgt", "bad", "bn")}
-        self._samples: dict[str, deque[Any]] = {k: deque(maxlen=SAMPLE_KEEP) for k in
-                                                ("step", "gn", "wn", "present", "ustep", "ratio", "lr")}
+        self._samples: dict[str, deque[Any]] = {
+            k: deque(maxlen=SAMPLE_KEEP) for k in ("step", "gn", "wn", "present", "ustep", "ratio", "lr")
+        }
         self.group_names: tuple[str, ...] = ()
         self.group_lr_max: list[float] = []
         self.loss_initial = math.nan
@@ -118,8 +126,10 @@ class Collector:
         present = [p.requires_grad and p.grad is not None for _, p in self.params]
         trainable = [p.requires_grad for _, p in self.params]
         if any(trainable) and not any(present):
-            raise UsageError("Monitor.step() found no gradient on any trainable parameter: call it after "
-                             "loss.backward() and before optimizer.step() / zero_grad()")
+            raise UsageError(
+                "Monitor.step() found no gradient on any trainable parameter: call it after "
+                "loss.backward() and before optimizer.step() / zero_grad()"
+            )
         self.no_grad = [n + 1 if t and not ok else 0 for n, t, ok in zip(self.no_grad, trainable, present)]
         norms = self._grad_norms(present)
         weights = [w.float() for w in foreach_norm([local(p.detach()) for _, p in self.params])]
@@ -148,10 +158,11 @@ class Collector:
             per_unit = torch.linalg.vector_norm(grad.movedim(d, 0).reshape(grad.shape[d], -1).float(), dim=1)
             alive = self._last_alive.get(name)
             if alive is None:  # every unit of the layer, also those other ranks hold (see .shard)
-                alive = self._last_alive[name] = torch.full((int(p.shape[d]),), self.step - 1, dtype=torch.int64,
-                                                            device=per_unit.device)
+                alive = self._last_alive[name] = torch.full(
+                    (int(p.shape[d]),), self.step - 1, dtype=torch.int64, device=per_unit.device
+                )
             # NaN is not zero: a unit with a NaN gradient is broken, not dead (NAN_LOSS names it)
-            alive[start:start + per_unit.numel()].masked_fill_(per_unit != 0, self.step)
+            alive[start : start + per_unit.numel()].masked_fill_(per_unit != 0, self.step)
             out[i] = torch.linalg.vector_norm(per_unit)
         if plain:
             plain_grads = [local(g) for g in (self.params[i][1].grad for i in plain) if g is not None]
@@ -188,8 +199,9 @@ class Collector:
                 upd = torch.stack(same_device(foreach_norm(foreach_sub(old, new)))).float()
                 now = torch.stack(same_device(foreach_norm(new))).float()
                 if self.layout.sharded:  # weight each square by its share (fills: no host-to-device copy)
-                    root = torch.stack([torch.full_like(upd[0], math.sqrt(self._share.get(id(q), 1.0)))
-                                        for q in params])
+                    root = torch.stack(
+                        [torch.full_like(upd[0], math.sqrt(self._share.get(id(q), 1.0))) for q in params]
+                    )
                     upd, now = upd * root, now * root
                 squares.append(torch.stack([(upd * upd).sum(), (now * now).sum()]))
             lrs.append(float(group.get("lr", 0.0)))
@@ -237,15 +249,15 @@ class Collector:
             losses = host[:, 0] / host[:, 1]
         for i in range(n):
             self._steps["loss"].append(float(losses[i]))
-            self._steps["pred"].append(host[i, 2:2 + c].astype(np.int64))
-            self._steps["tgt"].append(host[i, 2 + c:2 + 2 * c].astype(np.int64))
-            self._steps["bad"].append(host[i, 3 + 2 * c:2 + 2 * c + EXTRA].astype(np.int64))
+            self._steps["pred"].append(host[i, 2 : 2 + c].astype(np.int64))
+            self._steps["tgt"].append(host[i, 2 + c : 2 + 2 * c].astype(np.int64))
+            self._steps["bad"].append(host[i, 3 + 2 * c : 2 + 2 * c + EXTRA].astype(np.int64))
             self._steps["bn"].append(p["bn"][i])
         ok = np.isfinite(losses)
         self.epoch_loss_sum += float(losses[ok].sum())
         self.epoch_loss_n += float(ok.sum())
         self.epoch_correct += float(host[:, 2 + 2 * c].sum())
-        self.epoch_seen += float(host[:, 2 + c:2 + 2 * c].sum())
+        self.epoch_seen += float(host[:, 2 + c : 2 + 2 * c].sum())
         self._update_loss_refs()
         self._plot_add("loss", list(range(self.step - n, self.step)), [float(x) for x in losses])
 
@@ -311,24 +323,35 @@ class Collector:
         bn = np.array([(b or 0, n) for b, n in steps["bn"]], dtype=np.int64).reshape(-1, 2)
         p = len(self.params)
         return Window(
-            step=self.step, num_classes=self.num_classes, every=self.every,
-            loss=np.asarray(steps["loss"], dtype=np.float64), loss_start=self.step - len(steps["loss"]),
-            loss_initial=self.loss_initial, loss_best=self.loss_best, loss_best_step=self.loss_best_step,
+            step=self.step,
+            num_classes=self.num_classes,
+            every=self.every,
+            loss=np.asarray(steps["loss"], dtype=np.float64),
+            loss_start=self.step - len(steps["loss"]),
+            loss_initial=self.loss_initial,
+            loss_best=self.loss_best,
+            loss_best_step=self.loss_best_step,
             preds=np.stack(prows) if prows else np.zeros((0, c), dtype=np.int64),
-            targets=np.stack(trows) if trows else np.zeros((0, c), dtype=np.int64), target_bad=bad,
-            bn_batch=bn[:, 0], bn_layers=bn[:, 1],
+            targets=np.stack(trows) if trows else np.zeros((0, c), dtype=np.int64),
+            target_bad=bad,
+            bn_batch=bn[:, 0],
+            bn_layers=bn[:, 1],
             grad_steps=np.asarray(samples["step"], dtype=np.int64),
             param_names=tuple(n for n, _ in self.params),
             param_is_weight=np.array([n in self._owner for n, _ in self.params], dtype=bool),
-            grad_norms=rows(samples["gn"], p), weight_norms=rows(samples["wn"], p),
+            grad_norms=rows(samples["gn"], p),
+            weight_norms=rows(samples["wn"], p),
             grad_present=rows(samples["present"], p).astype(bool),
-            no_grad=np.asarray(self.no_grad, dtype=np.int64), grad_norm_initial=self.grad_norm_initial,
-            units=self._units(), group_names=self.group_names,
+            no_grad=np.asarray(self.no_grad, dtype=np.int64),
+            grad_norm_initial=self.grad_norm_initial,
+            units=self._units(),
+            group_names=self.group_names,
             update_steps=np.asarray(samples["ustep"], dtype=np.int64),
             update_ratio=rows(samples["ratio"], len(self.group_names)),
             group_lr=rows(samples["lr"], len(self.group_names)),
             group_lr_max=np.asarray(self.group_lr_max, dtype=np.float64),
-            frozen_bn=frozen_bn, epochs=tuple(epochs),
+            frozen_bn=frozen_bn,
+            epochs=tuple(epochs),
         )
 
     def _units(self) -> tuple[Units, ...]:
@@ -344,8 +367,15 @@ class Collector:
         for name in names:
             n = self._last_alive[name].numel()
             path, module = self._owner[name]
-            out.append(Units(path, last - flat[at:at + n], type(module).__name__,
-                             self.activations.activation(path), self.activations.can_die(path)))
+            out.append(
+                Units(
+                    path,
+                    last - flat[at : at + n],
+                    type(module).__name__,
+                    self.activations.activation(path),
+                    self.activations.can_die(path),
+                )
+            )
             at += n
         return tuple(out)
 
@@ -365,9 +395,23 @@ class Collector:
         self.params.sort(key=lambda kv: order.get(kv[0].rpartition(".")[0], len(order)))
 
     # ----------------------------------------------------------------- state
-    _SCALARS = ("step", "num_classes", "every", "no_grad", "group_lr_max", "loss_initial", "loss_best",
-                "loss_best_step", "grad_norm_initial", "epoch_correct", "epoch_seen", "epoch_loss_sum",
-                "epoch_loss_n", "plot", "_stride")
+    _SCALARS = (
+        "step",
+        "num_classes",
+        "every",
+        "no_grad",
+        "group_lr_max",
+        "loss_initial",
+        "loss_best",
+        "loss_best_step",
+        "grad_norm_initial",
+        "epoch_correct",
+        "epoch_seen",
+        "epoch_loss_sum",
+        "epoch_loss_n",
+        "plot",
+        "_stride",
+    )
 
     @property
     def pending(self) -> int:
@@ -388,8 +432,9 @@ class Collector:
         """Restore a :meth:`state_dict` taken from a monitor of the same model."""
         names = state.get("params", [])
         if sorted(names) != sorted(n for n, _ in self.params):
-            raise UsageError("Monitor state is from a model with different parameters; load it into a monitor "
-                             "of the same model")
+            raise UsageError(
+                "Monitor state is from a model with different parameters; load it into a monitor of the same model"
+            )
         for k in self._SCALARS:
             setattr(self, k, state[k.lstrip("_")])
         rank = {n: i for i, n in enumerate(names)}

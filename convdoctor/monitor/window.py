@@ -145,8 +145,11 @@ class Window:
         """Per sampled step, the L2 norm over every parameter with a gradient."""
         if self.grad_norms.size == 0:
             return _empty()
-        present = self.grad_present if self.grad_present.shape == self.grad_norms.shape else \
-            np.ones(self.grad_norms.shape, dtype=bool)
+        present = (
+            self.grad_present
+            if self.grad_present.shape == self.grad_norms.shape
+            else np.ones(self.grad_norms.shape, dtype=bool)
+        )
         g = np.where(present, self.grad_norms, 0.0)
         with np.errstate(over="ignore", invalid="ignore"):
             return np.asarray(np.sqrt(np.sum(g * g, axis=1)), dtype=np.float64)
@@ -179,12 +182,23 @@ class Window:
         cut = max(0, self.step - step)
         units = tuple(replace(x, idle=np.maximum(x.idle - cut, 0)) for x in self.units)
         return replace(
-            self, step=min(self.step, step), loss=self.loss[:keep], preds=self.preds[:keep],
-            targets=self.targets[:keep], target_bad=self.target_bad[:keep], bn_batch=self.bn_batch[:keep],
-            bn_layers=self.bn_layers[:keep], grad_steps=self.grad_steps[s], grad_norms=_cut(self.grad_norms, s),
-            grad_present=_cut(self.grad_present, s), weight_norms=_cut(self.weight_norms, s),
-            update_steps=self.update_steps[u], update_ratio=_cut(self.update_ratio, u),
-            group_lr=_cut(self.group_lr, u), units=units, frozen_bn=(),
+            self,
+            step=min(self.step, step),
+            loss=self.loss[:keep],
+            preds=self.preds[:keep],
+            targets=self.targets[:keep],
+            target_bad=self.target_bad[:keep],
+            bn_batch=self.bn_batch[:keep],
+            bn_layers=self.bn_layers[:keep],
+            grad_steps=self.grad_steps[s],
+            grad_norms=_cut(self.grad_norms, s),
+            grad_present=_cut(self.grad_present, s),
+            weight_norms=_cut(self.weight_norms, s),
+            update_steps=self.update_steps[u],
+            update_ratio=_cut(self.update_ratio, u),
+            group_lr=_cut(self.group_lr, u),
+            units=units,
+            frozen_bn=(),
             epochs=tuple(e for e in self.epochs if e.step < step),
         )
 

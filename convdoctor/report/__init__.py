@@ -19,8 +19,14 @@ class Format(str, enum.Enum):
     HTML = "html"
 
 
-def render(report: ReportBase, fmt: Format | str = Format.TERMINAL, *, width: int | None = None,
-           color: bool = False, **options: Any) -> str:
+def render(
+    report: ReportBase,
+    fmt: Format | str = Format.TERMINAL,
+    *,
+    width: int | None = None,
+    color: bool = False,
+    **options: Any,
+) -> str:
     """Render a report as text.
 
     Args:

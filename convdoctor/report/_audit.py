@@ -14,8 +14,12 @@ from .html import esc, html_section
 from .html import table as html_table
 from .terminal import renderer
 
-STATUS_STYLE = {CheckStatus.PASS: "green", CheckStatus.FAIL: "bold red", CheckStatus.SKIPPED: "dim",
-                CheckStatus.ERROR: "magenta"}
+STATUS_STYLE = {
+    CheckStatus.PASS: "green",
+    CheckStatus.FAIL: "bold red",
+    CheckStatus.SKIPPED: "dim",
+    CheckStatus.ERROR: "magenta",
+}
 
 
 def _g(v: Any) -> str:
@@ -23,8 +27,10 @@ def _g(v: Any) -> str:
 
 
 def _modes(e: dict[str, Any]) -> str:
-    text = (f"{e.get('training_modules', 0)} module(s) in training mode; BatchNorm {e.get('batchnorm_training', 0)}"
-            f"/{e.get('batchnorm_total', 0)}, dropout {e.get('dropout_training', 0)}")
+    text = (
+        f"{e.get('training_modules', 0)} module(s) in training mode; BatchNorm {e.get('batchnorm_training', 0)}"
+        f"/{e.get('batchnorm_total', 0)}, dropout {e.get('dropout_training', 0)}"
+    )
     effect = e.get("eval_effect")
     if effect:
         text += f"; eval changes output by {_g(effect['max_rel_diff'])} of scale"
@@ -38,8 +44,10 @@ def _batch(e: dict[str, Any]) -> str:
     worst = max(runs, key=lambda r: float("inf") if "error" in r else r["max_rel_diff"])
     if "error" in worst:
         return f"{worst['run']}: {worst['error']}"
-    return (f"{e['probes']} probes alone vs {', '.join(r['run'] for r in runs)}: worst {_g(worst['max_rel_diff'])}"
-            f" of scale ({worst['run']}), tolerance {_g(e['rtol'])}")
+    return (
+        f"{e['probes']} probes alone vs {', '.join(r['run'] for r in runs)}: worst {_g(worst['max_rel_diff'])}"
+        f" of scale ({worst['run']}), tolerance {_g(e['rtol'])}"
+    )
 
 
 def _determinism(e: dict[str, Any]) -> str:
@@ -60,8 +68,12 @@ def _fusion(e: dict[str, Any]) -> str:
 
 
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "modes": _modes, "batch": _batch, "determinism": _determinism, "bn_stats": _bn_stats,
-    "export": _export, "fusion": _fusion,
+    "modes": _modes,
+    "batch": _batch,
+    "determinism": _determinism,
+    "bn_stats": _bn_stats,
+    "export": _export,
+    "fusion": _fusion,
 }
 
 
@@ -87,8 +99,12 @@ def checks_table(report: AuditReport) -> Table:
     table.add_column("evidence")
     for record in report.checks:
         codes = f" ({', '.join(dict.fromkeys(f.code for f in record.findings))})" if record.findings else ""
-        table.add_row(record.name, Text(record.status.value, style=STATUS_STYLE[record.status]),
-                      f"{record.seconds:.1f} s", _summary(record) + codes)
+        table.add_row(
+            record.name,
+            Text(record.status.value, style=STATUS_STYLE[record.status]),
+            f"{record.seconds:.1f} s",
+            _summary(record) + codes,
+        )
     return table
 
 
@@ -100,12 +116,17 @@ def incident_table(incident: dict[str, Any]) -> Table:
     for row in incident["rows"]:
         acc, ev = row.get("accuracy"), row["eval_accuracy"]
         if acc is None:
-            table.add_row(str(row["batch_size"]), Text("fails", style="bold red"), f"{100 * ev:.1f}%",
-                          row.get("error", ""))
+            table.add_row(
+                str(row["batch_size"]), Text("fails", style="bold red"), f"{100 * ev:.1f}%", row.get("error", "")
+            )
             continue
         style = "bold red" if ev - acc > 0.005 else ""
-        table.add_row(str(row["batch_size"]), Text(f"{100 * acc:.1f}%", style=style), f"{100 * ev:.1f}%",
-                      f"{100 * (acc - ev):+.1f} pt")
+        table.add_row(
+            str(row["batch_size"]),
+            Text(f"{100 * acc:.1f}%", style=style),
+            f"{100 * ev:.1f}%",
+            f"{100 * (acc - ev):+.1f} pt",
+        )
     return table
 
 
@@ -115,8 +136,10 @@ def _input_line(report: AuditReport) -> Text:
         return Text("")
     what = "random N(0, 1) samples" if i.get("synthetic") else "samples" + (" with labels" if i.get("targets") else "")
     sizes = ", ".join(str(b) for b in i.get("batch_sizes", []))
-    return Text(f"Ran on {i.get('samples')} {what} of shape {shape(i.get('shape', [])[1:])} on {i.get('device')}; "
-                f"batch sizes {sizes}; {report.seconds:.1f} s in checks.")
+    return Text(
+        f"Ran on {i.get('samples')} {what} of shape {shape(i.get('shape', [])[1:])} on {i.get('device')}; "
+        f"batch sizes {sizes}; {report.seconds:.1f} s in checks."
+    )
 
 
 @renderer("audit")
@@ -134,7 +157,15 @@ def html_audit(report: AuditReport) -> str:
     rows = [[r.name, r.status.value, f"{r.seconds:.1f} s", _summary(r)] for r in report.checks]
     out = f"<p>{esc(_input_line(report).plain)}</p>" + html_table(["check", "status", "time", "evidence"], rows)
     if report.incident is not None:
-        inc = [[row["batch_size"], "fails" if row.get("accuracy") is None else f"{100 * row['accuracy']:.1f}%",
-                f"{100 * row['eval_accuracy']:.1f}%"] for row in report.incident["rows"]]
-        out += "<h3>Accuracy by batch size</h3>" + html_table(["batch size", "current mode", "eval mode"], inc, {0, 1, 2})
+        inc = [
+            [
+                row["batch_size"],
+                "fails" if row.get("accuracy") is None else f"{100 * row['accuracy']:.1f}%",
+                f"{100 * row['eval_accuracy']:.1f}%",
+            ]
+            for row in report.incident["rows"]
+        ]
+        out += "<h3>Accuracy by batch size</h3>" + html_table(
+            ["batch size", "current mode", "eval mode"], inc, {0, 1, 2}
+        )
     return out

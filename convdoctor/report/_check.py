@@ -39,9 +39,14 @@ def html_body(report: Report) -> str:
     parts = []
     for name, part in _ordered(report):
         builder = HTML_SECTIONS.get(part.kind, generic_section)
-        parts.append(f'<section id="{esc(name)}"><h2>{esc(name)} '
-                     f'<small>({report.seconds.get(name, 0):.1f} s)</small></h2>{builder(part)}</section>')
+        parts.append(
+            f'<section id="{esc(name)}"><h2>{esc(name)} '
+            f"<small>({report.seconds.get(name, 0):.1f} s)</small></h2>{builder(part)}</section>"
+        )
     if report.skipped:
-        parts.append('<section id="skipped"><h2>Skipped</h2>'
-                     + table(["verb", "why"], [[k, v] for k, v in report.skipped.items()]) + "</section>")
+        parts.append(
+            '<section id="skipped"><h2>Skipped</h2>'
+            + table(["verb", "why"], [[k, v] for k, v in report.skipped.items()])
+            + "</section>"
+        )
     return "".join(parts)

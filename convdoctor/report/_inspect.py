@@ -20,8 +20,15 @@ DEFAULT_DEPTH = 2
 def layer_table(report: ModelReport, depth: int = DEFAULT_DEPTH) -> Table:
     """Rows down to ``depth``; the root row is the totals line."""
     table = Table(title=f"Layers (depth <= {depth}; costs include sub-modules)", expand=False)
-    for col, justify in (("layer", "left"), ("type", "left"), ("output", "left"), ("params", "right"),
-                         ("MACs", "right"), ("other FLOPs", "right"), ("act. mem", "right")):
+    for col, justify in (
+        ("layer", "left"),
+        ("type", "left"),
+        ("output", "left"),
+        ("params", "right"),
+        ("MACs", "right"),
+        ("other FLOPs", "right"),
+        ("act. mem", "right"),
+    ):
         table.add_column(col, justify=justify, no_wrap=col != "layer")  # type: ignore[arg-type]
     for row in report.layers:
         if row.depth == 0 or row.depth > depth:
@@ -30,13 +37,28 @@ def layer_table(report: ModelReport, depth: int = DEFAULT_DEPTH) -> Table:
         name = indent + (row.name.rsplit(".", 1)[-1] if row.depth > 1 else row.name)
         calls = f" x{row.calls}" if row.calls > 1 else ""
         unc = f" (+{row.uncounted} uncounted)" if row.uncounted else ""
-        table.add_row(name + calls, row.type, shape(row.output_shape), f"{row.params:,}", si(row.macs) + unc,
-                      si(row.other_flops), binary_bytes(row.activation_bytes))
+        table.add_row(
+            name + calls,
+            row.type,
+            shape(row.output_shape),
+            f"{row.params:,}",
+            si(row.macs) + unc,
+            si(row.other_flops),
+            binary_bytes(row.activation_bytes),
+        )
     root = report.layers[0] if report.layers else None
     if root is not None:
         table.add_section()
-        table.add_row("total", root.type, shape(root.output_shape), f"{root.params:,}", si(root.macs),
-                      si(root.other_flops), binary_bytes(root.activation_bytes), style="bold")
+        table.add_row(
+            "total",
+            root.type,
+            shape(root.output_shape),
+            f"{root.params:,}",
+            si(root.macs),
+            si(root.other_flops),
+            binary_bytes(root.activation_bytes),
+            style="bold",
+        )
     return table
 
 
@@ -65,16 +87,22 @@ def training_memory_table(tm: dict[str, Any]) -> Table:
     table = Table(title=f"Training memory at batch {tm['batch_size']} (estimate)", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    for key, label in (("param_bytes", "parameters"), ("grad_bytes", "gradients"),
-                       ("optimizer_bytes", "optimizer state"), ("saved_activation_bytes", "activations saved for backward"),
-                       ("total_bytes", "total")):
+    for key, label in (
+        ("param_bytes", "parameters"),
+        ("grad_bytes", "gradients"),
+        ("optimizer_bytes", "optimizer state"),
+        ("saved_activation_bytes", "activations saved for backward"),
+        ("total_bytes", "total"),
+    ):
         table.add_row(label, binary_bytes(tm[key]))
     table.add_row("per extra sample", binary_bytes(tm["per_sample_bytes"]))
     if tm.get("max_batch") is not None:
         table.add_row(f"largest batch in {binary_bytes(tm['budget_bytes'])}", f"{tm['max_batch']:,}")
     if tm.get("accumulation_steps") is not None:
-        table.add_row(f"to train at batch {tm['target_batch']:,}",
-                      f"{tm['accumulation_steps']} x {tm['max_batch']} (convdoctor.fix.GradAccumulator)")
+        table.add_row(
+            f"to train at batch {tm['target_batch']:,}",
+            f"{tm['accumulation_steps']} x {tm['max_batch']} (convdoctor.fix.GradAccumulator)",
+        )
     return table
 
 
@@ -113,19 +141,32 @@ def _cost_plot(report: ModelReport, depth: int) -> bytes | None:
 def html_body(report: ModelReport, depth: int = DEFAULT_DEPTH) -> str:
     """Totals, a MACs/params chart per top-level module, and the layer table."""
     t = report.totals
-    totals = table(["total", "value"], [
-        ["input", ", ".join(shape(s) for s in report.input_shapes) + f" ({report.mode} mode)"],
-        ["parameters", f"{t['params']:,} ({t['trainable_params']:,} trainable)"],
-        ["MACs", f"{t['macs']:,} ({si(t['macs'])}); FLOPs = {si(t['flops'])}"],
-        ["other FLOPs", f"{t['other_flops']:,}"],
-        ["parameter memory", binary_bytes(t["param_bytes"])],
-        ["peak live activations", binary_bytes(t["peak_activation_bytes"])],
-        ["uncounted ops", ", ".join(f"{k} x{v}" for k, v in report.uncounted_ops.items()) or "none"],
-    ])
+    totals = table(
+        ["total", "value"],
+        [
+            ["input", ", ".join(shape(s) for s in report.input_shapes) + f" ({report.mode} mode)"],
+            ["parameters", f"{t['params']:,} ({t['trainable_params']:,} trainable)"],
+            ["MACs", f"{t['macs']:,} ({si(t['macs'])}); FLOPs = {si(t['flops'])}"],
+            ["other FLOPs", f"{t['other_flops']:,}"],
+            ["parameter memory", binary_bytes(t["param_bytes"])],
+            ["peak live activations", binary_bytes(t["peak_activation_bytes"])],
+            ["uncounted ops", ", ".join(f"{k} x{v}" for k, v in report.uncounted_ops.items()) or "none"],
+        ],
+    )
     png = _cost_plot(report, 1)
     chart = f"<h3>MACs and parameters per module</h3>{png_img(png, 'MACs and parameters per module')}" if png else ""
-    rows = [[("\u00a0\u00a0" * (r.depth - 1)) + r.name, r.type, shape(r.output_shape), f"{r.params:,}",
-             f"{r.macs:,}", f"{r.other_flops:,}", binary_bytes(r.activation_bytes)]
-            for r in report.layers if 0 < r.depth <= depth]
+    rows = [
+        [
+            ("\u00a0\u00a0" * (r.depth - 1)) + r.name,
+            r.type,
+            shape(r.output_shape),
+            f"{r.params:,}",
+            f"{r.macs:,}",
+            f"{r.other_flops:,}",
+            binary_bytes(r.activation_bytes),
+        ]
+        for r in report.layers
+        if 0 < r.depth <= depth
+    ]
     layers = table(["layer", "type", "output", "params", "MACs", "other FLOPs", "act. mem"], rows, {3, 4, 5, 6})
     return f"{totals}{chart}<h3>Layers</h3>{layers}"

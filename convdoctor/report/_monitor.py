@@ -31,8 +31,17 @@ GROUP_COLUMNS = ["group", "lr", "update / weight"]
 
 
 def _epoch_rows(report: MonitorReport) -> list[list[str]]:
-    return [[str(e["epoch"]), str(e["step"]), _num(e.get("train_loss")), _num(e.get("train_acc"), "{:.1%}"),
-             _num(e.get("val_loss")), _num(e.get("val_acc"), "{:.1%}")] for e in report.epochs]
+    return [
+        [
+            str(e["epoch"]),
+            str(e["step"]),
+            _num(e.get("train_loss")),
+            _num(e.get("train_acc"), "{:.1%}"),
+            _num(e.get("val_loss")),
+            _num(e.get("val_acc"), "{:.1%}"),
+        ]
+        for e in report.epochs
+    ]
 
 
 def _layer_rows(report: MonitorReport, limit: int | None = None) -> list[list[str]]:
@@ -40,9 +49,16 @@ def _layer_rows(report: MonitorReport, limit: int | None = None) -> list[list[st
     if limit is not None and len(layers) > limit:
         half = limit // 2
         layers = layers[:half] + [{"name": f"... {len(layers) - 2 * half} more"}] + layers[-half:]
-    return [[row["name"], _num(row.get("grad_norm"), "{:.3g}"), _num(row.get("weight_norm"), "{:.3g}"),
-             _num(row.get("relative_grad"), "{:.3g}"),
-             f"{row['dead_units']} / {row['units']}" if row.get("units") else "-"] for row in layers]
+    return [
+        [
+            row["name"],
+            _num(row.get("grad_norm"), "{:.3g}"),
+            _num(row.get("weight_norm"), "{:.3g}"),
+            _num(row.get("relative_grad"), "{:.3g}"),
+            f"{row['dead_units']} / {row['units']}" if row.get("units") else "-",
+        ]
+        for row in layers
+    ]
 
 
 def _group_rows(report: MonitorReport) -> list[list[str]]:
@@ -60,10 +76,12 @@ def _rich(title: str, columns: list[str], rows: list[list[str]]) -> Table:
 
 def _overview(report: MonitorReport) -> str:
     loss = report.loss
-    return (f"{report.steps} steps (statistics every {report.every}); loss {_num(loss.get('initial'))} at start, "
-            f"best {_num(loss.get('best'))} at step {loss.get('best_step', '-')}, now {_num(loss.get('last'))}; "
-            f"gradient norm {_num(report.grad_norm.get('initial'), '{:.3g}')} at start, "
-            f"now {_num(report.grad_norm.get('last'), '{:.3g}')}")
+    return (
+        f"{report.steps} steps (statistics every {report.every}); loss {_num(loss.get('initial'))} at start, "
+        f"best {_num(loss.get('best'))} at step {loss.get('best_step', '-')}, now {_num(loss.get('last'))}; "
+        f"gradient norm {_num(report.grad_norm.get('initial'), '{:.3g}')} at start, "
+        f"now {_num(report.grad_norm.get('last'), '{:.3g}')}"
+    )
 
 
 @renderer("monitor")
@@ -79,8 +97,7 @@ def render_monitor(report: MonitorReport, *, layers: int = TERMINAL_LAYERS, **_:
     if report.epochs:
         yield _rich("Epochs", EPOCH_COLUMNS, _epoch_rows(report))
     if report.layers:
-        yield _rich(f"Layers at step {report.steps} (depth order)", LAYER_COLUMNS,
-                    _layer_rows(report, layers))
+        yield _rich(f"Layers at step {report.steps} (depth order)", LAYER_COLUMNS, _layer_rows(report, layers))
     if report.groups:
         yield _rich("Parameter groups", GROUP_COLUMNS, _group_rows(report))
 
@@ -94,9 +111,11 @@ def html_monitor(report: MonitorReport) -> str:
         parts.append(png_img(png, name))
     if not figures:
         parts.append("<p>Plots: build the report with <code>mon.report(figures=True)</code>.</p>")
-    for title, columns, rows in (("Epochs", EPOCH_COLUMNS, _epoch_rows(report)),
-                                 ("Layers (depth order)", LAYER_COLUMNS, _layer_rows(report)),
-                                 ("Optimizer parameter groups", GROUP_COLUMNS, _group_rows(report))):
+    for title, columns, rows in (
+        ("Epochs", EPOCH_COLUMNS, _epoch_rows(report)),
+        ("Layers (depth order)", LAYER_COLUMNS, _layer_rows(report)),
+        ("Optimizer parameter groups", GROUP_COLUMNS, _group_rows(report)),
+    ):
         if rows:
             cells: list[list[object]] = [list(r) for r in rows]
             parts.append(f"<h3>{esc(title)}</h3>" + table(columns, cells, numeric=set(range(1, len(columns)))))

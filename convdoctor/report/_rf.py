@@ -17,11 +17,13 @@ from .terminal import renderer
 DEFAULT_DEPTH = 2
 
 #: one letter per flag, explained under the table
-FLAGS = (("global_", "G", "global path (a spatial mean or global pooling sees the whole input)"),
-         ("inexact", "~", "outer bound (upsampling, strided transposed conv, uneven adaptive pooling, channel slice)"),
-         ("misaligned", "M", "merged paths with different jumps or centres"),
-         ("whole", "W", "flatten + linear read the whole map"),
-         ("uncounted", "?", "unknown: an op without a receptive-field rule"))
+FLAGS = (
+    ("global_", "G", "global path (a spatial mean or global pooling sees the whole input)"),
+    ("inexact", "~", "outer bound (upsampling, strided transposed conv, uneven adaptive pooling, channel slice)"),
+    ("misaligned", "M", "merged paths with different jumps or centres"),
+    ("whole", "W", "flatten + linear read the whole map"),
+    ("uncounted", "?", "unknown: an op without a receptive-field rule"),
+)
 
 
 def fmt_num(v: Any) -> str:
@@ -40,8 +42,13 @@ def fmt_axes(values: Sequence[Any]) -> str:
 
 def flags(row: Any) -> str:
     """The flag letters of one layer entry."""
-    state = {"global_": row.global_, "inexact": not row.exact, "misaligned": not row.aligned,
-             "whole": row.whole, "uncounted": row.uncounted is not None}
+    state = {
+        "global_": row.global_,
+        "inexact": not row.exact,
+        "misaligned": not row.aligned,
+        "whole": row.whole,
+        "uncounted": row.uncounted is not None,
+    }
     return "".join(letter for key, letter, _ in FLAGS if state[key])
 
 
@@ -57,8 +64,16 @@ def layer_table(report: RFReport, depth: int = DEFAULT_DEPTH) -> Table:
     """One row per module call down to ``depth`` (the focus layer always shows)."""
     title = f"Receptive field per layer (input pixels; depth <= {depth})"
     table = Table(title=title, expand=False)
-    for col, justify in (("layer", "left"), ("type", "left"), ("output", "left"), ("size", "right"),
-                         ("jump", "right"), ("start", "right"), ("sees", "right"), ("flags", "left")):
+    for col, justify in (
+        ("layer", "left"),
+        ("type", "left"),
+        ("output", "left"),
+        ("size", "right"),
+        ("jump", "right"),
+        ("start", "right"),
+        ("sees", "right"),
+        ("flags", "left"),
+    ):
         table.add_column(col, justify=justify, no_wrap=col != "layer")  # type: ignore[arg-type]
     for row in report.layers:
         level = row.name.count(".") + 1 if row.name else 0
@@ -67,8 +82,17 @@ def layer_table(report: RFReport, depth: int = DEFAULT_DEPTH) -> Table:
         name = ("  " * max(level - 1, 0) + (row.name or "<model>")) + (f" #{row.call + 1}" if row.call else "")
         sees = "-" if row.coverage is None else f"{100 * row.coverage:.1f}%"
         style = "bold" if row.name == report.focus else None
-        table.add_row(name, row.type, "x".join(str(d) for d in row.output_shape), _size(row), fmt_axes(row.jump),
-                      fmt_axes(row.start), sees, flags(row), style=style)
+        table.add_row(
+            name,
+            row.type,
+            "x".join(str(d) for d in row.output_shape),
+            _size(row),
+            fmt_axes(row.jump),
+            fmt_axes(row.start),
+            sees,
+            flags(row),
+            style=style,
+        )
     return table
 
 
@@ -87,8 +111,10 @@ def summary(report: RFReport) -> Table:
     table.add_row("jump (effective stride)", fmt_axes(row.jump))
     table.add_row("unit 0 starts at / centred at", f"{fmt_axes(row.start)} / {fmt_axes(row.center)}")
     if row.coverage is not None:
-        table.add_row("one unit sees", f"{100 * row.coverage:.1f}% of the input"
-                      + (" (field larger than the input)" if row.exceeds_input else ""))
+        table.add_row(
+            "one unit sees",
+            f"{100 * row.coverage:.1f}% of the input" + (" (field larger than the input)" if row.exceeds_input else ""),
+        )
     if row.clipped is not None and any(row.clipped):
         table.add_row("clipped", "the measured support touches the input border: the field may reach beyond")
     if report.object_size is not None:
@@ -110,8 +136,12 @@ def html_rf(report: RFReport, depth: int = DEFAULT_DEPTH) -> str:
     row = report.focus_layer
     facts = [["input", "x".join(str(d) for d in report.input_shape) + f" (method: {report.method})"]]
     if row is not None:
-        facts += [["focus layer", f"{row.name or '<model>'} ({row.type})"], ["field size (px)", _size(row)],
-                  ["jump", fmt_axes(row.jump)], ["start", fmt_axes(row.start)]]
+        facts += [
+            ["focus layer", f"{row.name or '<model>'} ({row.type})"],
+            ["field size (px)", _size(row)],
+            ["jump", fmt_axes(row.jump)],
+            ["start", fmt_axes(row.start)],
+        ]
         if row.coverage is not None:
             facts.append(["one unit sees", f"{100 * row.coverage:.1f}% of the input"])
     try:
@@ -125,7 +155,16 @@ def html_rf(report: RFReport, depth: int = DEFAULT_DEPTH) -> str:
         level = r.name.count(".") + 1 if r.name else 0
         if level > depth and r.name != report.focus:
             continue
-        rows.append([("\u00a0\u00a0" * max(level - 1, 0)) + (r.name or "<model>"), r.type,
-                     "x".join(map(str, r.output_shape)), _size(r), fmt_axes(r.jump), fmt_axes(r.start), flags(r)])
+        rows.append(
+            [
+                ("\u00a0\u00a0" * max(level - 1, 0)) + (r.name or "<model>"),
+                r.type,
+                "x".join(map(str, r.output_shape)),
+                _size(r),
+                fmt_axes(r.jump),
+                fmt_axes(r.start),
+                flags(r),
+            ]
+        )
     layers = html_table(["layer", "type", "output", "size", "jump", "start", "flags"], rows, {3, 4, 5})
     return html_table(["what", "value"], facts) + chart + "<h3>Layers</h3>" + layers

@@ -88,9 +88,13 @@ def monitors_table(story: Story) -> Table:
     return table
 
 
+#: int8/fp32 latency ratios this close to 1 are called even: timing noise on a shared CPU is that large.
+EVEN = 0.05
+
+
 def _latency(lat: dict[str, Any]) -> str:
     r = lat["ratio"]
-    speed = f"{1 / r:.1f}x faster" if r < 1 else f"{r:.1f}x slower"
+    speed = "about even" if abs(r - 1) <= EVEN else f"{1 / r:.1f}x faster" if r < 1 else f"{r:.1f}x slower"
     return f"{lat['fp32_ms']:.2f} -> {lat['int8_ms']:.2f} ms\n{speed}"
 
 
@@ -118,9 +122,13 @@ def int8_verdict(int8: dict[str, Any]) -> str:
     """Where INT8 paid and where it did not, from the measured latencies."""
     pays: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []
     loses: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []
+    even: list[tuple[str, int]] = []
     for name, m in int8.items():
         for b, lat in m.get("latency", {}).items():
-            (pays if lat["ratio"] < 1 else loses).append((name, int(b), lat, m))
+            if abs(lat["ratio"] - 1) <= EVEN:
+                even.append((name, int(b)))
+            else:
+                (pays if lat["ratio"] < 1 else loses).append((name, int(b), lat, m))
     text = ""
     if pays:
         name, b, lat, m = max(pays, key=lambda p: p[1] * p[3]["macs"])  # the most arithmetic a call
@@ -137,8 +145,11 @@ def int8_verdict(int8: dict[str, Any]) -> str:
             f"also quantizes its input and dequantizes its output, work that does not shrink with the model, "
             f"and {lat['fp32_ms']:.2f} ms of fp32 arithmetic leaves too little to save to cover it. "
         )
-    else:
+    elif not even:
         text += "INT8 was faster at every batch size measured. "
+    if even:
+        where = ", ".join(f"{name} at batch {b}" for name, b in even)
+        text += f"It breaks even (within {EVEN:.0%}) for {where}: too little arithmetic a call to gain from int8. "
     seconds = " and ".join(f"{m['quantize_seconds']:.1f} s" for m in int8.values())
     text += (
         f"quantize_int8 (export, calibration, lowering) took {seconds}, once per model; the first call "

@@ -62,8 +62,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], numeric: set
     numeric = numeric or set()
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>"
-                         for i, c in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(f'<td class="num">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>" for i, c in enumerate(row))
+        + "</tr>"
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -115,8 +116,8 @@ def body_section(report: ReportBase) -> str:
 def page(title: str, subtitle: str, sections: list[str]) -> str:
     """A complete document around the given section fragments."""
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
         f"<style>{CSS}</style></head><body><header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>"
         f"<main>{''.join(sections)}</main></body></html>"
     )
@@ -126,5 +127,8 @@ def render(report: ReportBase) -> str:
     """One self-contained page: findings first, then the report's section."""
     from .. import __version__
 
-    return page(f"convdoctor {report.kind}: {report.model}", f"convdoctor {__version__}",
-                [findings_section(report.findings), body_section(report)])
+    return page(
+        f"convdoctor {report.kind}: {report.model}",
+        f"convdoctor {__version__}",
+        [findings_section(report.findings), body_section(report)],
+    )

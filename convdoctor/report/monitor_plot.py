@@ -35,11 +35,18 @@ def loss_png(history: dict[str, Any]) -> bytes:
     ax.plot(steps[ok], loss[ok], color="0.75", linewidth=0.8, label="batch loss")
     if ok.sum() >= SMOOTH:
         smooth = np.convolve(np.where(ok, loss, np.nan), np.ones(SMOOTH) / SMOOTH, mode="valid")
-        ax.plot(steps[SMOOTH - 1:], smooth, color="C0", linewidth=1.5, label=f"{SMOOTH}-step mean")
+        ax.plot(steps[SMOOTH - 1 :], smooth, color="C0", linewidth=1.5, label=f"{SMOOTH}-step mean")
     for i, event in enumerate(history.get("events", [])):
         ax.axvline(event["step"], color=f"C{1 + i % 8}", linestyle="--", linewidth=1)
-        ax.annotate(event["code"], (event["step"], 1.0), xycoords=("data", "axes fraction"), rotation=90,
-                    va="top", ha="right", fontsize=7)
+        ax.annotate(
+            event["code"],
+            (event["step"], 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=7,
+        )
     if ok.any() and loss[ok].min() > 0 and loss[ok].max() / loss[ok].min() > 100:
         ax.set_yscale("log")
     ax.set_xlabel("step")
@@ -62,8 +69,13 @@ def grad_png(history: dict[str, Any]) -> bytes:
         g = grad[:, i] if grad.size else np.zeros(0)
         ok = np.isfinite(g) & (g > 0)
         color = (rank / max(1, len(weights) - 1), 0.2, 1 - rank / max(1, len(weights) - 1))
-        ax.plot(np.asarray(history["grad_step"])[ok], g[ok], color=color, linewidth=1,
-                label=names[i].rpartition(".")[0] or names[i])
+        ax.plot(
+            np.asarray(history["grad_step"])[ok],
+            g[ok],
+            color=color,
+            linewidth=1,
+            label=names[i].rpartition(".")[0] or names[i],
+        )
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("gradient norm")

@@ -47,8 +47,14 @@ def latency_plot(report: BenchReport, *, dpi: int = 110) -> bytes:
         rows = sorted((r for r in report.rows if r.model == model), key=lambda r: r.batch_size)
         sizes = [r.batch_size for r in rows]
         (line,) = ax.plot(sizes, [r.p50_ms for r in rows], marker="o", label=f"{model} p50")
-        ax.fill_between(sizes, [r.p90_ms for r in rows], [r.p99_ms for r in rows], color=line.get_color(),
-                        alpha=0.2, label=f"{model} p90-p99")
+        ax.fill_between(
+            sizes,
+            [r.p90_ms for r in rows],
+            [r.p99_ms for r in rows],
+            color=line.get_color(),
+            alpha=0.2,
+            label=f"{model} p90-p99",
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")

@@ -47,17 +47,22 @@ def findings_table(findings: Iterable[Finding], title: str = "Findings") -> Tabl
     table.add_column("what and why")
     table.add_column("fix")
     for f in findings:
-        table.add_row(
-            Text(f.severity.value, style=SEVERITY_STYLE[f.severity]), f.code, f.where or "", f.message, f.fix
-        )
+        table.add_row(Text(f.severity.value, style=SEVERITY_STYLE[f.severity]), f.code, f.where or "", f.message, f.fix)
     return table
 
 
 def to_text(renderables: Iterable[Any], *, width: int | None = None, color: bool = False) -> str:
     """Print renderables into a string console (fixed width when given)."""
     buf = io.StringIO()
-    console = Console(file=buf, width=width or 120, force_terminal=color, color_system="auto" if color else None,
-                      no_color=not color, highlight=False, soft_wrap=False)
+    console = Console(
+        file=buf,
+        width=width or 120,
+        force_terminal=color,
+        color_system="auto" if color else None,
+        no_color=not color,
+        highlight=False,
+        soft_wrap=False,
+    )
     for r in renderables:
         console.print(r)
     return buf.getvalue()

@@ -167,11 +167,17 @@ class BenchReport(ReportBase):
             ref = self.row(ref_name, r.batch_size)
             if ref is None:
                 continue
-            out.append(Ratio(
-                model=r.model, batch_size=r.batch_size, macs_ratio=_ratio(r.macs, ref.macs),
-                params_ratio=_ratio(r.params, ref.params), p50_ratio=r.p50_ms / ref.p50_ms,
-                p99_ratio=r.p99_ms / ref.p99_ms, throughput_ratio=r.throughput / ref.throughput,
-            ))
+            out.append(
+                Ratio(
+                    model=r.model,
+                    batch_size=r.batch_size,
+                    macs_ratio=_ratio(r.macs, ref.macs),
+                    params_ratio=_ratio(r.params, ref.params),
+                    p50_ratio=r.p50_ms / ref.p50_ms,
+                    p99_ratio=r.p99_ms / ref.p99_ms,
+                    throughput_ratio=r.throughput / ref.throughput,
+                )
+            )
         return out
 
     def _payload(self) -> dict[str, Any]:

@@ -41,11 +41,18 @@ class LayerRow:
     def to_dict(self) -> dict[str, Any]:
         """JSON row (DESIGN keys name, type, output_shape, params, macs plus ours)."""
         return {
-            "name": self.name, "type": self.type, "depth": self.depth,
+            "name": self.name,
+            "type": self.type,
+            "depth": self.depth,
             "output_shape": list(self.output_shape) if self.output_shape is not None else None,
-            "calls": self.calls, "params": self.params, "macs": self.macs, "flops": 2 * self.macs,
-            "other_flops": self.other_flops, "activation_bytes": self.activation_bytes,
-            "uncounted": self.uncounted, "training": self.training,
+            "calls": self.calls,
+            "params": self.params,
+            "macs": self.macs,
+            "flops": 2 * self.macs,
+            "other_flops": self.other_flops,
+            "activation_bytes": self.activation_bytes,
+            "uncounted": self.uncounted,
+            "training": self.training,
         }
 
 

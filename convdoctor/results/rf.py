@@ -68,12 +68,22 @@ class RFLayer:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready entry with the DESIGN keys (``name``, ``size``, ``jump``, ``start``, ``global``)."""
         doc: dict[str, Any] = {
-            "name": self.name, "type": self.type, "call": self.call, "output_shape": list(self.output_shape),
-            "size": _plain(self.size), "jump": _plain(self.jump), "start": _plain(self.start),
-            "center": _plain(self.center), "global": self.global_, "exact": self.exact,
-            "aligned": self.aligned, "whole": self.whole, "uncounted": self.uncounted,
+            "name": self.name,
+            "type": self.type,
+            "call": self.call,
+            "output_shape": list(self.output_shape),
+            "size": _plain(self.size),
+            "jump": _plain(self.jump),
+            "start": _plain(self.start),
+            "center": _plain(self.center),
+            "global": self.global_,
+            "exact": self.exact,
+            "aligned": self.aligned,
+            "whole": self.whole,
+            "uncounted": self.uncounted,
             "coverage": None if self.coverage is None else round(self.coverage, 6),
-            "exceeds_input": self.exceeds_input, "leaf": self.leaf,
+            "exceeds_input": self.exceeds_input,
+            "leaf": self.leaf,
         }
         if self.clipped is not None:
             doc["clipped"] = list(self.clipped)

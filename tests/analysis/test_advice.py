@@ -62,8 +62,9 @@ def measured_training_peak(model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     current = peak = 0
-    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                            if e.name() == "[memory]"):
+    for _, nbytes in sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+    ):
         current += nbytes
         peak = max(peak, current)
     existing = sum(p.numel() * p.element_size() for p in model.parameters())

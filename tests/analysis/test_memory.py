@@ -32,8 +32,9 @@ def measured_peak_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> i
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             model(x)
     events = prof.profiler.kineto_results.events()
-    spans = sorted(((e.start_ns(), e.end_ns()) for e in events if e.name().startswith("aten::")),
-                   key=lambda r: (r[0], -r[1]))
+    spans = sorted(
+        ((e.start_ns(), e.end_ns()) for e in events if e.name().startswith("aten::")), key=lambda r: (r[0], -r[1])
+    )
     top: list[tuple[int, int]] = []
     for start, end in spans:
         if top and start >= top[-1][0] and end <= top[-1][1]:
@@ -141,13 +142,23 @@ class UNet(nn.Module):
 
 def test_unet_skips_exact_to_the_byte() -> None:
     f = 4  # bytes per fp32 element; input 1x1x8x8 (model inputs are not activations)
-    e1, p1, e2, p2 = 4 * 64 * f, 4 * 16 * f, 32 * 16 * f, 32 * 4 * f      # 1024, 256, 2048, 512
-    b, u2, c2, d2 = 32 * 4 * f, 32 * 16 * f, 64 * 16 * f, 4 * 16 * f      # 512, 2048, 4096, 256
-    u1, c1, out = 4 * 64 * f, 8 * 64 * f, 2 * 64 * f                      # 1024, 2048, 512
+    e1, p1, e2, p2 = 4 * 64 * f, 4 * 16 * f, 32 * 16 * f, 32 * 4 * f  # 1024, 256, 2048, 512
+    b, u2, c2, d2 = 32 * 4 * f, 32 * 16 * f, 64 * 16 * f, 4 * 16 * f  # 512, 2048, 4096, 256
+    u1, c1, out = 4 * 64 * f, 8 * 64 * f, 2 * 64 * f  # 1024, 2048, 512
     # live after each op, freeing a tensor after its last reader (pool indices: not on CPU)
-    trace = [e1, e1 + p1, e1 + p1 + e2, e1 + e2 + p2, e1 + e2 + p2 + b, e1 + e2 + b + u2,
-             e1 + e2 + u2 + c2,  # the inner cat: 4 tensors, the outer skip among them
-             e1 + c2 + d2, e1 + d2 + u1, e1 + u1 + c1, c1 + out]
+    trace = [
+        e1,
+        e1 + p1,
+        e1 + p1 + e2,
+        e1 + e2 + p2,
+        e1 + e2 + p2 + b,
+        e1 + e2 + b + u2,
+        e1 + e2 + u2 + c2,  # the inner cat: 4 tensors, the outer skip among them
+        e1 + c2 + d2,
+        e1 + d2 + u1,
+        e1 + u1 + c1,
+        c1 + out,
+    ]
     assert max(trace) == e1 + e2 + u2 + c2 == 9216
     assert max(trace) != c2 + u2 and max(trace) != e2 + u2 + c2  # two largest; one op's ins + outs
     _check_peak(UNet(), (1, 1, 8, 8), 9216, e1 + p1 + e2 + p2 + b + u2 + c2 + d2 + u1 + c1 + out)
@@ -159,7 +170,8 @@ class DenseBlock(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(2 + 2 * i, 16, 1), nn.Conv2d(16, 2, 3, padding=1)) for i in range(3))
+            nn.Sequential(nn.Conv2d(2 + 2 * i, 16, 1), nn.Conv2d(16, 2, 3, padding=1)) for i in range(3)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [x]
@@ -209,7 +221,9 @@ def test_module_holding_its_input_for_a_late_residual_exact_to_the_byte() -> Non
 def test_peak_of_a_chain_is_two_adjacent_tensors() -> None:
     # conv -> relu (out of place) -> conv: at the second conv, its input (8x8x8) and
     # output (8x8x8) are live, the first conv's output was freed after relu read it.
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1)
+    )
     r = inspect(model, (1, 3, 8, 8))
     act = 8 * 8 * 8 * 4  # one 1x8x8x8 fp32 tensor
     assert r.totals["activation_bytes"] == 3 * act

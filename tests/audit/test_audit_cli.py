@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from convdoctor.cli import main
 from tests.audit import zoo
 
-MODELS = '''
+MODELS = """
 import torch
 from torch import nn
 
@@ -22,7 +22,7 @@ def net(train=False):
     m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     return m.train(train)
-'''
+"""
 
 
 @pytest.fixture
@@ -42,8 +42,9 @@ def _run(*args: str):
 
 
 def test_json_document_with_checks_and_incident(files: dict[str, str]) -> None:
-    result = _run(files["model"], "--data", files["good"], "--checks", "modes,batch,bn_stats", "--json",
-                  "--batch-sizes", "1,4")
+    result = _run(
+        files["model"], "--data", files["good"], "--checks", "modes,batch,bn_stats", "--json", "--batch-sizes", "1,4"
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["kind"] == "audit" and doc["model"] == files["model"]
@@ -54,16 +55,26 @@ def test_json_document_with_checks_and_incident(files: dict[str, str]) -> None:
 
 
 def test_train_mode_model_exits_1_with_the_incident_table(files: dict[str, str]) -> None:
-    result = _run(f"{files['model']}?train=True", "--mode", "as-is", "--data", files["good"], "--checks",
-                  "modes,batch", "--batch-sizes", "1,4", "--width", "140")
+    result = _run(
+        f"{files['model']}?train=True",
+        "--mode",
+        "as-is",
+        "--data",
+        files["good"],
+        "--checks",
+        "modes,batch",
+        "--batch-sizes",
+        "1,4",
+        "--width",
+        "140",
+    )
     assert result.exit_code == 1, result.output
     assert "BN_TRAIN_MODE" in result.stdout and "Accuracy by batch size" in result.stdout
 
 
 @pytest.mark.parametrize("mode", ["eval", "auto"])
 def test_factory_models_are_audited_after_eval_by_default(files: dict[str, str], mode: str) -> None:
-    result = _run(f"{files['model']}?train=True", "--mode", mode, "--input", "1x1x6x6", "--checks", "modes",
-                  "--json")
+    result = _run(f"{files['model']}?train=True", "--mode", mode, "--input", "1x1x6x6", "--checks", "modes", "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     (modes,) = doc["checks"]
@@ -76,8 +87,9 @@ def test_factory_models_are_audited_after_eval_by_default(files: dict[str, str],
 
 def test_as_is_keeps_the_factory_train_mode(files: dict[str, str]) -> None:
     """The control for the test above: without eval, the same model's BatchNorm is found training."""
-    result = _run(f"{files['model']}?train=True", "--mode", "as-is", "--input", "1x1x6x6", "--checks", "modes",
-                  "--json")
+    result = _run(
+        f"{files['model']}?train=True", "--mode", "as-is", "--input", "1x1x6x6", "--checks", "modes", "--json"
+    )
     assert result.exit_code == 1, result.output
     (modes,) = json.loads(result.stdout)["checks"]
     assert modes["status"] == "fail" and modes["evidence"]["batchnorm_training"] == 1
@@ -94,16 +106,19 @@ def test_torchscript_file_keeps_its_saved_training_mode(files: dict[str, str], t
     assert batch["status"] == "fail" and "BATCH_DEPENDENT_OUTPUT" in [f["code"] for f in doc["findings"]]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "wrong_shape"], "cannot run on inputs of shape 3x6x6"),
-    (["--data", "wrong_shape", "--input", "1x1x6x6"], "samples have shape 3x6x6 but the input is 1x6x6"),
-    (["--data", "bad_labels"], "labels out of range"),
-    (["--checks", "modes,batchh"], "unknown audit check 'batchh' (did you mean batch?)"),
-    (["--weights", "broken"], "cannot read checkpoint"),
-    (["--weights", "partial"], "does not match the model"),
-    (["--batch-sizes", "1,x"], "batch sizes must be integers"),
-    (["--data", "missing.npz"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "wrong_shape"], "cannot run on inputs of shape 3x6x6"),
+        (["--data", "wrong_shape", "--input", "1x1x6x6"], "samples have shape 3x6x6 but the input is 1x6x6"),
+        (["--data", "bad_labels"], "labels out of range"),
+        (["--checks", "modes,batchh"], "unknown audit check 'batchh' (did you mean batch?)"),
+        (["--weights", "broken"], "cannot read checkpoint"),
+        (["--weights", "partial"], "does not match the model"),
+        (["--batch-sizes", "1,x"], "batch sizes must be integers"),
+        (["--data", "missing.npz"], "does not exist"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(files: dict[str, str], args: list[str], message: str) -> None:
     args = [files.get(a, a) for a in args]
     result = _run(files["model"], *args)

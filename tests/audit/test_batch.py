@@ -76,8 +76,9 @@ def test_dict_output_works() -> None:
     model = zoo.trained_like(zoo.DictBN()).eval()
     report = _batch(model, zoo.images(16))
     assert report.check("batch").status is CheckStatus.PASS
-    (bad,) = [f for f in _batch(copy.deepcopy(model).train(), zoo.images(16)).findings
-              if f.code == "BATCH_DEPENDENT_OUTPUT"]
+    (bad,) = [
+        f for f in _batch(copy.deepcopy(model).train(), zoo.images(16)).findings if f.code == "BATCH_DEPENDENT_OUTPUT"
+    ]
     assert bad.where == "bn"
 
 
@@ -91,7 +92,7 @@ def test_targets_add_the_accuracy_table_checked_against_a_manual_count() -> None
     with torch.no_grad():
         eval_acc = (copy.deepcopy(model).eval()(x).argmax(1) == y).float().mean().item()
         train = copy.deepcopy(model).train()
-        acc8 = sum(int((train(x[i:i + 8]).argmax(1) == y[i:i + 8]).sum()) for i in range(0, 24, 8)) / 24
+        acc8 = sum(int((train(x[i : i + 8]).argmax(1) == y[i : i + 8]).sum()) for i in range(0, 24, 8)) / 24
     assert table["eval_accuracy"] == pytest.approx(eval_acc)
     assert table["rows"][1]["accuracy"] == pytest.approx(acc8)
     assert report.to_dict()["incident"] == table

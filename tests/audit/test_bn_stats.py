@@ -41,8 +41,7 @@ def test_reset_statistics_without_a_counted_batch_are_graded_by_the_rest_of_the_
     _bn(model).reset_running_stats()  # buffers lost (counter 0 too); gamma/beta differ per channel
     (f,) = _stats(model).findings  # the only layer: fresh init and lost buffers look the same
     assert f.severity is Severity.INFO and f.evidence["learned_affine"] == 1
-    two = nn.Sequential(zoo.trained_like(zoo.bn_net()), nn.Unflatten(1, (4, 1, 1)),
-                        zoo.trained_like(nn.BatchNorm2d(4)))
+    two = nn.Sequential(zoo.trained_like(zoo.bn_net()), nn.Unflatten(1, (4, 1, 1)), zoo.trained_like(nn.BatchNorm2d(4)))
     two[2].reset_running_stats()  # the first BatchNorm's statistics moved: this one lost its buffers
     (f,) = _stats(two).findings
     assert f.severity is Severity.WARNING and f.where == "2" and f.evidence["learned_affine"] == 1
@@ -61,6 +60,7 @@ def test_constant_affine_from_an_initialiser_is_no_evidence_of_training(value: f
 @pytest.mark.parametrize("name", ["repvgg_a0", "resnest14d", "regnety_016"])
 def test_freshly_built_timm_models_are_untrained_not_broken(name: str) -> None:
     import timm  # a declared test dependency: a broken release fails, never skips
+
     model = timm.create_model(name, pretrained=False).eval()
     report = audit(model, input_size="1x3x32x32", batch_sizes=(1,), checks=["bn_stats"])
     codes = [(f.code, f.severity) for f in report.findings if f.code.startswith("BN_")]

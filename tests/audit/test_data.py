@@ -66,13 +66,16 @@ def test_pickled_object_is_refused(tmp_path: Path) -> None:
         load_data(tmp_path / "evil.pt")
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"x": np.zeros((4, 5), np.float32)}, "samples have shape 5 but the input is 3x8x8"),
-    ({"x": np.zeros((4, 3, 8, 8), np.float32), "y": np.array([0, 1, -1, 2])}, "labels out of range"),
-    ({"x": np.zeros((4, 3, 8, 8), np.float32), "y": np.array([0.5, 1, 1, 2])}, "labels must be integers"),
-    ({"x": np.zeros((4, 3, 8, 8), np.float32), "y": np.array([0, 1])}, "one label per sample"),
-    ({"data": np.zeros((4, 3, 8, 8), np.float32)}, "it needs 'x'"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": np.zeros((4, 5), np.float32)}, "samples have shape 5 but the input is 3x8x8"),
+        ({"x": np.zeros((4, 3, 8, 8), np.float32), "y": np.array([0, 1, -1, 2])}, "labels out of range"),
+        ({"x": np.zeros((4, 3, 8, 8), np.float32), "y": np.array([0.5, 1, 1, 2])}, "labels must be integers"),
+        ({"x": np.zeros((4, 3, 8, 8), np.float32), "y": np.array([0, 1])}, "one label per sample"),
+        ({"data": np.zeros((4, 3, 8, 8), np.float32)}, "it needs 'x'"),
+    ],
+)
 def test_bad_files_raise_one_line_usage_errors(tmp_path: Path, arrays: dict, message: str) -> None:
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(UsageError, match=message) as info:

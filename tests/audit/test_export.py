@@ -42,7 +42,7 @@ def test_trace_mismatch_equals_eager_output_magnitude() -> None:
     report = _export(model, x)
     (mismatch,) = [f for f in report.findings if f.code == "EXPORT_MISMATCH"]
     with torch.no_grad():
-        eager = model(x[EXPORT_BATCH:EXPORT_BATCH + 1])  # y; the trace returns 2y
+        eager = model(x[EXPORT_BATCH : EXPORT_BATCH + 1])  # y; the trace returns 2y
     assert mismatch.evidence["max_abs_diff"] == pytest.approx(float(eager.abs().max()), rel=1e-3)
 
 

@@ -24,7 +24,7 @@ def _seeded() -> None:
 
 def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
     with torch.no_grad():
-        hits = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+        hits = sum(int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum()) for i in range(0, len(x), batch))
     return hits / len(x)
 
 
@@ -55,8 +55,10 @@ def test_batch_that_cannot_run_is_reported_per_row() -> None:
     assert table["rows"][1]["accuracy"] is None
 
 
-@pytest.mark.parametrize("x, y", [(torch.zeros(4, 3, 8, 8), torch.zeros(3, dtype=torch.long)),
-                                  (torch.zeros(4), torch.zeros(4, dtype=torch.long))])
+@pytest.mark.parametrize(
+    "x, y",
+    [(torch.zeros(4, 3, 8, 8), torch.zeros(3, dtype=torch.long)), (torch.zeros(4), torch.zeros(4, dtype=torch.long))],
+)
 def test_bad_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
     with pytest.raises(UsageError):
         incident_table(zoo.bn_net(), x, y)

@@ -66,8 +66,9 @@ def test_audit_and_fix_agree_on_norm_act_models() -> None:
 
 def test_unknown_subclass_is_left_unfolded_with_a_reason() -> None:
     torch.manual_seed(0)
-    model = zoo.trained_like(nn.Sequential(nn.Conv2d(3, 4, 3), ShiftBN(4), nn.Conv2d(4, 4, 1),
-                                           nn.BatchNorm2d(4))).eval()
+    model = zoo.trained_like(
+        nn.Sequential(nn.Conv2d(3, 4, 3), ShiftBN(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    ).eval()
     x = torch.randn(2, 3, 8, 8)
     assert fix.find_conv_bn_pairs(model, x) == [("2", "3")]
     reasons = fix.fusion.unfoldable_batchnorms(model)

@@ -35,8 +35,10 @@ def test_selection_accepts_lists_and_comma_strings_in_run_order() -> None:
     assert [s.name for s in registry.select_checks(["batch"])] == ["batch"]
 
 
-@pytest.mark.parametrize("names, match", [("mode", r"did you mean modes\?"), ("", "no audit check named"),
-                                          (["nope"], "choose from modes, batch")])
+@pytest.mark.parametrize(
+    "names, match",
+    [("mode", r"did you mean modes\?"), ("", "no audit check named"), (["nope"], "choose from modes, batch")],
+)
 def test_unknown_names_are_one_line_usage_errors(names, match: str) -> None:
     with pytest.raises(UsageError, match=match):
         registry.select_checks(names)

@@ -29,8 +29,9 @@ def _snapshot(model: nn.Module) -> tuple[str, dict[str, bool], dict[str, torch.T
     return state_dict_digest(model), training_flags(model), copy.deepcopy(model.state_dict()), hooks
 
 
-@pytest.mark.parametrize("factory", [_mixed_modes, lambda: zoo.trained_like(zoo.bn_net()).eval()],
-                         ids=["mixed-modes", "eval"])
+@pytest.mark.parametrize(
+    "factory", [_mixed_modes, lambda: zoo.trained_like(zoo.bn_net()).eval()], ids=["mixed-modes", "eval"]
+)
 def test_full_audit_leaves_the_model_bitwise_identical(factory) -> None:
     model = factory()
     model.register_forward_hook(lambda *a: None)
@@ -61,8 +62,11 @@ def raising_check(monkeypatch: pytest.MonkeyPatch):
     return "vandal"
 
 
-@pytest.mark.parametrize("factory", [_mixed_modes, lambda: zoo.trained_like(zoo.bn_net()).eval()],
-                         ids=["mixed-modes (snapshot)", "eval (in place)"])
+@pytest.mark.parametrize(
+    "factory",
+    [_mixed_modes, lambda: zoo.trained_like(zoo.bn_net()).eval()],
+    ids=["mixed-modes (snapshot)", "eval (in place)"],
+)
 def test_model_is_restored_when_a_check_raises(factory, raising_check: str) -> None:
     model = factory()
     before = _snapshot(model)

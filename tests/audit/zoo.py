@@ -10,8 +10,12 @@ from torch import nn
 def bn_net(num_classes: int = 4, channels: int = 3) -> nn.Sequential:
     """Conv-BN-ReLU-pool-linear: the incident's shape in miniature."""
     return nn.Sequential(
-        nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
+        nn.Conv2d(channels, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, num_classes),
     )
 
 

@@ -54,9 +54,24 @@ def broken() -> nn.Module:
 def make_row(**kw: Any) -> BenchRow:
     """A synthetic row with round figures; keyword arguments override them."""
     base: dict[str, Any] = dict(
-        model="a", batch_size=1, device="cpu", threads=1, dtype="float32", p50_ms=10.0, p90_ms=12.0, p99_ms=15.0,
-        mean_ms=10.5, iqr_ms=0.5, rel_iqr=0.05, throughput=100.0, n_samples=100, samples_ms=(10.0,) * 100,
-        warmup_ms=(20.0, 11.0), first_call_ms=20.0, macs=1_000_000_000, params=1_000_000,
+        model="a",
+        batch_size=1,
+        device="cpu",
+        threads=1,
+        dtype="float32",
+        p50_ms=10.0,
+        p90_ms=12.0,
+        p99_ms=15.0,
+        mean_ms=10.5,
+        iqr_ms=0.5,
+        rel_iqr=0.05,
+        throughput=100.0,
+        n_samples=100,
+        samples_ms=(10.0,) * 100,
+        warmup_ms=(20.0, 11.0),
+        first_call_ms=20.0,
+        macs=1_000_000_000,
+        params=1_000_000,
     )
     base.update(kw)
     return BenchRow(**base)

@@ -57,8 +57,9 @@ def test_figures_consistent_with_raw_samples_and_hand_macs(tiny: nn.Module) -> N
 
 
 @pytest.mark.parametrize("ridge, label", [(1.0, "compute-bound"), (100.0, "memory-bound")])
-def test_roofline_label_follows_the_ridge_point(tiny: nn.Module, monkeypatch: pytest.MonkeyPatch,
-                                                ridge: float, label: str) -> None:
+def test_roofline_label_follows_the_ridge_point(
+    tiny: nn.Module, monkeypatch: pytest.MonkeyPatch, ridge: float, label: str
+) -> None:
     """The conv's intensity is 110,592 MACs / 23,392 B = 4.73 MACs/B: above a ridge of 1, below 100."""
     import sys
 
@@ -66,8 +67,16 @@ def test_roofline_label_follows_the_ridge_point(tiny: nn.Module, monkeypatch: py
 
     bench_pkg = sys.modules["convdoctor.bench"]  # the package: its name is shadowed by the bench function
 
-    peaks = MachinePeaks("cpu", "fixed", 1, "float32", gmacs_per_s=ridge, gbytes_per_s=1.0,
-                         torch_version=torch.__version__, measured_at="2026-01-01T00:00:00Z")
+    peaks = MachinePeaks(
+        "cpu",
+        "fixed",
+        1,
+        "float32",
+        gmacs_per_s=ridge,
+        gbytes_per_s=1.0,
+        torch_version=torch.__version__,
+        measured_at="2026-01-01T00:00:00Z",
+    )
     monkeypatch.setattr(bench_pkg, "machine_peaks", lambda *a, **k: peaks)
     row = bench(tiny, "1x3x16x16", batch_sizes=(2,), threads=1, **_no_cold()).rows[0]
     conv = next(layer for layer in row.layers if layer.name == "0")

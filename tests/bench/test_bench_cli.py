@@ -22,8 +22,18 @@ def _run(*args: str) -> tuple[int, str, str]:
 
 def test_json_document_and_plot(tmp_path: Path) -> None:
     png = tmp_path / "lat.png"
-    code, out, err = _run(TINY_SPEC, TINY_SPEC.replace("tiny_cnn", "tiny_cnn?channels=16"), *FAST_ARGS,
-                          "--batch-sizes", "1,2", "--json", "--plot", str(png), "--fail-on", "never")
+    code, out, err = _run(
+        TINY_SPEC,
+        TINY_SPEC.replace("tiny_cnn", "tiny_cnn?channels=16"),
+        *FAST_ARGS,
+        "--batch-sizes",
+        "1,2",
+        "--json",
+        "--plot",
+        str(png),
+        "--fail-on",
+        "never",
+    )
     assert code == 0, err
     doc = json.loads(out)  # stdout is exactly one JSON document
     assert doc["kind"] == "bench" and len(doc["results"]) == 4

@@ -49,17 +49,19 @@ def test_cold_start_slow(row: dict, raised: bool, source: str | None) -> None:
 
 
 def _pair(macs_b: int, p50_b: float, bs: int = 1) -> list:
-    return [make_row(model="a", batch_size=bs, macs=1000, p50_ms=10.0),
-            make_row(model="b", batch_size=bs, macs=macs_b, p50_ms=p50_b, memory_bound_share=0.7)]
+    return [
+        make_row(model="a", batch_size=bs, macs=1000, p50_ms=10.0),
+        make_row(model="b", batch_size=bs, macs=macs_b, p50_ms=p50_b, memory_bound_share=0.7),
+    ]
 
 
 @pytest.mark.parametrize(
     ("macs_b", "p50_b", "raised"),
     [
-        (170, 6.0, True),     # 0.17x the MACs, 0.6x the time: 3.5x slower per MAC
-        (170, 1.7, False),    # latency follows MACs
-        (500, 9.99, False),   # gap 1.998 < 2
-        (500, 10.0, True),    # gap exactly 2
+        (170, 6.0, True),  # 0.17x the MACs, 0.6x the time: 3.5x slower per MAC
+        (170, 1.7, False),  # latency follows MACs
+        (500, 9.99, False),  # gap 1.998 < 2
+        (500, 10.0, True),  # gap exactly 2
         (2000, 50.0, False),  # more MACs: not this finding's question
         (None, 50.0, False),  # MACs unknown: no claim
     ],

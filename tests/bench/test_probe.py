@@ -23,8 +23,9 @@ def test_rates_from_probe_times(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_ridge_and_bound() -> None:
-    p = MachinePeaks("cpu", "x", 1, "float32", gmacs_per_s=40.0, gbytes_per_s=20.0, torch_version="t",
-                     measured_at="now")
+    p = MachinePeaks(
+        "cpu", "x", 1, "float32", gmacs_per_s=40.0, gbytes_per_s=20.0, torch_version="t", measured_at="now"
+    )
     assert p.ridge == 2.0
     assert p.bound(1.9) == "memory-bound" and p.bound(2.0) == "compute-bound"
     assert p.attainable_gmacs(1.0) == 20.0 and p.attainable_gmacs(10.0) == 40.0

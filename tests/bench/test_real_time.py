@@ -28,8 +28,15 @@ BATCHES = (1, 3)
 UPPER = 1.3
 #: perf_counter inside forward vs the bench clock (CUDA events resolve ~0.5 us)
 CLOCK_SLACK_MS = 0.05
-FAST = {"warmup": 1, "min_samples": 5, "min_run_time": 0.0, "max_run_time": 5.0, "cold_start": False,
-        "profile": False, "probe": False}
+FAST = {
+    "warmup": 1,
+    "min_samples": 5,
+    "min_run_time": 0.0,
+    "max_run_time": 5.0,
+    "cold_start": False,
+    "profile": False,
+    "probe": False,
+}
 
 
 #: ``(batch, ms)`` per real call; outside the module, because bench restores the model's
@@ -60,7 +67,7 @@ def _check_rows(report) -> None:  # noqa: ANN001
     for batch, row in rows.items():
         calls = [ms for b, ms in CALLS if b == batch]
         assert len(calls) == FAST["warmup"] + row.n_samples == FAST["warmup"] + len(row.samples_ms)
-        timed = calls[FAST["warmup"]:]  # samples come after the warm-up, in call order
+        timed = calls[FAST["warmup"] :]  # samples come after the warm-up, in call order
         assert min(timed) >= MS_PER_SAMPLE * batch  # the known duration, at least
         for sample, call in zip(row.samples_ms, timed):
             assert call - CLOCK_SLACK_MS <= sample <= UPPER * call + CLOCK_SLACK_MS, (batch, sample, call)

@@ -41,8 +41,9 @@ def test_warmup_is_timed_apart_and_samples_are_single_calls() -> None:
     warm = [0.500, 0.200, 0.100]  # the first calls are slow
     steady = [0.010 + 0.001 * i for i in range(20)]
     clock = ScriptedClock(warm + steady)
-    res = measure(clock.fn, batch_size=4, threads=1, warmup=3, min_samples=20, min_run_time=0.0,
-                  max_run_time=None, clock=clock)
+    res = measure(
+        clock.fn, batch_size=4, threads=1, warmup=3, min_samples=20, min_run_time=0.0, max_run_time=None, clock=clock
+    )
     assert clock.calls == 3 + 20  # every call is either a warm-up call or one sample
     assert res.warmup_ms == pytest.approx([500.0, 200.0, 100.0])
     assert res.samples_ms == pytest.approx([s * 1e3 for s in steady])
@@ -54,8 +55,9 @@ def test_statistics_match_numpy_on_raw_samples() -> None:
     rng = np.random.default_rng(0)
     durations = list(rng.lognormal(mean=np.log(0.02), sigma=0.3, size=200))
     clock = ScriptedClock(durations)
-    res = measure(clock.fn, batch_size=8, threads=1, warmup=0, min_samples=200, min_run_time=0.0,
-                  max_run_time=None, clock=clock)
+    res = measure(
+        clock.fn, batch_size=8, threads=1, warmup=0, min_samples=200, min_run_time=0.0, max_run_time=None, clock=clock
+    )
     ms = np.array(durations) * 1e3
     assert res.n_samples == 200
     assert res.p50_ms == pytest.approx(np.percentile(ms, 50))
@@ -79,8 +81,9 @@ def test_noise_warning_on_wide_spread() -> None:
 
 def test_max_run_time_cuts_sampling_and_says_so() -> None:
     clock = ScriptedClock([1.0])
-    res = measure(clock.fn, batch_size=1, threads=1, warmup=0, min_samples=50, min_run_time=0.0,
-                  max_run_time=3.5, clock=clock)
+    res = measure(
+        clock.fn, batch_size=1, threads=1, warmup=0, min_samples=50, min_run_time=0.0, max_run_time=3.5, clock=clock
+    )
     assert res.n_samples == 4  # 4 s of samples passes the 3.5 s cap
     assert any("max_run_time" in w for w in res.warnings)
     assert any(str(TAIL_MIN_SAMPLES) in w for w in res.warnings)
@@ -88,8 +91,9 @@ def test_max_run_time_cuts_sampling_and_says_so() -> None:
 
 def test_min_run_time_extends_sampling() -> None:
     clock = ScriptedClock([0.1])
-    res = measure(clock.fn, batch_size=1, threads=1, warmup=0, min_samples=2, min_run_time=1.0,
-                  max_run_time=None, clock=clock)
+    res = measure(
+        clock.fn, batch_size=1, threads=1, warmup=0, min_samples=2, min_run_time=1.0, max_run_time=None, clock=clock
+    )
     assert res.n_samples == pytest.approx(10, abs=1)  # 10 x 0.1 s reach 1 s (float sums may need an 11th)
 
 
@@ -97,8 +101,14 @@ def test_threads_applied_during_calls_recorded_and_restored() -> None:
     before = torch.get_num_threads()
     seen: list[int] = []
     want = 1 if before != 1 else 2
-    res = measure(lambda: seen.append(torch.get_num_threads()), batch_size=1, threads=want, warmup=2,
-                  min_samples=3, min_run_time=0.0)
+    res = measure(
+        lambda: seen.append(torch.get_num_threads()),
+        batch_size=1,
+        threads=want,
+        warmup=2,
+        min_samples=3,
+        min_run_time=0.0,
+    )
     assert set(seen) == {want}
     assert res.threads == want
     assert torch.get_num_threads() == before
@@ -128,8 +138,14 @@ def test_sample_calls_disables_gc_during_each_call_like_torch_timer() -> None:
     import gc
 
     seen: list[bool] = []
-    sample_calls(lambda: seen.append(gc.isenabled()), clock=ScriptedClock([0.0]), threads=1, min_samples=3,
-                 min_run_time=0.0, max_run_time=None)
+    sample_calls(
+        lambda: seen.append(gc.isenabled()),
+        clock=ScriptedClock([0.0]),
+        threads=1,
+        min_samples=3,
+        min_run_time=0.0,
+        max_run_time=None,
+    )
     assert seen == [False, False, False]
     assert gc.isenabled()
 

@@ -47,8 +47,9 @@ class ToyDetector(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.transform = GeneralizedRCNNTransform(DETECTOR_SIDE, DETECTOR_SIDE, [0.0] * 3, [1.0] * 3)
-        self.backbone = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-                                      nn.Conv2d(6, 6, 3, padding=1))
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1)
+        )
         self.head = nn.Linear(6, 4)
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:

@@ -178,7 +178,9 @@ def test_a_model_on_meta_that_fails_keeps_the_meta_reason() -> None:
 
     with torch.device("meta"):
         model = Picky()
-    with pytest.raises(CaptureError, match=r"meta device, where meta execution failed \(RuntimeError: a and b must have"):
+    with pytest.raises(
+        CaptureError, match=r"meta device, where meta execution failed \(RuntimeError: a and b must have"
+    ):
         capture(model, (torch.empty(1, 3, 4, 4, device="meta"),))
 
 

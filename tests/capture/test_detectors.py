@@ -60,8 +60,15 @@ def test_faster_rcnn_inspects_exactly_from_an_image_list(mobilenet_frcnn: torch.
 def test_one_image_size_means_one_image_and_bench_runs(mobilenet_frcnn: torch.nn.Module) -> None:
     by_size = convdoctor.inspect(mobilenet_frcnn, "3x320x320")
     assert by_size.totals["params"] == sum(p.numel() for p in mobilenet_frcnn.parameters())
-    quick = {"warmup": 1, "min_samples": 3, "min_run_time": 0.0, "max_run_time": 5.0, "profile": False,
-             "probe": False, "cold_start": False}
+    quick = {
+        "warmup": 1,
+        "min_samples": 3,
+        "min_run_time": 0.0,
+        "max_run_time": 5.0,
+        "profile": False,
+        "probe": False,
+        "cold_start": False,
+    }
     result = convdoctor.bench(mobilenet_frcnn, example_input=([_image(320)],), **quick).to_dict()["results"][0]
     assert result["p50_ms"] > 0
 
@@ -69,26 +76,38 @@ def test_one_image_size_means_one_image_and_bench_runs(mobilenet_frcnn: torch.nn
 def test_cli_builds_a_detector_spec_offline() -> None:
     from convdoctor.cli import main
 
-    out = CliRunner().invoke(main, ["inspect", "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn",
-                                    "--input", "3x320x320", "--json"])
+    out = CliRunner().invoke(
+        main, ["inspect", "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", "--input", "3x320x320", "--json"]
+    )
     assert out.exit_code == 0, out.output
     doc = json.loads(out.output)
     assert "DATA_DEPENDENT_COST" in {f["code"] for f in doc["findings"]}
-    assert doc["totals"]["params"] == sum(p.numel() for p in _build("fasterrcnn_mobilenet_v3_large_320_fpn").parameters())
+    assert doc["totals"]["params"] == sum(
+        p.numel() for p in _build("fasterrcnn_mobilenet_v3_large_320_fpn").parameters()
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, kw, size", [
-    ("retinanet_resnet50_fpn", {"min_size": 224, "max_size": 224}, 224),
-    ("fcos_resnet50_fpn", {"min_size": 224, "max_size": 224}, 224),
-    ("ssdlite320_mobilenet_v3_large", {}, 320),
-    ("ssd300_vgg16", {}, 300),
-    # every box kept (random weights score low), few of them: the second head runs, cheaply
-    ("maskrcnn_resnet50_fpn", {"min_size": 224, "max_size": 224, "box_score_thresh": 0.0,
-                               "box_detections_per_img": 10}, 224),
-    ("keypointrcnn_resnet50_fpn", {"min_size": 224, "max_size": 224, "box_score_thresh": 0.0,
-                                   "box_detections_per_img": 5}, 224),
-])
+@pytest.mark.parametrize(
+    "name, kw, size",
+    [
+        ("retinanet_resnet50_fpn", {"min_size": 224, "max_size": 224}, 224),
+        ("fcos_resnet50_fpn", {"min_size": 224, "max_size": 224}, 224),
+        ("ssdlite320_mobilenet_v3_large", {}, 320),
+        ("ssd300_vgg16", {}, 300),
+        # every box kept (random weights score low), few of them: the second head runs, cheaply
+        (
+            "maskrcnn_resnet50_fpn",
+            {"min_size": 224, "max_size": 224, "box_score_thresh": 0.0, "box_detections_per_img": 10},
+            224,
+        ),
+        (
+            "keypointrcnn_resnet50_fpn",
+            {"min_size": 224, "max_size": 224, "box_score_thresh": 0.0, "box_detections_per_img": 5},
+            224,
+        ),
+    ],
+)
 def test_detection_family_inspects_exactly(name: str, kw: dict[str, Any], size: int) -> None:
     model = _build(name, **kw)
     report = _assert_exact(model, size)

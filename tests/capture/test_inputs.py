@@ -21,8 +21,7 @@ from convdoctor.capture.prepare import prepare_model
 from convdoctor.errors import ModelLoadError, UsageError
 from tests.capture.kw_models import DETECTOR_SIDE, kw_net, toy_detector, two_inputs
 
-FAST_BENCH = {"min_run_time": 0.0, "min_samples": 3, "warmup": 1, "cold_start": False, "profile": False,
-              "probe": False}
+FAST_BENCH = {"min_run_time": 0.0, "min_samples": 3, "warmup": 1, "cold_start": False, "profile": False, "probe": False}
 
 
 def oracle_macs(model: nn.Module, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> int:
@@ -56,21 +55,25 @@ def seen_batches(model: nn.Module) -> list[tuple[int, ...]]:
 X = torch.randn(2, 3, 8, 8)
 
 
-@pytest.mark.parametrize("size, example, form, n_args, kw, shapes", [
-    ("1x3x8x8", None, InputForm.SIZE, 1, [], [(1, 3, 8, 8)]),
-    ("3x8x8", None, InputForm.SIZE, 1, [], [(1, 3, 8, 8)]),
-    ((2, 3, 8, 8), None, InputForm.SIZE, 1, [], [(2, 3, 8, 8)]),
-    ("pixel_values=2x3x8x8", None, InputForm.KWARGS, 0, ["pixel_values"], [(2, 3, 8, 8)]),
-    (("a=1x3x8x8", "b=1x1x8x8"), None, InputForm.KWARGS, 0, ["a", "b"], [(1, 3, 8, 8), (1, 1, 8, 8)]),
-    ({"a": (1, 3, 8, 8)}, None, InputForm.KWARGS, 0, ["a"], [(1, 3, 8, 8)]),
-    (None, X, InputForm.TENSOR, 1, [], [(2, 3, 8, 8)]),
-    (None, (X, 0.5), InputForm.ARGS, 2, [], [(2, 3, 8, 8)]),
-    (None, {"pixel_values": X, "scale": 2.0}, InputForm.KWARGS, 0, ["pixel_values", "scale"], [(2, 3, 8, 8)]),
-    (None, [X[0], X[1]], InputForm.IMAGES, 1, [], [(3, 8, 8), (3, 8, 8)]),
-    (None, ([X[0]],), InputForm.IMAGES, 1, [], [(3, 8, 8)]),
-])
-def test_every_form_becomes_args_and_kwargs(size: Any, example: Any, form: InputForm, n_args: int, kw: list[str],
-                                           shapes: list[tuple[int, ...]]) -> None:
+@pytest.mark.parametrize(
+    "size, example, form, n_args, kw, shapes",
+    [
+        ("1x3x8x8", None, InputForm.SIZE, 1, [], [(1, 3, 8, 8)]),
+        ("3x8x8", None, InputForm.SIZE, 1, [], [(1, 3, 8, 8)]),
+        ((2, 3, 8, 8), None, InputForm.SIZE, 1, [], [(2, 3, 8, 8)]),
+        ("pixel_values=2x3x8x8", None, InputForm.KWARGS, 0, ["pixel_values"], [(2, 3, 8, 8)]),
+        (("a=1x3x8x8", "b=1x1x8x8"), None, InputForm.KWARGS, 0, ["a", "b"], [(1, 3, 8, 8), (1, 1, 8, 8)]),
+        ({"a": (1, 3, 8, 8)}, None, InputForm.KWARGS, 0, ["a"], [(1, 3, 8, 8)]),
+        (None, X, InputForm.TENSOR, 1, [], [(2, 3, 8, 8)]),
+        (None, (X, 0.5), InputForm.ARGS, 2, [], [(2, 3, 8, 8)]),
+        (None, {"pixel_values": X, "scale": 2.0}, InputForm.KWARGS, 0, ["pixel_values", "scale"], [(2, 3, 8, 8)]),
+        (None, [X[0], X[1]], InputForm.IMAGES, 1, [], [(3, 8, 8), (3, 8, 8)]),
+        (None, ([X[0]],), InputForm.IMAGES, 1, [], [(3, 8, 8)]),
+    ],
+)
+def test_every_form_becomes_args_and_kwargs(
+    size: Any, example: Any, form: InputForm, n_args: int, kw: list[str], shapes: list[tuple[int, ...]]
+) -> None:
     call = normalize_input(size, example)
     assert call.form is form
     assert len(call.args) == n_args and list(call.kwargs) == kw
@@ -88,18 +91,21 @@ def test_a_size_becomes_a_list_of_images_for_a_detector() -> None:
     assert call.shapes == ((3, 16, 16), (3, 16, 16))
 
 
-@pytest.mark.parametrize("size, example, needle", [
-    (None, 3, "cannot use example_input of type int; give input_size"),
-    (None, {1: X}, "keys must be argument names"),
-    (None, [3], "list of image tensors"),
-    (None, [torch.zeros(1, 3, 8, 8)], "CxHxW tensors"),
-    ("1x3x8x8", X, "not both"),
-    (("a=1x3x8x8", "1x3x8x8"), None, "several input sizes must each be named"),
-    ("1a=1x3x8x8", None, "not a Python name"),
-    ("a=1x3x8x8,a=1x3x8x8".split(","), None, "given twice"),
-    ("pixel_values=1x3xx8", None, "malformed input size"),
-    (3.5, None, "cannot use input_size of type float"),
-])
+@pytest.mark.parametrize(
+    "size, example, needle",
+    [
+        (None, 3, "cannot use example_input of type int; give input_size"),
+        (None, {1: X}, "keys must be argument names"),
+        (None, [3], "list of image tensors"),
+        (None, [torch.zeros(1, 3, 8, 8)], "CxHxW tensors"),
+        ("1x3x8x8", X, "not both"),
+        (("a=1x3x8x8", "1x3x8x8"), None, "several input sizes must each be named"),
+        ("1a=1x3x8x8", None, "not a Python name"),
+        ("a=1x3x8x8,a=1x3x8x8".split(","), None, "given twice"),
+        ("pixel_values=1x3xx8", None, "malformed input size"),
+        (3.5, None, "cannot use input_size of type float"),
+    ],
+)
 def test_bad_forms_are_one_line_usage_errors(size: Any, example: Any, needle: str) -> None:
     with pytest.raises(UsageError) as info:
         normalize_input(size, example, default_size=(1, 3, 8, 8))
@@ -108,15 +114,19 @@ def test_bad_forms_are_one_line_usage_errors(size: Any, example: Any, needle: st
 
 # -- inspect and receptive_field ---------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs", [
-    {"example_input": {"pixel_values": torch.randn(2, 3, 12, 12)}},
-    {"example_input": {"pixel_values": torch.randn(2, 3, 12, 12), "scale": 3.0}},
-    {"example_input": (torch.randn(2, 3, 12, 12), 3.0)},
-    {"example_input": torch.randn(2, 3, 12, 12)},
-    {"input_size": "pixel_values=2x3x12x12"},
-    {"input_size": {"pixel_values": (2, 3, 12, 12)}},
-    {"input_size": (2, 3, 12, 12)},
-])
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"example_input": {"pixel_values": torch.randn(2, 3, 12, 12)}},
+        {"example_input": {"pixel_values": torch.randn(2, 3, 12, 12), "scale": 3.0}},
+        {"example_input": (torch.randn(2, 3, 12, 12), 3.0)},
+        {"example_input": torch.randn(2, 3, 12, 12)},
+        {"input_size": "pixel_values=2x3x12x12"},
+        {"input_size": {"pixel_values": (2, 3, 12, 12)}},
+        {"input_size": (2, 3, 12, 12)},
+    ],
+)
 def test_inspect_counts_every_form_like_a_real_forward(kwargs: dict[str, Any]) -> None:
     model = kw_net()
     report = convdoctor.inspect(model, **kwargs)
@@ -133,7 +143,11 @@ def test_inspect_two_keyword_tensors_and_a_detector_image_list() -> None:
     det = toy_detector()
     images = [torch.randn(3, DETECTOR_SIDE, DETECTOR_SIDE) for _ in range(2)]
     expected = oracle_macs(det, (images,))
-    for form in ({"example_input": images}, {"example_input": (images,)}, {"input_size": f"2x3x{DETECTOR_SIDE}x{DETECTOR_SIDE}"}):
+    for form in (
+        {"example_input": images},
+        {"example_input": (images,)},
+        {"input_size": f"2x3x{DETECTOR_SIDE}x{DETECTOR_SIDE}"},
+    ):
         assert convdoctor.inspect(det, **form).totals["macs"] == expected, form
 
 
@@ -150,6 +164,7 @@ def test_receptive_field_with_keyword_input() -> None:
 
 
 # -- audit -----------------------------------------------------------------------------
+
 
 def test_audit_runs_a_keyword_model_on_its_keyword_input() -> None:
     model = kw_net(train=True)  # BN in training mode: the modes check must see it through the keyword call
@@ -169,8 +184,9 @@ def test_audit_runs_a_keyword_model_on_its_keyword_input() -> None:
 def test_audit_example_input_name_and_keyword_sizes() -> None:
     model = kw_net().eval()
     seen = seen_batches(model)
-    report = convdoctor.audit(model, example_input={"pixel_values": torch.randn(4, 3, 8, 8)}, checks="batch",
-                              batch_sizes=(1, 4))
+    report = convdoctor.audit(
+        model, example_input={"pixel_values": torch.randn(4, 3, 8, 8)}, checks="batch", batch_sizes=(1, 4)
+    )
     assert report.input["shape"] == [4, 3, 8, 8] and not report.input["synthetic"]
     synthetic = convdoctor.audit(model, input_size="pixel_values=1x3x8x8", checks="batch", batch_sizes=(1, 2))
     assert synthetic.input["synthetic"] and synthetic.input["shape"][1:] == [3, 8, 8]
@@ -236,12 +252,12 @@ def test_eval_mode_on_a_callers_module_works_on_a_copy() -> None:
 
 # -- bench, compare, check ---------------------------------------------------------------
 
+
 def test_bench_feeds_the_keyword_input_at_each_batch_size() -> None:
     model = kw_net().eval()
     seen = seen_batches(model)
     x = torch.randn(2, 3, 8, 8)
-    report = convdoctor.bench(model, example_input={"pixel_values": x, "scale": 2.0}, batch_sizes=(1, 3),
-                              **FAST_BENCH)
+    report = convdoctor.bench(model, example_input={"pixel_values": x, "scale": 2.0}, batch_sizes=(1, 3), **FAST_BENCH)
     assert [r.batch_size for r in report.rows] == [1, 3]
     assert seen and () not in seen, "bench called the model without its keyword input"
     assert {s for s in seen if s[0] == 3} == {(3, 3, 8, 8)}

@@ -19,9 +19,15 @@ def _mixed_modes(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("factory, shape", [(lambda: tvm.resnet18(), (1, 3, 64, 64)),
-                                            (Z.WithDropout, (2, 3, 6, 6)), (Z.DataDependent, (1, 3, 6, 6)),
-                                            (Z.FrozenBackbone, (1, 3, 4, 4))])
+@pytest.mark.parametrize(
+    "factory, shape",
+    [
+        (lambda: tvm.resnet18(), (1, 3, 64, 64)),
+        (Z.WithDropout, (2, 3, 6, 6)),
+        (Z.DataDependent, (1, 3, 6, 6)),
+        (Z.FrozenBackbone, (1, 3, 4, 4)),
+    ],
+)
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_state_dict_and_flags_unchanged(factory, shape, mode: str) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)

@@ -87,8 +87,15 @@ def test_mismatched_checkpoint(tmp_path: Path) -> None:
         load_weights(load_model("tests.fixtures.user_models:tiny"), ckpt)
 
 
-@pytest.mark.parametrize("spec, expected", [("1x3x224x224", (1, 3, 224, 224)), ("3x32x32", (1, 3, 32, 32)),
-                                            (" 2x3x8x8 ", (2, 3, 8, 8)), ((2, 5, 16), (2, 5, 16))])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("1x3x224x224", (1, 3, 224, 224)),
+        ("3x32x32", (1, 3, 32, 32)),
+        (" 2x3x8x8 ", (2, 3, 8, 8)),
+        ((2, 5, 16), (2, 5, 16)),
+    ],
+)
 def test_input_specs(spec: object, expected: tuple[int, ...]) -> None:
     assert parse_input_spec(spec) == expected  # type: ignore[arg-type]
 
@@ -101,8 +108,9 @@ def test_bad_input_specs(spec: str) -> None:
 
 @pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v3_large_320_fpn", "lraspp_mobilenet_v3_large"])
 @pytest.mark.parametrize("meta", [True, False])
-def test_torchvision_specs_never_download(name: str, meta: bool, monkeypatch: pytest.MonkeyPatch,
-                                          tmp_path: Path) -> None:
+def test_torchvision_specs_never_download(
+    name: str, meta: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """A detector's or segmenter's backbone defaults to ImageNet weights; a spec asks for none."""
     import torch.hub
 

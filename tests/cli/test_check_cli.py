@@ -40,9 +40,11 @@ def test_fail_on_warning_widens_the_gate() -> None:
 
 
 def test_exit_2_on_bad_input() -> None:
-    for args, needle in ((["check", "torchvision:nosuchnet"], "unknown torchvision model"),
-                         (["check", "tests.fixtures.user_models:tiny", "--batch-sizes", "1,x"], "batch-sizes"),
-                         (["check", "tests.fixtures.user_models:tiny", "--input", "1x3x"], "malformed input size")):
+    for args, needle in (
+        (["check", "torchvision:nosuchnet"], "unknown torchvision model"),
+        (["check", "tests.fixtures.user_models:tiny", "--batch-sizes", "1,x"], "batch-sizes"),
+        (["check", "tests.fixtures.user_models:tiny", "--input", "1x3x"], "malformed input size"),
+    ):
         code, out, err = run(*args)
         assert code == 2, (args, out, err)
         assert needle in err and len(err.strip().splitlines()) == 1

@@ -32,10 +32,15 @@ def _option(verb: str, name: str) -> click.Option:
 
 #: (verb, option) -> the enum its choices come from; every verb that has the option is listed.
 MAPPING: dict[tuple[str, str], type[enum.StrEnum]] = {
-    ("audit", "device"): Device, ("bench", "device"): Device, ("check", "device"): Device,
-    ("bench", "dtype"): Dtype, ("inspect", "dtype"): Dtype,
-    ("audit", "mode"): ModelMode, ("check", "mode"): ModelMode,
-    ("rf", "method"): RFMethod, ("inspect", "mode"): Mode,
+    ("audit", "device"): Device,
+    ("bench", "device"): Device,
+    ("check", "device"): Device,
+    ("bench", "dtype"): Dtype,
+    ("inspect", "dtype"): Dtype,
+    ("audit", "mode"): ModelMode,
+    ("check", "mode"): ModelMode,
+    ("rf", "method"): RFMethod,
+    ("inspect", "mode"): Mode,
 }
 
 
@@ -81,13 +86,16 @@ def test_every_member_maps_to_something_real() -> None:
         assert convdoctor.receptive_field(kw_net(), (1, 3, 8, 8), method=method).method == method.value
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["audit", "torchvision:resnet18", "--device", "tpu"], "unknown device 'tpu': choose cpu or cuda"),
-    (["bench", "torchvision:resnet18", "--dtype", "int4"], "unsupported dtype 'int4': choose float32"),
-    (["inspect", "torchvision:resnet18", "--dtype", "int4"], "unsupported dtype 'int4'"),
-    (["audit", "torchvision:resnet18", "--mode", "train"], "unknown mode 'train': choose auto, as-is or eval"),
-    (["rf", "torchvision:resnet18", "--method", "magic"], "choose analytic or gradient"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["audit", "torchvision:resnet18", "--device", "tpu"], "unknown device 'tpu': choose cpu or cuda"),
+        (["bench", "torchvision:resnet18", "--dtype", "int4"], "unsupported dtype 'int4': choose float32"),
+        (["inspect", "torchvision:resnet18", "--dtype", "int4"], "unsupported dtype 'int4'"),
+        (["audit", "torchvision:resnet18", "--mode", "train"], "unknown mode 'train': choose auto, as-is or eval"),
+        (["rf", "torchvision:resnet18", "--method", "magic"], "choose analytic or gradient"),
+    ],
+)
 def test_a_bad_choice_is_one_line_exit_2(args: list[str], needle: str) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2
@@ -104,7 +112,14 @@ def test_one_batch_size_parser_for_every_verb(verb: str) -> None:
 
 
 def test_batch_size_parser() -> None:
-    assert parse_batch_sizes("8, 1,8") == (1, 8) and parse_batch_sizes(4) == (4,) and parse_batch_sizes([2, 1]) == (1, 2)
-    for bad, needle in (("0", "not positive"), ("", "no batch size"), ([True], "not an integer"), ("1.5", "not an integer")):
+    assert (
+        parse_batch_sizes("8, 1,8") == (1, 8) and parse_batch_sizes(4) == (4,) and parse_batch_sizes([2, 1]) == (1, 2)
+    )
+    for bad, needle in (
+        ("0", "not positive"),
+        ("", "no batch size"),
+        ([True], "not an integer"),
+        ("1.5", "not an integer"),
+    ):
         with pytest.raises(UsageError, match=needle):
             parse_batch_sizes(bad)

@@ -28,13 +28,16 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.mark.parametrize("verb, extra", [
-    ("inspect", []),
-    ("rf", []),
-    ("audit", ["--checks", "modes,batch,export", "--batch-sizes", "1,2"]),
-    ("bench", ["--batch-sizes", "2", *FAST_BENCH]),
-    ("check", ["--batch-sizes", "1,2", "--no-bench"]),
-])
+@pytest.mark.parametrize(
+    "verb, extra",
+    [
+        ("inspect", []),
+        ("rf", []),
+        ("audit", ["--checks", "modes,batch,export", "--batch-sizes", "1,2"]),
+        ("bench", ["--batch-sizes", "2", *FAST_BENCH]),
+        ("check", ["--batch-sizes", "1,2", "--no-bench"]),
+    ],
+)
 def test_keyword_input_in_every_verb(verb: str, extra: list[str]) -> None:
     code, out, err = run(verb, KW, "--input", "pixel_values=2x3x8x8", "--json", *extra)
     assert code == 0, err
@@ -68,13 +71,16 @@ def test_several_named_inputs_and_a_detector_image() -> None:
     assert code == 0, err
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["inspect", KW, "--input", "1x3x8x8", "--input", "1x3x8x8"], "several input sizes must each be named"),
-    (["inspect", KW, "--input", "9x=1x3x8x8"], "not a Python name"),
-    (["audit", TWO, "--input", "image=1x3x8x8", "--input", "mask=1x1x8x8"], "varies the batch of one input tensor"),
-    (["bench", TWO, "--input", "image=1x3x8x8", "--input", "mask=1x1x8x8"], "varies the batch of one input tensor"),
-    (["rf", KW, "--input", "pixel_values=1x3x8x8", "--method", "gradient"], "method='analytic'"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["inspect", KW, "--input", "1x3x8x8", "--input", "1x3x8x8"], "several input sizes must each be named"),
+        (["inspect", KW, "--input", "9x=1x3x8x8"], "not a Python name"),
+        (["audit", TWO, "--input", "image=1x3x8x8", "--input", "mask=1x1x8x8"], "varies the batch of one input tensor"),
+        (["bench", TWO, "--input", "image=1x3x8x8", "--input", "mask=1x1x8x8"], "varies the batch of one input tensor"),
+        (["rf", KW, "--input", "pixel_values=1x3x8x8", "--method", "gradient"], "method='analytic'"),
+    ],
+)
 def test_bad_input_forms_are_one_line_exit_2(args: list[str], needle: str) -> None:
     code, out, err = run(*args)
     assert code == 2, (out, err)
@@ -86,9 +92,11 @@ def test_audit_weights_and_mode_reach_the_api(tmp_path: Path) -> None:
     state["bn.running_var"][0] = -1.0  # negative variance: only the loaded checkpoint has it
     ckpt = tmp_path / "neg.pt"
     torch.save(state, ckpt)
-    code, out, _ = run("audit", KW, "--weights", str(ckpt), "--input", "pixel_values=1x3x8x8", "--checks",
-                       "bn_stats", "--json")
+    code, out, _ = run(
+        "audit", KW, "--weights", str(ckpt), "--input", "pixel_values=1x3x8x8", "--checks", "bn_stats", "--json"
+    )
     assert "BN_STATS_INVALID" in {f["code"] for f in json.loads(out)["findings"]}
-    code, out, _ = run("audit", f"{KW}?train=True", "--mode", "as-is", "--input", "pixel_values=1x3x8x8",
-                       "--checks", "modes", "--json")
+    code, out, _ = run(
+        "audit", f"{KW}?train=True", "--mode", "as-is", "--input", "pixel_values=1x3x8x8", "--checks", "modes", "--json"
+    )
     assert code == 1 and "BN_TRAIN_MODE" in {f["code"] for f in json.loads(out)["findings"]}

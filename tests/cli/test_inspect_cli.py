@@ -22,8 +22,16 @@ def test_json_document_has_design_keys() -> None:
     assert code == 0
     doc = json.loads(out)
     assert doc["kind"] == "inspect" and doc["model"] == "torchvision:resnet18"
-    for key in ("params", "trainable_params", "macs", "flops", "other_flops", "param_bytes",
-                "activation_bytes", "peak_activation_bytes"):
+    for key in (
+        "params",
+        "trainable_params",
+        "macs",
+        "flops",
+        "other_flops",
+        "param_bytes",
+        "activation_bytes",
+        "peak_activation_bytes",
+    ):
         assert isinstance(doc["totals"][key], int)
     assert doc["totals"]["params"] == 11_689_512  # torchvision ResNet18_Weights.meta["num_params"]
     assert doc["totals"]["flops"] == 2 * doc["totals"]["macs"]
@@ -76,19 +84,22 @@ def test_file_factory_and_input(tmp_path: Path) -> None:
     assert json.loads(out)["totals"]["macs"] == 3 * 3 * 2 * 1 * 9  # Hout*Wout*Cout*Cin*k*k
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["inspect", "torchvision:resnet05"], "unknown torchvision model"),
-    (["inspect", "nosuchpkg.module:factory"], "cannot import module"),
-    (["inspect", "missing/file.py:build"], "not found"),
-    (["inspect", "missing.pt"], "not found"),
-    (["inspect", "tests.fixtures.user_models:raises", "--input", "1x3x8x8"], "factory exploded on purpose"),
-    (["inspect", "tests.fixtures.user_models:not_a_module", "--input", "1x3x8x8"], "not a torch.nn.Module"),
-    (["inspect", "tests.fixtures.user_models:NOT_CALLABLE"], "not a factory"),
-    (["inspect", "torchvision:resnet50", "--input", "1x1x224x224"], "expected input"),
-    (["inspect", "torchvision:resnet18", "--input", "1x3xabc"], "malformed input size"),
-    (["inspect", "justtext"], "cannot read MODEL"),
-    (["inspect", "tests.fixtures.user_models:tiny"], "input size is unknown"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["inspect", "torchvision:resnet05"], "unknown torchvision model"),
+        (["inspect", "nosuchpkg.module:factory"], "cannot import module"),
+        (["inspect", "missing/file.py:build"], "not found"),
+        (["inspect", "missing.pt"], "not found"),
+        (["inspect", "tests.fixtures.user_models:raises", "--input", "1x3x8x8"], "factory exploded on purpose"),
+        (["inspect", "tests.fixtures.user_models:not_a_module", "--input", "1x3x8x8"], "not a torch.nn.Module"),
+        (["inspect", "tests.fixtures.user_models:NOT_CALLABLE"], "not a factory"),
+        (["inspect", "torchvision:resnet50", "--input", "1x1x224x224"], "expected input"),
+        (["inspect", "torchvision:resnet18", "--input", "1x3xabc"], "malformed input size"),
+        (["inspect", "justtext"], "cannot read MODEL"),
+        (["inspect", "tests.fixtures.user_models:tiny"], "input size is unknown"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
     code, out, err = run(*args)
     assert code == 2, (out, err)
@@ -112,8 +123,9 @@ def test_layers_command_json() -> None:
 
 
 def test_train_memory_in_json_and_bad_budget() -> None:
-    code, out, _ = run("inspect", "torchvision:resnet18", "--input", "4x3x64x64", "--budget", "1GiB",
-                       "--target-batch", "512", "--json")
+    code, out, _ = run(
+        "inspect", "torchvision:resnet18", "--input", "4x3x64x64", "--budget", "1GiB", "--target-batch", "512", "--json"
+    )
     assert code == 0
     tm = json.loads(out)["training_memory"]
     assert tm["batch_size"] == 4 and tm["max_batch"] > 4

@@ -30,9 +30,17 @@ def data(seed: int = 0) -> tuple[torch.Tensor, ...]:
 def plain_cnn(width: int = 16, bn: bool = False) -> nn.Module:
     """conv-(BN)-ReLU x2, max-pool, linear: a plain CNN for 1x8x8 inputs."""
     norm = (lambda c: nn.BatchNorm2d(c)) if bn else (lambda c: nn.Identity())
-    return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), norm(width), nn.ReLU(),
-                         nn.Conv2d(width, 2 * width, 3, padding=1), norm(2 * width), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * width * 16, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1),
+        norm(width),
+        nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        norm(2 * width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * width * 16, 10),
+    )
 
 
 class Block(nn.Module):
@@ -95,7 +103,7 @@ def train(run: Run) -> tuple[Monitor, nn.Module]:
     torch.manual_seed(run.seed)
     x, y, xv, yv = data(0)
     if run.subset is not None:
-        x, y = x[:run.subset], y[:run.subset]
+        x, y = x[: run.subset], y[: run.subset]
     if run.transform is not None:
         x, y = run.transform(x, y)
     model = run.model()
@@ -134,8 +142,9 @@ def _validate(mon: Monitor, model: nn.Module, xv: torch.Tensor, yv: torch.Tensor
     mon.end_epoch(val_loss=float(F.cross_entropy(out, yv)), val_acc=float((out.argmax(1) == yv).float().mean()))
 
 
-def ddp_worker(rank: int, world: int, init_file: str, out: str, steps: int, engine: str = "ddp",
-               dead: bool = False) -> None:
+def ddp_worker(
+    rank: int, world: int, init_file: str, out: str, steps: int, engine: str = "ddp", dead: bool = False
+) -> None:
     """One rank of a 2-process gloo run of :func:`train_global` under DDP or FSDP2 (spawned by the tests)."""
     import torch.distributed as dist
 
@@ -143,8 +152,14 @@ def ddp_worker(rank: int, world: int, init_file: str, out: str, steps: int, engi
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         mon, _ = train_global(steps, rank=rank, world=world, engine=engine, dead=dead)
-        torch.save({"findings": [f.to_dict() for f in mon.findings], "history": mon.history(),
-                    "report": mon.report().to_dict()}, f"{out}/rank{rank}.pt")
+        torch.save(
+            {
+                "findings": [f.to_dict() for f in mon.findings],
+                "history": mon.history(),
+                "report": mon.report().to_dict(),
+            },
+            f"{out}/rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -158,11 +173,12 @@ DEAD_FILTERS = range(4, 12)
 def kill_filters(model: nn.Module) -> None:
     """Bias -100 on :data:`DEAD_FILTERS` of the first conv (inputs are in [0, 1], weights ~0.3)."""
     with torch.no_grad():
-        model[0].bias[DEAD_FILTERS.start:DEAD_FILTERS.stop] = -100.0
+        model[0].bias[DEAD_FILTERS.start : DEAD_FILTERS.stop] = -100.0
 
 
-def train_global(steps: int, rank: int = 0, world: int = 1, lr: float = 1e-6, engine: str = "ddp",
-                 dead: bool = False) -> tuple[Monitor, nn.Module]:
+def train_global(
+    steps: int, rank: int = 0, world: int = 1, lr: float = 1e-6, engine: str = "ddp", dead: bool = False
+) -> tuple[Monitor, nn.Module]:
     """Global batches of 32 from a fixed order; with ``world > 1`` each rank takes its share of each
     batch, under DDP or FSDP2 (``engine="fsdp"``: ``fully_shard`` on both convs, the head and the root).
 

@@ -24,8 +24,13 @@ from convdoctor.results.monitor import MonitorReport
 
 def tiny(bn: bool = True) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4) if bn else nn.Identity(), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(4 * 36, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4) if bn else nn.Identity(),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 36, 3),
+    )
 
 
 def batch(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,9 +80,14 @@ def test_class_counts_and_accuracy_match_a_hand_count() -> None:
 
 def test_update_ratio_matches_the_weights_before_and_after() -> None:
     model = tiny()
-    opt = torch.optim.SGD([{"params": model[0].parameters(), "name": "conv"},
-                           {"params": list(model[1].parameters()) + list(model[4].parameters()), "lr": 0.5}],
-                          lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD(
+        [
+            {"params": model[0].parameters(), "name": "conv"},
+            {"params": list(model[1].parameters()) + list(model[4].parameters()), "lr": 0.5},
+        ],
+        lr=0.1,
+        momentum=0.9,
+    )
     mon = Monitor(model)
     x, y = batch()
     loss, out = backward(model, x, y)
@@ -165,8 +175,13 @@ def test_the_activation_after_each_layer_is_recorded() -> None:
     assert acts == {"c1": "relu", "c2": "leaky_relu", "c3": "hardtanh", "fc1": "gelu", "fc2": None}
     window = mon._window
     assert window is not None
-    assert {u.name: u.can_die for u in window.units} == {"c1": True, "c2": False, "c3": True, "fc1": False,
-                                                         "fc2": False}
+    assert {u.name: u.can_die for u in window.units} == {
+        "c1": True,
+        "c2": False,
+        "c3": True,
+        "fc1": False,
+        "fc2": False,
+    }
     x2, _ = batch(seed=1)
     model(x2)  # the probe left after the first forward: no mode, no hooks of its own
     assert not torch.overrides._get_current_function_mode_stack()
@@ -270,13 +285,21 @@ def test_step_before_backward_is_an_error() -> None:
         mon.step(loss=F.cross_entropy(out, y), outputs=out, targets=y)
 
 
-@pytest.mark.parametrize(("loss", "outputs", "targets", "match"), [
-    (torch.ones(8), None, None, r"loss must be a scalar, got shape \(8,\)"),
-    ("1.0", None, None, r"loss must be a scalar tensor or a number, got str"),
-    (torch.tensor(1.0), torch.zeros(8, 3), torch.zeros(6, dtype=torch.long), r"batch size 8 but targets.*\(6,\)"),
-    (torch.tensor(1.0), torch.zeros(8, 5), torch.zeros(8, dtype=torch.long), r"5 classes in dim 1 but.*num_classes=3"),
-    (torch.tensor(1.0), {"scores": torch.zeros(8, 3)}, None, r"outputs must be the logits tensor"),
-])
+@pytest.mark.parametrize(
+    ("loss", "outputs", "targets", "match"),
+    [
+        (torch.ones(8), None, None, r"loss must be a scalar, got shape \(8,\)"),
+        ("1.0", None, None, r"loss must be a scalar tensor or a number, got str"),
+        (torch.tensor(1.0), torch.zeros(8, 3), torch.zeros(6, dtype=torch.long), r"batch size 8 but targets.*\(6,\)"),
+        (
+            torch.tensor(1.0),
+            torch.zeros(8, 5),
+            torch.zeros(8, dtype=torch.long),
+            r"5 classes in dim 1 but.*num_classes=3",
+        ),
+        (torch.tensor(1.0), {"scores": torch.zeros(8, 3)}, None, r"outputs must be the logits tensor"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(loss: object, outputs: object, targets: object, match: str) -> None:
     model = tiny()
     x, y = batch()
@@ -287,8 +310,10 @@ def test_bad_arguments_are_one_line_errors(loss: object, outputs: object, target
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"every": 0}, "every must be"), ({"num_classes": 0}, "num_classes"),
-                                               ({"ddp": True}, "init_process_group")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"every": 0}, "every must be"), ({"num_classes": 0}, "num_classes"), ({"ddp": True}, "init_process_group")],
+)
 def test_bad_construction(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(UsageError, match=match):
         Monitor(tiny(), **kwargs)  # type: ignore[arg-type]
@@ -307,8 +332,11 @@ def test_all_zero_gradients_warn_once() -> None:
         for _ in range(2 * SYNC_EVERY):
             mon.step(loss=loss, outputs=out, targets=y)
     assert [str(w.message) for w in caught if "exactly zero" in str(w.message)] == [
-        ("Monitor.step() saw every gradient exactly zero: call it after loss.backward() and before "
-         "optimizer.zero_grad()")]
+        (
+            "Monitor.step() saw every gradient exactly zero: call it after loss.backward() and before "
+            "optimizer.zero_grad()"
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------- state, reports, plots
@@ -408,23 +436,43 @@ def test_findings_fire_once_per_episode() -> None:
     assert attached.count("LOSS_AT_CHANCE") == 1 and "LOSS_AT_CHANCE" not in [f.code for f in mon.findings]
 
 
-
-
 def _synthetic_report() -> MonitorReport:
     """A report with fixed numbers (the renderer is under test, not a training run)."""
-    finding = make_finding("DEAD_RELU", "41 of 64 units in layer3.conv2 (Conv2d) had zero gradient for the last 200 "
-                           "steps.", evidence={"dead": 41, "units": 64, "step": 250}, where="layer3.conv2",
-                           fix="lower the learning rate")
+    finding = make_finding(
+        "DEAD_RELU",
+        "41 of 64 units in layer3.conv2 (Conv2d) had zero gradient for the last 200 steps.",
+        evidence={"dead": 41, "units": 64, "step": 250},
+        where="layer3.conv2",
+        fix="lower the learning rate",
+    )
     return MonitorReport(
-        model="ResNet", findings=(finding,), steps=300, every=1, num_classes=10,
-        loss={"initial": 2.31, "best": 0.42, "best_step": 120, "last": 0.97}, grad_norm={"initial": 1.5, "last": 0.2},
-        epochs=({"epoch": 0, "step": 150, "train_loss": 1.2, "train_acc": 0.61, "val_loss": 0.9, "val_acc": 0.7},
-                {"epoch": 1, "step": 300, "train_loss": 0.8, "train_acc": 0.75, "val_loss": None, "val_acc": None}),
+        model="ResNet",
+        findings=(finding,),
+        steps=300,
+        every=1,
+        num_classes=10,
+        loss={"initial": 2.31, "best": 0.42, "best_step": 120, "last": 0.97},
+        grad_norm={"initial": 1.5, "last": 0.2},
+        epochs=(
+            {"epoch": 0, "step": 150, "train_loss": 1.2, "train_acc": 0.61, "val_loss": 0.9, "val_acc": 0.7},
+            {"epoch": 1, "step": 300, "train_loss": 0.8, "train_acc": 0.75, "val_loss": None, "val_acc": None},
+        ),
         events=({"step": 250, "code": "DEAD_RELU", "where": "layer3.conv2"},),
-        layers=tuple({"name": f"layer{i}.conv", "grad_norm": 0.1 * (i + 1), "weight_norm": 2.0, "relative_grad":
-                      0.05 * (i + 1), "units": 64, "dead_units": 41 if i == 3 else 0} for i in range(14)),
-        groups=({"name": "backbone", "lr": 0.01, "update_ratio": 0.0012}, {"name": "head", "lr": 0.1,
-                                                                           "update_ratio": 0.0085}),
+        layers=tuple(
+            {
+                "name": f"layer{i}.conv",
+                "grad_norm": 0.1 * (i + 1),
+                "weight_norm": 2.0,
+                "relative_grad": 0.05 * (i + 1),
+                "units": 64,
+                "dead_units": 41 if i == 3 else 0,
+            }
+            for i in range(14)
+        ),
+        groups=(
+            {"name": "backbone", "lr": 0.01, "update_ratio": 0.0012},
+            {"name": "head", "lr": 0.1, "update_ratio": 0.0085},
+        ),
         summary="epoch 1 (step 300): loss 0.8, acc 75.0%, 1 findings: DEAD_RELU (step 250)",
     )
 

@@ -14,8 +14,9 @@ from convdoctor.monitor import SYNC_EVERY, Monitor
 
 def _run(device: str, steps: int, strict: bool = False) -> Monitor:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8 * 64, 10)).to(device)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10)
+    ).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     mon = Monitor(model, num_classes=10)
     gen = torch.Generator().manual_seed(0)

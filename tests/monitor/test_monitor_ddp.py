@@ -15,8 +15,10 @@ STEPS = 120
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="needs torch.distributed with gloo")
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed with gloo",
+)
 def test_two_ranks_match_one_process(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     single, _ = train_global(STEPS)
@@ -27,8 +29,9 @@ def test_two_ranks_match_one_process(tmp_path: Path) -> None:
     assert "LR_MISMATCH" in codes  # lr 1e-6: the root, with the loss at chance attached
     for r in ranks:
         assert [f["code"] for f in r["findings"]] == codes
-        assert [f["evidence"].get("consequences") for f in r["findings"]] == \
-            [f.evidence.get("consequences") for f in single.findings]
+        assert [f["evidence"].get("consequences") for f in r["findings"]] == [
+            f.evidence.get("consequences") for f in single.findings
+        ]
         assert [f["evidence"]["step"] for f in r["findings"]] == [f.evidence["step"] for f in single.findings]
         np.testing.assert_allclose(r["history"]["loss"], single.history()["loss"], rtol=1e-5)
         np.testing.assert_allclose(np.array(r["history"]["grad"]), np.array(single.history()["grad"]), rtol=1e-4)

@@ -118,8 +118,8 @@ def test_reinit_matches_the_published_standard_deviation(scheme: str, nonlineari
 
 
 def test_suggestions() -> None:
-    assert suggest_lr(0.1, update_ratio=0.05) == pytest.approx(0.002)   # 0.1 * 1e-3 / 0.05
+    assert suggest_lr(0.1, update_ratio=0.05) == pytest.approx(0.002)  # 0.1 * 1e-3 / 0.05
     assert suggest_lr(0.3) == pytest.approx(0.03)
-    assert suggest_lr(0.5, cut=math.sqrt(10)) == pytest.approx(0.16)      # 0.158 to two digits
+    assert suggest_lr(0.5, cut=math.sqrt(10)) == pytest.approx(0.16)  # 0.158 to two digits
     assert suggest_clip_norm([3.0, 1.0, float("nan"), 2.0, float("inf")]) == 2.0
     assert suggest_clip_norm([]) == 1.0

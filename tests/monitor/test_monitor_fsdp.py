@@ -47,8 +47,9 @@ def test_fsdp2_two_ranks_match_one_process(tmp_path: Path) -> None:
         np.testing.assert_allclose(np.array(r["history"]["grad"]), np.array(single.history()["grad"]), rtol=1e-4)
         for a, b in zip(r["report"]["layers"], layers):
             assert (a["name"], a["units"], a["dead_units"]) == (b["name"], b["units"], b["dead_units"])
-            np.testing.assert_allclose([a["grad_norm"], a["weight_norm"]], [b["grad_norm"], b["weight_norm"]],
-                                       rtol=1e-4)
+            np.testing.assert_allclose(
+                [a["grad_norm"], a["weight_norm"]], [b["grad_norm"], b["weight_norm"]], rtol=1e-4
+            )
         for a, b in zip(r["report"]["groups"], single.report().groups):
             np.testing.assert_allclose(a["update_ratio"], b["update_ratio"], rtol=1e-3)
         assert r["history"]["param_names"] == single.history()["param_names"]

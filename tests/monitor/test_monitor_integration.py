@@ -152,46 +152,79 @@ def fault(run: Run, reported: set[str], attached: set[str] = set()) -> Fault:  #
 
 
 FAULTS: dict[str, Fault] = {
-    "NAN_LOSS": fault(Run(plain_cnn, sgd(0.05), transform=nan_pixel, steps=75), {"NAN_LOSS"},
-                      {"CONSTANT_PREDICTION"}),
+    "NAN_LOSS": fault(Run(plain_cnn, sgd(0.05), transform=nan_pixel, steps=75), {"NAN_LOSS"}, {"CONSTANT_PREDICTION"}),
     # a schedule that grows the learning rate 2% per step (gamma=1.02, meant as 0.98)
-    "LOSS_DIVERGING": fault(Run(plain_cnn, sgd(0.01), steps=250, schedule=lambda o: torch.optim.lr_scheduler.
-                                ExponentialLR(o, gamma=1.02)), {"LOSS_DIVERGING"}, {"LOSS_OSCILLATING"}),
+    "LOSS_DIVERGING": fault(
+        Run(plain_cnn, sgd(0.01), steps=250, schedule=lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=1.02)),
+        {"LOSS_DIVERGING"},
+        {"LOSS_OSCILLATING"},
+    ),
     "LOSS_OSCILLATING": fault(Run(linear, lambda m: torch.optim.Adam(m.parameters(), lr=2.0)), {"LOSS_OSCILLATING"}),
     # a learning rate 1e5 too small: the update ratio names the cause, the loss at chance follows
-    "LOSS_AT_CHANCE": fault(Run(plain_cnn, sgd(1e-6), steps=150), {"LR_MISMATCH"},
-                            {"CONSTANT_PREDICTION", "LOSS_AT_CHANCE"}),
+    "LOSS_AT_CHANCE": fault(
+        Run(plain_cnn, sgd(1e-6), steps=150), {"LR_MISMATCH"}, {"CONSTANT_PREDICTION", "LOSS_AT_CHANCE"}
+    ),
     "DEAD_RELU": fault(Run(plain_cnn, sgd(1.0), steps=200), {"LR_MISMATCH", "DEAD_RELU"}, {"LOSS_AT_CHANCE"}),
-    "DEAD_RELU_INIT": fault(Run(lambda: plain_cnn(bn=True), sgd(0.05), steps=150, before=dead_bn_bias),
-                            {"DEAD_RELU"}, {"LOSS_AT_CHANCE"}),
+    "DEAD_RELU_INIT": fault(
+        Run(lambda: plain_cnn(bn=True), sgd(0.05), steps=150, before=dead_bn_bias), {"DEAD_RELU"}, {"LOSS_AT_CHANCE"}
+    ),
     # LeakyReLU blown up by a learning rate far too high: NaN weights give zero-looking gradients
     # for 100+ steps, but no unit of this net can die, and the NaN is the cause of what follows
-    "NAN_LOSS_LEAKY": fault(Run(leaky_cnn, sgd(3.0), steps=150), {"NAN_LOSS", "EXPLODING_GRADIENT"},
-                            {"CONSTANT_PREDICTION"}),
-    "VANISHING_GRADIENT": fault(Run(lambda: deep_stack(10, nn.Sigmoid), sgd(0.05), steps=150),
-                                {"VANISHING_GRADIENT"}, {"LOSS_AT_CHANCE"}),
-    "EXPLODING_GRADIENT": fault(Run(linear, sgd(2.0), criterion=mse, steps=100), {"EXPLODING_GRADIENT", "NAN_LOSS"},
-                                {"LOSS_DIVERGING", "LR_MISMATCH"}),
-    "OVERFITTING": fault(Run(plain_cnn, lambda m: torch.optim.Adam(m.parameters(), lr=3e-3), subset=128,
-                             batch_size=16, steps=250, transform=noisy_labels), {"OVERFITTING"}),
-    "CONSTANT_PREDICTION": fault(Run(plain_cnn, sgd(0.05), transform=imbalanced_shuffled_labels, steps=150),
-                                 {"CONSTANT_PREDICTION"}, {"LOSS_AT_CHANCE"}),
+    "NAN_LOSS_LEAKY": fault(
+        Run(leaky_cnn, sgd(3.0), steps=150), {"NAN_LOSS", "EXPLODING_GRADIENT"}, {"CONSTANT_PREDICTION"}
+    ),
+    "VANISHING_GRADIENT": fault(
+        Run(lambda: deep_stack(10, nn.Sigmoid), sgd(0.05), steps=150), {"VANISHING_GRADIENT"}, {"LOSS_AT_CHANCE"}
+    ),
+    "EXPLODING_GRADIENT": fault(
+        Run(linear, sgd(2.0), criterion=mse, steps=100),
+        {"EXPLODING_GRADIENT", "NAN_LOSS"},
+        {"LOSS_DIVERGING", "LR_MISMATCH"},
+    ),
+    "OVERFITTING": fault(
+        Run(
+            plain_cnn,
+            lambda m: torch.optim.Adam(m.parameters(), lr=3e-3),
+            subset=128,
+            batch_size=16,
+            steps=250,
+            transform=noisy_labels,
+        ),
+        {"OVERFITTING"},
+    ),
+    "CONSTANT_PREDICTION": fault(
+        Run(plain_cnn, sgd(0.05), transform=imbalanced_shuffled_labels, steps=150),
+        {"CONSTANT_PREDICTION"},
+        {"LOSS_AT_CHANCE"},
+    ),
     "CONSTANT_LABELS": fault(Run(plain_cnn, sgd(0.05), transform=constant_labels, steps=75), {"CONSTANT_PREDICTION"}),
-    "DEGENERATE_TARGETS": fault(Run(plain_cnn, sgd(0.05), transform=soft_labels_wrong_dim, steps=50),
-                                {"DEGENERATE_TARGETS"}),
+    "DEGENERATE_TARGETS": fault(
+        Run(plain_cnn, sgd(0.05), transform=soft_labels_wrong_dim, steps=50), {"DEGENERATE_TARGETS"}
+    ),
     "BN_SMALL_BATCH": fault(Run(lambda: plain_cnn(bn=True), sgd(0.01), batch_size=4, steps=100), {"BN_SMALL_BATCH"}),
-    "FROZEN_BN_UPDATING": fault(Run(finetune_model, sgd(0.005), batch_size=8, steps=100), {"FROZEN_BN_UPDATING"},
-                                {"BN_SMALL_BATCH"}),
+    "FROZEN_BN_UPDATING": fault(
+        Run(finetune_model, sgd(0.005), batch_size=8, steps=100), {"FROZEN_BN_UPDATING"}, {"BN_SMALL_BATCH"}
+    ),
     "NO_GRADIENT": fault(Run(Detached, sgd(0.05), steps=100), {"NO_GRADIENT"}),
-    "LR_MISMATCH": fault(Run(plain_cnn, lambda m: torch.optim.SGD(param_groups(m, m[-1], 0.05, head_lr_mult=1e-5),
-                                                                  momentum=0.9), steps=100), {"LR_MISMATCH"}),
+    "LR_MISMATCH": fault(
+        Run(
+            plain_cnn,
+            lambda m: torch.optim.SGD(param_groups(m, m[-1], 0.05, head_lr_mult=1e-5), momentum=0.9),
+            steps=100,
+        ),
+        {"LR_MISMATCH"},
+    ),
 }
 SLOW_FAULTS = {"VANISHING_GRADIENT", "OVERFITTING", "LOSS_DIVERGING", "DEAD_RELU_INIT", "NAN_LOSS_LEAKY"}
 
 HEALTHY: dict[str, Run] = {
     "plain_cnn": Run(plain_cnn, sgd(0.05)),
-    "resnet_momentum_cosine": Run(lambda: ResNetTiny(8), sgd(0.1), steps=200,
-                                  schedule=lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 200)),
+    "resnet_momentum_cosine": Run(
+        lambda: ResNetTiny(8),
+        sgd(0.1),
+        steps=200,
+        schedule=lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 200),
+    ),
     "finetune_frozen_bn": Run(finetune_model, sgd(0.005), batch_size=8, steps=200, before=freeze_bn),
     # DEAD_RELU_INIT's BatchNorm biases at -5 behind LeakyReLU: the units recover, nothing is dead
     "leaky_dead_bn_bias": Run(lambda: leaky_cnn(bn=True), sgd(0.05), steps=150, before=dead_bn_bias),
@@ -238,22 +271,34 @@ def _first_poisoned_step() -> int:
 
 EVIDENCE: dict[str, Callable[[dict[str, Finding]], None]] = {
     "NAN_LOSS": lambda f: _eq(f["NAN_LOSS"].evidence["first_step"], _first_poisoned_step()),
-    "BN_SMALL_BATCH": lambda f: _eq((f["BN_SMALL_BATCH"].evidence["batch_size"],
-                                     f["BN_SMALL_BATCH"].evidence["bn_layers_training"]), (4, 2)),
+    "BN_SMALL_BATCH": lambda f: _eq(
+        (f["BN_SMALL_BATCH"].evidence["batch_size"], f["BN_SMALL_BATCH"].evidence["bn_layers_training"]), (4, 2)
+    ),
     "FROZEN_BN_UPDATING": lambda f: _eq(sorted(f["FROZEN_BN_UPDATING"].evidence["layers"]), ["1", "4"]),
-    "NO_GRADIENT": lambda f: _eq(f["NO_GRADIENT"].evidence["parameters"], ["body.0.weight", "body.0.bias",
-                                                                           "body.3.weight", "body.3.bias"]),
-    "LR_MISMATCH": lambda f: _eq((f["LR_MISMATCH"].where, f["LR_MISMATCH"].evidence["lr"]),
-                                 ("head", pytest.approx(0.05 * 1e-5))),
-    "CONSTANT_PREDICTION": lambda f: _eq((f["CONSTANT_PREDICTION"].evidence["class"],
-                                          f["CONSTANT_PREDICTION"].evidence["cause"]), (0, "model")),
-    "CONSTANT_LABELS": lambda f: _eq((f["CONSTANT_PREDICTION"].evidence["target_class"],
-                                      f["CONSTANT_PREDICTION"].evidence["cause"]), (0, "degenerate_targets")),
+    "NO_GRADIENT": lambda f: _eq(
+        f["NO_GRADIENT"].evidence["parameters"], ["body.0.weight", "body.0.bias", "body.3.weight", "body.3.bias"]
+    ),
+    "LR_MISMATCH": lambda f: _eq(
+        (f["LR_MISMATCH"].where, f["LR_MISMATCH"].evidence["lr"]), ("head", pytest.approx(0.05 * 1e-5))
+    ),
+    "CONSTANT_PREDICTION": lambda f: _eq(
+        (f["CONSTANT_PREDICTION"].evidence["class"], f["CONSTANT_PREDICTION"].evidence["cause"]), (0, "model")
+    ),
+    "CONSTANT_LABELS": lambda f: _eq(
+        (f["CONSTANT_PREDICTION"].evidence["target_class"], f["CONSTANT_PREDICTION"].evidence["cause"]),
+        (0, "degenerate_targets"),
+    ),
     # every one of the 32 rows of a batch is normalised over the batch, none sums to 1 (first sync)
-    "DEGENERATE_TARGETS": lambda f: _eq((f["DEGENERATE_TARGETS"].evidence["soft_rows_not_summing_to_1"],
-                                         f["DEGENERATE_TARGETS"].evidence["first_step"]), (32 * 25, 0)),
-    "VANISHING_GRADIENT": lambda f: _eq((f["VANISHING_GRADIENT"].evidence["first_layer"],
-                                         f["VANISHING_GRADIENT"].evidence["last_layer"]), ("0", "21")),
+    "DEGENERATE_TARGETS": lambda f: _eq(
+        (
+            f["DEGENERATE_TARGETS"].evidence["soft_rows_not_summing_to_1"],
+            f["DEGENERATE_TARGETS"].evidence["first_step"],
+        ),
+        (32 * 25, 0),
+    ),
+    "VANISHING_GRADIENT": lambda f: _eq(
+        (f["VANISHING_GRADIENT"].evidence["first_layer"], f["VANISHING_GRADIENT"].evidence["last_layer"]), ("0", "21")
+    ),
     # the layers that died are the ReLU ones; the last linear (no activation after it) is never judged
     "DEAD_RELU_INIT": lambda f: _eq({x["activation"] for x in f["DEAD_RELU"].evidence["layers"]}, {"relu"}),
 }
@@ -263,8 +308,7 @@ def _eq(got: object, want: object) -> None:
     assert got == want
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_HEALTHY else n
-                                  for n in HEALTHY])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_HEALTHY else n for n in HEALTHY])
 def test_healthy_run_raises_nothing(name: str) -> None:
     mon, _ = train(HEALTHY[name])
     loud = [f for f in mon.findings if f.severity in (Severity.ERROR, Severity.WARNING)]

@@ -36,13 +36,25 @@ class DigitsModule(pl.LightningModule):
 
 def fit(batch_size: int, batches: int) -> MonitorCallback:
     x, y, xv, yv = data(0)
-    train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                                        generator=torch.Generator().manual_seed(0))
+    train = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xv, yv), batch_size=300)
     cb = MonitorCallback(num_classes=10)
-    trainer = pl.Trainer(max_epochs=3, limit_train_batches=batches, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[cb])
+    trainer = pl.Trainer(
+        max_epochs=3,
+        limit_train_batches=batches,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[cb],
+    )
     trainer.fit(DigitsModule(), train, val)
     return cb
 

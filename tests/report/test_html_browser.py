@@ -19,8 +19,16 @@ from convdoctor.report import Format, render
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = Path(os.environ.get("CONVDOCTOR_ARTIFACTS", ROOT / "artifacts"))
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 #: test-only instrumentation: report broken images to the console and mark the DOM when done.
 PROBE = """<script>window.addEventListener('load', () => {
   const bad = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0));
@@ -71,8 +79,21 @@ def test_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     probed = tmp_path / "probed.html"
     probed.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
     profile = ["--user-data-dir=" + str(tmp_path / "profile")]
-    dom = subprocess.run([browser, *FLAGS, *profile, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-                          "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        [
+            browser,
+            *FLAGS,
+            *profile,
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            probed.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     for section in ("findings", "inspect", "rf", "audit", "bench", "monitor"):
         assert f'id="{section}"' in dom.stdout, f"section {section} missing"
@@ -83,8 +104,19 @@ def test_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     assert not console, console
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "html_report.png"
-    subprocess.run([browser, *FLAGS, "--user-data-dir=" + str(tmp_path / "profile2"), "--window-size=1280,4000",
-                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [
+            browser,
+            *FLAGS,
+            "--user-data-dir=" + str(tmp_path / "profile2"),
+            "--window-size=1280,4000",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert shot.stat().st_size > 10_000
 
 

@@ -125,8 +125,11 @@ def random_net(draw: st.DrawFn) -> tuple[RandomNet, tuple[int, int, int, int]]:
             break
         src = draw(st.integers(max(0, len(shapes) - 3), len(shapes) - 1))
         kind = draw(st.sampled_from(["conv", "conv", "max", "avg", "add", "cat"]))
-        drawn = _draw_step(draw, kind, src, shapes, field) if kind in ("conv", "max", "avg") \
+        drawn = (
+            _draw_step(draw, kind, src, shapes, field)
+            if kind in ("conv", "max", "avg")
             else _draw_merge(draw, kind, src, shapes, field)
+        )
         if not drawn or any(b[0] > FIELD_BUDGET * min(h, w) for _, _, b in drawn):
             continue
         for step, shape, bound in drawn:
@@ -139,8 +142,9 @@ def random_net(draw: st.DrawFn) -> tuple[RandomNet, tuple[int, int, int, int]]:
     return RandomNet(in_ch, steps, [c for c, _, _ in shapes]), (1, in_ch, h, w)
 
 
-def _draw_step(draw: st.DrawFn, kind: str, src: int, shapes: list[tuple[int, int, int]],
-               field: list[tuple[int, int]]) -> Drawn:
+def _draw_step(
+    draw: st.DrawFn, kind: str, src: int, shapes: list[tuple[int, int, int]], field: list[tuple[int, int]]
+) -> Drawn:
     c, h, w = shapes[src]
     size, jump = field[src]
     pool = None if kind == "conv" else kind
@@ -158,8 +162,14 @@ def _draw_step(draw: st.DrawFn, kind: str, src: int, shapes: list[tuple[int, int
 
 
 def _options(n_in: int, n_out: int) -> list[tuple[int, int, int, int]]:
-    return [(k, s, p, d) for k in range(1, 8) for s in (1, 2, 3) for d in (1, 2, 3) for p in range(k + 1)
-            if out_size(n_in, k, s, p, d) == n_out]
+    return [
+        (k, s, p, d)
+        for k in range(1, 8)
+        for s in (1, 2, 3)
+        for d in (1, 2, 3)
+        for p in range(k + 1)
+        if out_size(n_in, k, s, p, d) == n_out
+    ]
 
 
 def _pick(draw: st.DrawFn, options: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
@@ -168,8 +178,9 @@ def _pick(draw: st.DrawFn, options: list[tuple[int, int, int, int]]) -> tuple[in
     return draw(st.sampled_from([o for o in options if o[1] == stride]))
 
 
-def _draw_merge(draw: st.DrawFn, kind: str, src: int, shapes: list[tuple[int, int, int]],
-                field: list[tuple[int, int]]) -> Drawn:
+def _draw_merge(
+    draw: st.DrawFn, kind: str, src: int, shapes: list[tuple[int, int, int]], field: list[tuple[int, int]]
+) -> Drawn:
     """A conv branch from an earlier tensor, drawn among those that give ``src``'s size, then the merge."""
     base = draw(st.integers(max(0, src - 3), src - 1)) if src > 0 else 0
     _, h0, w0 = shapes[base]

@@ -55,8 +55,14 @@ def test_example_input_and_a_functional_model() -> None:
 
 @pytest.mark.parametrize("method", ["analytic", "gradient"])
 def test_the_users_model_is_unchanged(method: str) -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.3),
-                          nn.MaxPool2d(2), nn.Conv2d(4, 4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3),
+    )
     model.train()
     model[1].eval()  # mixed flags: a BN frozen inside a training model
     before, flags = state_dict_digest(model), training_flags(model)
@@ -124,15 +130,18 @@ def test_rf_uncounted_lists_the_op() -> None:
     assert f.evidence["ops"] == {"aten.cumsum": 1} and report.uncounted_ops == {"aten.cumsum": 1}
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"layer": "conv9"}, "unknown layer 'conv9'"),
-    ({"layer": "lyr"}, "did you mean"),
-    ({"object_size": 0}, "must be positive"),
-    ({"object_size": -3}, "must be positive"),
-    ({"object_size": "big"}, "not an integer"),
-    ({"object_size": "4x4x4"}, "has 3 values"),
-    ({"method": "magic"}, "choose analytic or gradient"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"layer": "conv9"}, "unknown layer 'conv9'"),
+        ({"layer": "lyr"}, "did you mean"),
+        ({"object_size": 0}, "must be positive"),
+        ({"object_size": -3}, "must be positive"),
+        ({"object_size": "big"}, "not an integer"),
+        ({"object_size": "4x4x4"}, "has 3 values"),
+        ({"method": "magic"}, "choose analytic or gradient"),
+    ],
+)
 def test_bad_arguments_are_one_line_usage_errors(kwargs: dict[str, object], match: str) -> None:
     class Named(nn.Module):
         def __init__(self) -> None:
@@ -157,17 +166,17 @@ def test_a_model_without_spatial_ops_is_a_usage_error() -> None:
 
 #: factory -> (focus layer, size, start) by hand from tests/fixtures/models.py, one axis (square)
 ZOO_FIELDS = {
-    Z.SharedTwice: ("", 5, -2),            # the same 3x3 pad-1 conv twice: 1 + 2 + 2
-    Z.DictOut: ("body", 3, -1),            # 3x3 pad 1, then a global mean (not local)
+    Z.SharedTwice: ("", 5, -2),  # the same 3x3 pad-1 conv twice: 1 + 2 + 2
+    Z.DictOut: ("body", 3, -1),  # 3x3 pad 1, then a global mean (not local)
     Z.FrozenBackbone: ("backbone", 3, -1),
-    Z.DataDependent: ("", None, None),     # one branch's field: 3x3 pad 1 (3, -1) or 5x5 pad 2 (5, -2)
-    Z.BiasBeforeBN: ("", 13, -6),          # 7x7 pad 3, 3x3 pad 1, 5x5 pad 2: 1 + 6 + 2 + 4
-    Z.WithDropout: ("bn", 3, 0),           # 3x3 without padding
+    Z.DataDependent: ("", None, None),  # one branch's field: 3x3 pad 1 (3, -1) or 5x5 pad 2 (5, -2)
+    Z.BiasBeforeBN: ("", 13, -6),  # 7x7 pad 3, 3x3 pad 1, 5x5 pad 2: 1 + 6 + 2 + 4
+    Z.WithDropout: ("bn", 3, 0),  # 3x3 without padding
     Z.LazyHead: ("conv", 3, 0),
     # inexact rules (transposed conv, bilinear upsampling): an upper bound, checked against autograd
     # (bounds are whole pixels: the fractional interval's ceil(lo)..floor(hi), still containing autograd's)
-    Z.CatAddInterp: ("", 8, None),         # 3x3 then 3x3/2 = 5 + 2*2 = 9 real px wide, bilinear x2: 8 whole px
-    Z.Convs: ("", 10, None),               # 3, 3, 3 dil. 2 = 9; 4x4/2 transposed: + (4 - 1) / 2 = 10.5 real px
+    Z.CatAddInterp: ("", 8, None),  # 3x3 then 3x3/2 = 5 + 2*2 = 9 real px wide, bilinear x2: 8 whole px
+    Z.Convs: ("", 10, None),  # 3, 3, 3 dil. 2 = 9; 4x4/2 transposed: + (4 - 1) / 2 = 10.5 real px
 }
 ZOO_JUMPS = {Z.Convs: Fraction(1, 2)}  # the transposed stride 2 halves the step between output units
 

@@ -89,8 +89,7 @@ def test_object_size_names_the_level_that_takes_it() -> None:
     assert f.evidence["level"] == "fpn[0]" and f.where == "fpn[0]" and f.evidence["units"] == [10.0, 10.0]
     # 64 px belongs to stride 8 (8 units); the shallow model's field there (63) misses it by a pixel
     big = receptive_field(model, SHAPE, object_size=64)
-    (f,) = [f for f in big.findings if f.code.startswith("RF_")
-            and f.code in ("RF_OBJECT_LEVEL", "RF_TOO_SMALL")]
+    (f,) = [f for f in big.findings if f.code.startswith("RF_") and f.code in ("RF_OBJECT_LEVEL", "RF_TOO_SMALL")]
     assert f.code == "RF_TOO_SMALL" and f.where == "fpn[1]" and f.evidence["field"] == [63, 63]
 
 
@@ -125,6 +124,7 @@ def test_torchvision_detector_reports_its_fpn_levels() -> None:
 def test_yolo_p3_p4_p5_levels_and_object_assignment() -> None:
     """Ultralytics YOLOv8n built from its packaged yaml (random weights, nothing downloads)."""
     import ultralytics.nn.tasks as tasks  # a declared test dependency: a broken release fails
+
     torch.manual_seed(0)
     model = tasks.DetectionModel("yolov8n.yaml", verbose=False).eval()
     report = receptive_field(model, (1, 3, 256, 256))

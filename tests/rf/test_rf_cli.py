@@ -70,8 +70,9 @@ def test_fail_on_warning_turns_the_finding_into_exit_1() -> None:
 
 
 def test_gradient_method_from_the_command_line() -> None:
-    code, out, _ = run("rf", "torchvision:resnet18", "--input", "1x3x128x128", "--method", "gradient",
-                       "--layer", "layer1", "--json")
+    code, out, _ = run(
+        "rf", "torchvision:resnet18", "--input", "1x3x128x128", "--method", "gradient", "--layer", "layer1", "--json"
+    )
     assert code == 0
     (row,) = json.loads(out)["layers"]
     assert row["size"] == [43, 43] and row["jump"] == [4, 4] and row["clipped"] == [False, False]
@@ -95,14 +96,17 @@ def test_file_factory_without_spatial_ops(tmp_path: Path) -> None:
     assert err.count("\n") == 1 and "no spatial op" in err
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--layer", "layer9"], "unknown layer 'layer9'; did you mean layer4, layer3, layer2?"),
-    (["--object-size", "0"], "must be positive"),
-    (["--object-size", "-4"], "must be positive"),
-    (["--object-size", "wide"], "not an integer"),
-    (["--method", "magic"], "choose analytic or gradient"),
-    (["--input", "1x3"], "no spatial dims"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--layer", "layer9"], "unknown layer 'layer9'; did you mean layer4, layer3, layer2?"),
+        (["--object-size", "0"], "must be positive"),
+        (["--object-size", "-4"], "must be positive"),
+        (["--object-size", "wide"], "not an integer"),
+        (["--method", "magic"], "choose analytic or gradient"),
+        (["--input", "1x3"], "no spatial dims"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
     code, out, err = run("rf", "torchvision:resnet18", *args)
     assert code == 2 and out == ""

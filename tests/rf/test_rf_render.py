@@ -13,9 +13,13 @@ from convdoctor.rf_api import receptive_field
 
 def _model() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Sequential(nn.Conv2d(8, 8, (3, 5), padding=(1, 2)), nn.Upsample(scale_factor=2)),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
     )
 
 
@@ -31,6 +35,9 @@ def test_table_rows_agree_with_the_json_document() -> None:
     for row in doc["layers"]:
         if row["size"][0] is not None and row["name"]:
             size = "x".join(str(s) for s in row["size"]) if row["size"][0] != row["size"][1] else str(row["size"][0])
-            cells = next(cells for cells in (line.split("│") for line in text.splitlines())
-                         if len(cells) > 4 and cells[1].strip() == row["name"])
+            cells = next(
+                cells
+                for cells in (line.split("│") for line in text.splitlines())
+                if len(cells) > 4 and cells[1].strip() == row["name"]
+            )
             assert cells[4].strip() == size, (row["name"], cells)

@@ -71,35 +71,100 @@ def _windows(x: torch.Tensor, m: nn.ModuleDict) -> torch.Tensor:
 
 CASES = {
     # name: (model, input shape, exact, global)
-    "conv_nonsquare_strided_dilated": (conv(k=(3, 5), stride=(2, 1), padding=(1, 0), dilation=(1, 2)), (1, 2, 40, 40), True, False),
-    "conv1d": (nn.Sequential(nn.Conv1d(2, 2, 5, stride=2, padding=1), nn.Conv1d(2, 2, 3, dilation=3)), (1, 2, 90), True, False),
+    "conv_nonsquare_strided_dilated": (
+        conv(k=(3, 5), stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
+        (1, 2, 40, 40),
+        True,
+        False,
+    ),
+    "conv1d": (
+        nn.Sequential(nn.Conv1d(2, 2, 5, stride=2, padding=1), nn.Conv1d(2, 2, 3, dilation=3)),
+        (1, 2, 90),
+        True,
+        False,
+    ),
     "conv3d": (nn.Conv3d(1, 1, (1, 3, 5), stride=(1, 2, 1), padding=(0, 1, 2)), (1, 1, 3, 20, 20), True, False),
-    "conv_transpose_s1": (nn.Sequential(conv(k=3, stride=2), nn.ConvTranspose2d(2, 2, 3, padding=1, dilation=2)), (1, 2, 40, 40), True, False),
-    "conv_transpose_s2": (nn.Sequential(conv(k=3, stride=2), nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1)), (1, 2, 40, 40), False, False),
-    "maxpool_ceil_dilated": (nn.Sequential(conv(), nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True), conv()), (1, 2, 41, 41), True, False),
-    "avgpool_no_pad_count": (nn.Sequential(nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), conv()), (1, 2, 33, 33), True, False),
+    "conv_transpose_s1": (
+        nn.Sequential(conv(k=3, stride=2), nn.ConvTranspose2d(2, 2, 3, padding=1, dilation=2)),
+        (1, 2, 40, 40),
+        True,
+        False,
+    ),
+    "conv_transpose_s2": (
+        nn.Sequential(conv(k=3, stride=2), nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1)),
+        (1, 2, 40, 40),
+        False,
+        False,
+    ),
+    "maxpool_ceil_dilated": (
+        nn.Sequential(conv(), nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True), conv()),
+        (1, 2, 41, 41),
+        True,
+        False,
+    ),
+    "avgpool_no_pad_count": (
+        nn.Sequential(nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), conv()),
+        (1, 2, 33, 33),
+        True,
+        False,
+    ),
     "lp_pool": (nn.Sequential(conv(), nn.LPPool2d(2, 3, 2), conv()), (1, 2, 40, 40), True, False),
     "adaptive_even": (nn.Sequential(conv(padding=1), nn.AdaptiveAvgPool2d(8), conv()), (1, 2, 64, 64), True, False),
     "adaptive_max_even": (nn.Sequential(nn.AdaptiveMaxPool2d((10, 5)), conv()), (1, 2, 40, 40), True, False),
     "adaptive_uneven": (nn.Sequential(conv(), nn.AdaptiveAvgPool2d(7), conv()), (1, 2, 40, 40), False, False),
     "global_pool_gate": (Fn(_se, c=conv(padding=1), g=conv(k=1)), (1, 2, 24, 24), True, True),
-    "upsample_nearest": (nn.Sequential(conv(stride=2), nn.Upsample(scale_factor=2), conv()), (1, 2, 40, 40), False, False),
-    "upsample_bilinear": (nn.Sequential(conv(stride=2), nn.Upsample(scale_factor=2, mode="bilinear"), conv()), (1, 2, 40, 40), False, False),
+    "upsample_nearest": (
+        nn.Sequential(conv(stride=2), nn.Upsample(scale_factor=2), conv()),
+        (1, 2, 40, 40),
+        False,
+        False,
+    ),
+    "upsample_bilinear": (
+        nn.Sequential(conv(stride=2), nn.Upsample(scale_factor=2, mode="bilinear"), conv()),
+        (1, 2, 40, 40),
+        False,
+        False,
+    ),
     "downsample_nearest": (nn.Sequential(conv(), nn.Upsample(scale_factor=0.5), conv()), (1, 2, 40, 40), True, False),
     "pad_constant": (Fn(lambda x, m: m["c"](F.pad(x, (1, 2, 3, 0))), c=conv()), (1, 2, 30, 30), True, False),
-    "pad_reflect": (nn.Sequential(nn.ReflectionPad2d(2), conv(), nn.ReplicationPad2d((1, 0, 0, 1)), conv()), (1, 2, 30, 30), True, False),
+    "pad_reflect": (
+        nn.Sequential(nn.ReflectionPad2d(2), conv(), nn.ReplicationPad2d((1, 0, 0, 1)), conv()),
+        (1, 2, 30, 30),
+        True,
+        False,
+    ),
     "pixel_unshuffle": (nn.Sequential(conv(), nn.PixelUnshuffle(2), conv(8, 2)), (1, 2, 40, 40), True, False),
     "pixel_shuffle": (nn.Sequential(conv(2, 8), nn.PixelShuffle(2), conv()), (1, 2, 30, 30), False, False),
     "spatial_slice": (Fn(lambda x, m: m["c"](m["c"](x)[:, :, 3:, ::2]), c=conv()), (1, 2, 40, 40), True, False),
-    "flip": (Fn(lambda x, m: m["c"](torch.flip(m["d"](x), (2, 3))), c=conv(), d=conv(k=(1, 5), padding=(0, 1))), (1, 2, 31, 31), True, False),
-    "channels_last_mlp": (Fn(_nhwc, dw=nn.Conv2d(2, 2, 7, padding=3, groups=2), ln=nn.LayerNorm(2), lin=nn.Linear(2, 4)), (1, 2, 30, 30), True, False),
+    "flip": (
+        Fn(lambda x, m: m["c"](torch.flip(m["d"](x), (2, 3))), c=conv(), d=conv(k=(1, 5), padding=(0, 1))),
+        (1, 2, 31, 31),
+        True,
+        False,
+    ),
+    "channels_last_mlp": (
+        Fn(_nhwc, dw=nn.Conv2d(2, 2, 7, padding=3, groups=2), ln=nn.LayerNorm(2), lin=nn.Linear(2, 4)),
+        (1, 2, 30, 30),
+        True,
+        False,
+    ),
     "group_norm": (nn.Sequential(conv(), nn.GroupNorm(1, 2), conv()), (1, 2, 30, 30), True, True),
-    "channel_split_shuffle": (Fn(_shuffle, c=conv(2, 4, padding=1), d=conv(padding=1), e=conv(4, 2)), (1, 2, 30, 30), True, False),
+    "channel_split_shuffle": (
+        Fn(_shuffle, c=conv(2, 4, padding=1), d=conv(padding=1), e=conv(4, 2)),
+        (1, 2, 30, 30),
+        True,
+        False,
+    ),
     # TResNet's SpaceToDepth written with view/permute, and a window partition (Swin-style)
     "space_to_depth_view": (Fn(_s2d, c=conv(padding=1), e=conv(8, 2)), (1, 2, 40, 40), True, False),
     "window_partition": (Fn(_windows, c=conv(padding=1), e=nn.Linear(32, 2)), (1, 2, 40, 40), True, False),
     # a channel slice of a concatenation of different paths: only an upper bound
-    "channel_slice_of_concat": (Fn(lambda x, m: torch.cat([m["c"](x), m["d"](x)], 1)[:, :2], c=conv(padding=1), d=conv(k=7, padding=3)), (1, 2, 30, 30), False, False),
+    "channel_slice_of_concat": (
+        Fn(lambda x, m: torch.cat([m["c"](x), m["d"](x)], 1)[:, :2], c=conv(padding=1), d=conv(k=7, padding=3)),
+        (1, 2, 30, 30),
+        False,
+        False,
+    ),
 }
 
 
@@ -176,20 +241,26 @@ def test_registry_rejects_duplicates_and_non_ops() -> None:
     assert "aten.convolution" in RF_RULES and "aten.max_pool2d_with_indices" in RF_RULES
 
 
-@pytest.mark.parametrize("layout, shape, expected", [
-    # channel shuffle: (N, C, H, W) -> (N, g, C/g, H, W) keeps H and W in their own dims
-    (((), ((-1, 116),), ((0, 28),), ((1, 28),)), (1, 2, 58, 28, 28),
-     ((), ((-1, 2),), ((-1, 58),), ((0, 28),), ((1, 28),))),
-    # one-unit axes follow into size-1 dims, and are dropped by a flatten
-    (((), ((-1, 8),), ((0, 1),), ((1, 1),)), (1, 2, 4, 1, 1), ((), ((-1, 2),), ((-1, 4),), ((0, 1),), ((1, 1),))),
-    (((), ((-1, 8),), ((0, 1),), ((1, 1),)), (1, 8), ((), ((-1, 8),))),
-    # squeezing a one-unit H leaves W alone in its dim
-    (((), ((-1, 3),), ((0, 1),), ((1, 20),)), (1, 3, 20), ((), ((-1, 3),), ((1, 20),))),
-    # flatten for a linear layer merges C, H and W into one dim
-    (((), ((-1, 8),), ((0, 3),), ((1, 4),)), (1, 96), ((), ((-1, 8), (0, 3), (1, 4)))),
-    # a view that splits H: the outer factor keeps the axis, the inner 2 positions go to channels
-    (((), ((-1, 8),), ((0, 4),), ((1, 4),)), (1, 8, 2, 8), ((), ((-1, 8),), ((0, 2),), ((-1, 2), (1, 4)))),
-])
+@pytest.mark.parametrize(
+    "layout, shape, expected",
+    [
+        # channel shuffle: (N, C, H, W) -> (N, g, C/g, H, W) keeps H and W in their own dims
+        (
+            ((), ((-1, 116),), ((0, 28),), ((1, 28),)),
+            (1, 2, 58, 28, 28),
+            ((), ((-1, 2),), ((-1, 58),), ((0, 28),), ((1, 28),)),
+        ),
+        # one-unit axes follow into size-1 dims, and are dropped by a flatten
+        (((), ((-1, 8),), ((0, 1),), ((1, 1),)), (1, 2, 4, 1, 1), ((), ((-1, 2),), ((-1, 4),), ((0, 1),), ((1, 1),))),
+        (((), ((-1, 8),), ((0, 1),), ((1, 1),)), (1, 8), ((), ((-1, 8),))),
+        # squeezing a one-unit H leaves W alone in its dim
+        (((), ((-1, 3),), ((0, 1),), ((1, 20),)), (1, 3, 20), ((), ((-1, 3),), ((1, 20),))),
+        # flatten for a linear layer merges C, H and W into one dim
+        (((), ((-1, 8),), ((0, 3),), ((1, 4),)), (1, 96), ((), ((-1, 8), (0, 3), (1, 4)))),
+        # a view that splits H: the outer factor keeps the axis, the inner 2 positions go to channels
+        (((), ((-1, 8),), ((0, 4),), ((1, 4),)), (1, 8, 2, 8), ((), ((-1, 8),), ((0, 2),), ((-1, 2), (1, 4)))),
+    ],
+)
 def test_views_carry_the_axes(layout, shape, expected) -> None:
     from convdoctor.analysis.rf._field import regroup
 

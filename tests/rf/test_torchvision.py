@@ -21,7 +21,10 @@ from convdoctor.analysis.rf.core import RFAnalysis, analyze
 from convdoctor.analysis.rf.gradient import gradient_field
 from convdoctor.capture.trace import capture
 
-_KW = {"inception_v3": {"aux_logits": False, "init_weights": False}, "googlenet": {"aux_logits": False, "init_weights": False}}
+_KW = {
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+    "googlenet": {"aux_logits": False, "init_weights": False},
+}
 
 
 def build(name: str) -> torch.nn.Module:
@@ -83,13 +86,23 @@ def test_resnet152_analytic_pass_is_fast() -> None:
 
 #: (model, last feature layer, axis measured, thin size of the other axis)
 SWEEP = [
-    ("alexnet", "features", 0, 64), ("vgg16", "features", 1, 32), ("resnet18", "layer4", 0, 32),
-    ("resnet34", "layer4", 1, 32), ("resnet50", "layer4", 0, 32), ("resnet101", "layer4", 1, 32),
-    ("resnet152", "layer4", 0, 32), ("inception_v3", "Mixed_7c", 0, 80), ("inception_v3", "Mixed_7c", 1, 80),
-    ("googlenet", "inception5b", 1, 64), ("mobilenet_v2", "features", 0, 32),
-    ("mobilenet_v3_large", "features", 1, 32), ("densenet121", "features", 0, 32),
-    ("efficientnet_b0", "features", 1, 32), ("convnext_tiny", "features", 0, 32),
-    ("regnet_y_400mf", "trunk_output", 1, 32), ("shufflenet_v2_x1_0", "conv5", 0, 32),
+    ("alexnet", "features", 0, 64),
+    ("vgg16", "features", 1, 32),
+    ("resnet18", "layer4", 0, 32),
+    ("resnet34", "layer4", 1, 32),
+    ("resnet50", "layer4", 0, 32),
+    ("resnet101", "layer4", 1, 32),
+    ("resnet152", "layer4", 0, 32),
+    ("inception_v3", "Mixed_7c", 0, 80),
+    ("inception_v3", "Mixed_7c", 1, 80),
+    ("googlenet", "inception5b", 1, 64),
+    ("mobilenet_v2", "features", 0, 32),
+    ("mobilenet_v3_large", "features", 1, 32),
+    ("densenet121", "features", 0, 32),
+    ("efficientnet_b0", "features", 1, 32),
+    ("convnext_tiny", "features", 0, 32),
+    ("regnet_y_400mf", "trunk_output", 1, 32),
+    ("shufflenet_v2_x1_0", "conv5", 0, 32),
     ("squeezenet1_0", "features", 1, 64),
 ]
 
@@ -109,6 +122,9 @@ def test_last_feature_layer_analytic_equals_gradient(name: str, layer: str, axis
     analytic = analyze(capture(model, (torch.empty(shape, device="meta"),))).layer(layer)
     measured = gradient_field(model, shape, layer)
     assert analytic is not None and not measured.clipped[axis]
-    assert (measured.size[axis], measured.jump[axis], measured.start[axis]) == \
-        (analytic.size[axis], analytic.jump[axis], analytic.start[axis])
+    assert (measured.size[axis], measured.jump[axis], measured.start[axis]) == (
+        analytic.size[axis],
+        analytic.jump[axis],
+        analytic.start[axis],
+    )
     assert measured.global_ == analytic.global_

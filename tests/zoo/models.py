@@ -118,11 +118,20 @@ def _smp(arch: str, encoder: str) -> Entry:
 
 
 #: segmentation-models-pytorch: 8 decoders over 4 encoders (random init, no download).
-SMP_MODELS = [_smp(a, e) for a, e in [
-    ("Unet", "resnet18"), ("FPN", "mobilenet_v2"), ("DeepLabV3Plus", "efficientnet-b0"), ("PSPNet", "resnet18"),
-    ("Linknet", "resnet18"), ("MAnet", "resnet18"), ("UnetPlusPlus", "resnet18"),
-    ("Segformer", "mobilenet_v2"), ("UPerNet", "resnet18"),
-]]
+SMP_MODELS = [
+    _smp(a, e)
+    for a, e in [
+        ("Unet", "resnet18"),
+        ("FPN", "mobilenet_v2"),
+        ("DeepLabV3Plus", "efficientnet-b0"),
+        ("PSPNet", "resnet18"),
+        ("Linknet", "resnet18"),
+        ("MAnet", "resnet18"),
+        ("UnetPlusPlus", "resnet18"),
+        ("Segformer", "mobilenet_v2"),
+        ("UPerNet", "resnet18"),
+    ]
+]
 
 
 def _tv(module: Any, name: str, shapes: tuple[tuple[int, ...], ...], **kwargs: Any) -> Entry:
@@ -155,9 +164,17 @@ _CLIP = ((1, 3, 4, 32, 32),)
 _NO_BACKBONE = {"weights_backbone": None, "num_classes": 3}
 #: Every torchvision segmentation, video and optical-flow builder (tests assert the lists are complete).
 TV_MODELS = [
-    *[_tv(tvseg, n, _IMG, **_NO_BACKBONE) for n in (
-        "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
-        "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large")],
+    *[
+        _tv(tvseg, n, _IMG, **_NO_BACKBONE)
+        for n in (
+            "deeplabv3_mobilenet_v3_large",
+            "deeplabv3_resnet50",
+            "deeplabv3_resnet101",
+            "fcn_resnet50",
+            "fcn_resnet101",
+            "lraspp_mobilenet_v3_large",
+        )
+    ],
     *[_tv(tvvideo, n, _CLIP) for n in ("r3d_18", "mc3_18", "r2plus1d_18", "swin3d_t", "swin3d_s", "swin3d_b")],
     _tv(tvvideo, "s3d", ((1, 3, 16, 224, 224),)),  # its (2, 7, 7) average pool needs the full clip
     *[_small_mvit(n) for n in ("mvit_v1_b", "mvit_v2_s")],

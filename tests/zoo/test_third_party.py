@@ -41,9 +41,21 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [*(timm_entry(n) for n in TIMM_M
 #: BatchNormAct2d), RepVGG, ResNeSt, RegNetY, NF (no BatchNorm), HRNet, DLA, CSP, TResNet, ConvNeXt
 #: (LayerNorm), an attention hybrid, smp and torchvision segmentation.
 AUDITED = (
-    "resnet10t", "efficientnet_lite0", "ghostnet_050", "regnety_002", "repvgg_a0", "resnest14d",
-    "nf_resnet26", "hrnet_w18_small", "dla46_c", "darknet17", "tresnet_m", "convnext_atto",
-    "mobilevit_xxs", "smp.Unet(resnet18)", "torchvision.lraspp_mobilenet_v3_large",
+    "resnet10t",
+    "efficientnet_lite0",
+    "ghostnet_050",
+    "regnety_002",
+    "repvgg_a0",
+    "resnest14d",
+    "nf_resnet26",
+    "hrnet_w18_small",
+    "dla46_c",
+    "darknet17",
+    "tresnet_m",
+    "convnext_atto",
+    "mobilevit_xxs",
+    "smp.Unet(resnet18)",
+    "torchvision.lraspp_mobilenet_v3_large",
 )
 #: Layer whose central field lies inside a 128x128 input (so autograd measures all of it).
 RF_SHAPE = (1, 3, 128, 128)
@@ -84,8 +96,11 @@ def _state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], list[bool]]
 
 def _same(model: torch.nn.Module, before: tuple[dict[str, torch.Tensor], list[bool]]) -> bool:
     now = model.state_dict()
-    return (now.keys() == before[0].keys() and all(torch.equal(now[k], v) for k, v in before[0].items())
-            and [m.training for m in model.modules()] == before[1])
+    return (
+        now.keys() == before[0].keys()
+        and all(torch.equal(now[k], v) for k, v in before[0].items())
+        and [m.training for m in model.modules()] == before[1]
+    )
 
 
 @pytest.mark.parametrize("name", list(ENTRIES))
@@ -106,8 +121,9 @@ def _audit_is_clean(entry: Entry, model: torch.nn.Module) -> None:
     x = torch.randn(2, *entry.shapes[0][1:], generator=torch.Generator().manual_seed(1))
     report = audit(model, x, batch_sizes=(1, 2), checks=AUDIT_CHECKS)
     assert _same(model, before), "audit changed the model"
-    bad = [f"{f.code}: {f.message}" for f in report.findings
-           if f.severity is Severity.ERROR or f.code == "FUSION_MISMATCH"]
+    bad = [
+        f"{f.code}: {f.message}" for f in report.findings if f.severity is Severity.ERROR or f.code == "FUSION_MISMATCH"
+    ]
     assert not bad, bad
     # the tolerances calibrated on torchvision hold here with a 10x margin
     runs = report.check("batch").evidence.get("runs", [])

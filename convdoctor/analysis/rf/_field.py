@@ -200,8 +200,15 @@ def join(fields: Sequence[Field], layout: Layout, axes: Sequence[Iterable[Piece]
 
 def make_global(field: Field, layout: Layout) -> Field:
     """A value that depends on the input only through a global reduction (no numbers, so nothing inexact)."""
-    return field.with_(layout=layout, axes=tuple(() for _ in field.axes), global_=True, exact=True,
-                       misaligned=False, whole=False, hetero=False)
+    return field.with_(
+        layout=layout,
+        axes=tuple(() for _ in field.axes),
+        global_=True,
+        exact=True,
+        misaligned=False,
+        whole=False,
+        hetero=False,
+    )
 
 
 def regroup(layout: Layout, new_shape: Sequence[int]) -> tuple[Layout, dict[int, int]] | None:

@@ -66,9 +66,7 @@ def _schema(op: str) -> tuple[tuple[str, Any], ...]:
     """``(name, default)`` of each argument of an overload like ``aten.var.correction``."""
     namespace, packet, overload = op.split(".")
     overload_fn = getattr(getattr(getattr(torch.ops, namespace), packet), overload)
-    return tuple(
-        (a.name, a.default_value if a.has_default_value() else None) for a in op_arguments(overload_fn)
-    )
+    return tuple((a.name, a.default_value if a.has_default_value() else None) for a in op_arguments(overload_fn))
 
 
 def bound(node: OpNode) -> dict[str, Any]:

@@ -26,21 +26,54 @@ from ..._compat import op_arguments, tree_flatten
 from .shape_rules import POINTWISE
 
 _POINTWISE_NAMES = frozenset(str(p) for p in POINTWISE)
-_NORMS = frozenset({
-    "aten.native_batch_norm", "aten._native_batch_norm_legit", "aten._native_batch_norm_legit_functional",
-    "aten._native_batch_norm_legit_no_training", "aten.native_group_norm", "aten.native_layer_norm",
-    "aten._softmax", "aten._log_softmax", "aten.softmax", "aten.log_softmax", "aten._fused_rms_norm",
-})
-_REDUCTIONS = frozenset({
-    "aten.mean", "aten.sum", "aten.amax", "aten.amin", "aten.var", "aten.std", "aten.var_mean", "aten.std_mean",
-    "aten.logsumexp", "aten.linalg_vector_norm", "aten.norm", "aten.prod", "aten.max", "aten.min",
-    "aten.nansum", "aten.nanmean",
-})
+_NORMS = frozenset(
+    {
+        "aten.native_batch_norm",
+        "aten._native_batch_norm_legit",
+        "aten._native_batch_norm_legit_functional",
+        "aten._native_batch_norm_legit_no_training",
+        "aten.native_group_norm",
+        "aten.native_layer_norm",
+        "aten._softmax",
+        "aten._log_softmax",
+        "aten.softmax",
+        "aten.log_softmax",
+        "aten._fused_rms_norm",
+    }
+)
+_REDUCTIONS = frozenset(
+    {
+        "aten.mean",
+        "aten.sum",
+        "aten.amax",
+        "aten.amin",
+        "aten.var",
+        "aten.std",
+        "aten.var_mean",
+        "aten.std_mean",
+        "aten.logsumexp",
+        "aten.linalg_vector_norm",
+        "aten.norm",
+        "aten.prod",
+        "aten.max",
+        "aten.min",
+        "aten.nansum",
+        "aten.nanmean",
+    }
+)
 #: Copies that may change the memory layout a later view relies on: their Jacobian is the identity already.
 _COPIES = frozenset({"aten.clone", "aten._to_copy", "aten.contiguous", "aten.lift_fresh_copy", "aten.copy"})
 _MAX_POOLS = frozenset({f"aten.max_pool{n}d{s}" for n in (1, 2, 3) for s in ("", "_with_indices")})
-_ADAPTIVE = frozenset({"aten.adaptive_avg_pool1d", "aten._adaptive_avg_pool2d", "aten._adaptive_avg_pool3d",
-                       "aten.adaptive_max_pool1d", "aten.adaptive_max_pool2d", "aten.adaptive_max_pool3d"})
+_ADAPTIVE = frozenset(
+    {
+        "aten.adaptive_avg_pool1d",
+        "aten._adaptive_avg_pool2d",
+        "aten._adaptive_avg_pool3d",
+        "aten.adaptive_max_pool1d",
+        "aten.adaptive_max_pool2d",
+        "aten.adaptive_max_pool3d",
+    }
+)
 
 
 def _floats(args: Any, kwargs: Any) -> list[torch.Tensor]:
@@ -84,7 +117,9 @@ def _reduction(op: Any, name: str) -> Callable[..., Any]:
 def _bind(op: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for i, a in enumerate(op_arguments(op)):
-        out[a.name] = args[i] if i < len(args) else kwargs.get(a.name, a.default_value if a.has_default_value() else None)
+        out[a.name] = (
+            args[i] if i < len(args) else kwargs.get(a.name, a.default_value if a.has_default_value() else None)
+        )
     return out
 
 
@@ -102,6 +137,7 @@ def _keepdim(op: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
 
 def _sum_pool(op: Any, n: int) -> Callable[..., Any]:
     """Max pooling -> sum pooling over the same windows (same output size, ``ceil_mode`` included)."""
+
     def f(*args: Any, **kwargs: Any) -> Any:
         a = _bind(op, args, kwargs)
         x = a["self"]
@@ -133,8 +169,11 @@ def _adaptive(op: Any, n: int) -> Callable[..., Any]:
         if any(m == 1 and x.shape[-n + j] > 1 for j, m in enumerate(size)):
             out = op(x.detach(), *args[1:], **kwargs)  # global pooling: blocked
             return out
-        pools: tuple[Callable[..., torch.Tensor], ...] = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
-                                                          F.adaptive_avg_pool3d)
+        pools: tuple[Callable[..., torch.Tensor], ...] = (
+            F.adaptive_avg_pool1d,
+            F.adaptive_avg_pool2d,
+            F.adaptive_avg_pool3d,
+        )
         avg = pools[n - 1](x, size)
         out = op(x.detach(), *args[1:], **kwargs)
         return (avg, out[1]) if isinstance(out, tuple) else avg

@@ -209,8 +209,14 @@ def field_numbers(f: Field, input_shape: Sequence[int]) -> dict[str, Any]:
         if coverage is not None:
             coverage *= max(0.0, float(seen)) / extent
         exceeds = exceeds or hi - lo + 1 > extent
-    return {"size": tuple(size), "jump": tuple(jump), "start": tuple(start), "center": tuple(center),
-            "coverage": coverage, "exceeds_input": exceeds}
+    return {
+        "size": tuple(size),
+        "jump": tuple(jump),
+        "start": tuple(start),
+        "center": tuple(center),
+        "coverage": coverage,
+        "exceeds_input": exceeds,
+    }
 
 
 def _layers(graph: Graph, fields: dict[tuple[int, int], Field], input_shape: Sequence[int]) -> list[RFLayer]:
@@ -227,10 +233,24 @@ def _layers(graph: Graph, fields: dict[tuple[int, int], Field], input_shape: Seq
         nums = field_numbers(f, input_shape)
         leaf = call.path not in parents
         layer = RFLayer(
-            name=call.path, type=call.type, call=k, output_shape=tuple(value.shape),
-            size=nums["size"], jump=nums["jump"], start=nums["start"], center=nums["center"],
-            global_=f.global_, exact=f.exact, aligned=not f.misaligned, whole=f.whole, uncounted=f.uncounted,
-            coverage=nums["coverage"], exceeds_input=nums["exceeds_input"], leaf=leaf, first_op=call.first, last_op=call.last,
+            name=call.path,
+            type=call.type,
+            call=k,
+            output_shape=tuple(value.shape),
+            size=nums["size"],
+            jump=nums["jump"],
+            start=nums["start"],
+            center=nums["center"],
+            global_=f.global_,
+            exact=f.exact,
+            aligned=not f.misaligned,
+            whole=f.whole,
+            uncounted=f.uncounted,
+            coverage=nums["coverage"],
+            exceeds_input=nums["exceeds_input"],
+            leaf=leaf,
+            first_op=call.first,
+            last_op=call.last,
         )
         out.append(((call.first, -call.last), layer))
     out.sort(key=lambda item: item[0])
@@ -241,8 +261,9 @@ def _first_output(call: ModuleCall) -> TensorInfo | None:
     return call.outputs[0] if call.outputs else None
 
 
-def analyze(graph: Graph, *, extra_rules: dict[OpOverloadPacket, RFRule] | None = None,
-            input_shape: Sequence[int] | None = None) -> RFAnalysis:
+def analyze(
+    graph: Graph, *, extra_rules: dict[OpOverloadPacket, RFRule] | None = None, input_shape: Sequence[int] | None = None
+) -> RFAnalysis:
     """Propagate receptive fields through a captured graph.
 
     Args:
@@ -272,4 +293,3 @@ def analyze(graph: Graph, *, extra_rules: dict[OpOverloadPacket, RFRule] | None 
         spatial_ops=spatial,
         fields=fields,
     )
-

@@ -50,37 +50,54 @@ def object_findings(analysis: RFAnalysis, focus: RFLayer, object_size: Sequence[
     where = focus.name or "<model>"
     if any(s < RF_MIN_RATIO * o for s, o in zip(size, object_size)):
         bigger = _first_covering(analysis, object_size, after=focus)
-        hint = (f" `{bigger.name}` (field {_fmt(bigger.size)} px) is the first layer that covers it;"
-                f" read features there" if bigger is not None else "")
-        return [make_finding(
-            "RF_TOO_SMALL",
-            f"A unit of `{where}` sees {_fmt(focus.size)} px but the object is {_fmt(object_size)} px: "
-            f"no unit sees a whole object.",
-            evidence={"layer": focus.name, "field": list(focus.size), "object_size": list(object_size),
-                      "ratio": [round(s / o, 3) for s, o in zip(size, object_size)], "min_ratio": RF_MIN_RATIO,
-                      "covering_layer": bigger.name if bigger is not None else None},
-            fix="Grow the field before this layer: more or dilated 3x3 convs, a stride or pool earlier, "
+        hint = (
+            f" `{bigger.name}` (field {_fmt(bigger.size)} px) is the first layer that covers it; read features there"
+            if bigger is not None
+            else ""
+        )
+        return [
+            make_finding(
+                "RF_TOO_SMALL",
+                f"A unit of `{where}` sees {_fmt(focus.size)} px but the object is {_fmt(object_size)} px: "
+                f"no unit sees a whole object.",
+                evidence={
+                    "layer": focus.name,
+                    "field": list(focus.size),
+                    "object_size": list(object_size),
+                    "ratio": [round(s / o, 3) for s, o in zip(size, object_size)],
+                    "min_ratio": RF_MIN_RATIO,
+                    "covering_layer": bigger.name if bigger is not None else None,
+                },
+                fix="Grow the field before this layer: more or dilated 3x3 convs, a stride or pool earlier, "
                 f"or a smaller input scale.{hint}",
-            where=focus.name,
-        )]
+                where=focus.name,
+            )
+        ]
     extent = analysis.input_shape[2:]
     seen = [min(s, n) for s, n in zip(size, extent)]
     if all(s > RF_MAX_RATIO * o for s, o in zip(seen, object_size)):
         shallow = _first_covering(analysis, object_size)
         hint = f"`{shallow.name}` (field {_fmt(shallow.size)} px)" if shallow is not None else "a shallower layer"
-        return [make_finding(
-            "RF_TOO_LARGE",
-            f"A unit of `{where}` sees {_fmt(focus.size)} px (clipped to the input: "
-            f"{_fmt([int(s) for s in seen])}) for a {_fmt(object_size)} px object, over {RF_MAX_RATIO:g}x "
-            "on every axis: the object is a small part of what each unit sees.",
-            evidence={"layer": focus.name, "field": list(focus.size), "field_in_input": seen,
-                      "object_size": list(object_size),
-                      "ratio": [round(s / o, 3) for s, o in zip(seen, object_size)], "max_ratio": RF_MAX_RATIO,
-                      "covering_layer": shallow.name if shallow is not None else None},
-            fix=f"Read small objects from {hint}, e.g. with a feature pyramid (torchvision.ops.FeaturePyramidNetwork), "
+        return [
+            make_finding(
+                "RF_TOO_LARGE",
+                f"A unit of `{where}` sees {_fmt(focus.size)} px (clipped to the input: "
+                f"{_fmt([int(s) for s in seen])}) for a {_fmt(object_size)} px object, over {RF_MAX_RATIO:g}x "
+                "on every axis: the object is a small part of what each unit sees.",
+                evidence={
+                    "layer": focus.name,
+                    "field": list(focus.size),
+                    "field_in_input": seen,
+                    "object_size": list(object_size),
+                    "ratio": [round(s / o, 3) for s, o in zip(seen, object_size)],
+                    "max_ratio": RF_MAX_RATIO,
+                    "covering_layer": shallow.name if shallow is not None else None,
+                },
+                fix=f"Read small objects from {hint}, e.g. with a feature pyramid (torchvision.ops.FeaturePyramidNetwork), "
                 "or upsample the input so objects cover more pixels.",
-            where=focus.name,
-        )]
+                where=focus.name,
+            )
+        ]
     return []
 
 
@@ -95,30 +112,41 @@ def level_findings(analysis: RFAnalysis, levels: Sequence[RFLayer], object_size:
     chosen = level_for(levels, object_size)
     assert chosen is not None  # levels is not empty
     units = [round(o / float(j), 2) for o, j in zip(object_size, chosen.jump)]  # type: ignore[arg-type]
-    evidence = {"level": chosen.name, "field": list(chosen.size), "jump": list(chosen.jump),
-                "object_size": list(object_size), "units": units, "level_units": LEVEL_UNITS, "levels": table}
+    evidence = {
+        "level": chosen.name,
+        "field": list(chosen.size),
+        "jump": list(chosen.jump),
+        "object_size": list(object_size),
+        "units": units,
+        "level_units": LEVEL_UNITS,
+        "levels": table,
+    }
     if any(_num(s) < RF_MIN_RATIO * o for s, o in zip(chosen.size, object_size)):
         covering = next((lv for lv in levels if all(_num(s) >= o for s, o in zip(lv.size, object_size))), None)
         hint = f" `{covering.name}` (field {_fmt(covering.size)} px) covers it." if covering is not None else ""
-        return [make_finding(
-            "RF_TOO_SMALL",
-            f"A {_fmt(object_size)} px object belongs to pyramid level `{chosen.name}` (stride "
-            f"{_fmt(chosen.jump)}, {_fmt(units)} units) but a unit there sees {_fmt(chosen.size)} px: "
-            "no unit of that level sees a whole object.",
-            evidence={**evidence, "min_ratio": RF_MIN_RATIO, "covering_level": covering.name if covering else None},
-            fix="Grow the field of that level (more or dilated 3x3 convs in its branch or the top-down path), "
+        return [
+            make_finding(
+                "RF_TOO_SMALL",
+                f"A {_fmt(object_size)} px object belongs to pyramid level `{chosen.name}` (stride "
+                f"{_fmt(chosen.jump)}, {_fmt(units)} units) but a unit there sees {_fmt(chosen.size)} px: "
+                "no unit of that level sees a whole object.",
+                evidence={**evidence, "min_ratio": RF_MIN_RATIO, "covering_level": covering.name if covering else None},
+                fix="Grow the field of that level (more or dilated 3x3 convs in its branch or the top-down path), "
                 f"or give it smaller objects (anchor sizes).{hint}",
+                where=chosen.name,
+            )
+        ]
+    return [
+        make_finding(
+            "RF_OBJECT_LEVEL",
+            f"A {_fmt(object_size)} px object belongs to pyramid level `{chosen.name}` of {len(levels)} (stride "
+            f"{_fmt(chosen.jump)}: it spans {_fmt(units)} units), whose units see {_fmt(chosen.size)} px: "
+            "the whole object.",
+            evidence=evidence,
+            fix="Give that level anchors (or assigned targets) of this size.",
             where=chosen.name,
-        )]
-    return [make_finding(
-        "RF_OBJECT_LEVEL",
-        f"A {_fmt(object_size)} px object belongs to pyramid level `{chosen.name}` of {len(levels)} (stride "
-        f"{_fmt(chosen.jump)}: it spans {_fmt(units)} units), whose units see {_fmt(chosen.size)} px: "
-        "the whole object.",
-        evidence=evidence,
-        fix="Give that level anchors (or assigned targets) of this size.",
-        where=chosen.name,
-    )]
+        )
+    ]
 
 
 def _first_covering(analysis: RFAnalysis, object_size: Sequence[int], after: RFLayer | None = None) -> RFLayer | None:
@@ -137,17 +165,24 @@ def input_findings(analysis: RFAnalysis, focus: RFLayer) -> list[Finding]:
         return []
     extent = list(analysis.input_shape[2:])
     first = next((x for x in analysis.layers if x.leaf and x.local and x.exceeds_input), focus)
-    return [make_finding(
-        "RF_EXCEEDS_INPUT",
-        f"The field of `{focus.name or '<model>'}` ({_fmt(focus.size)} px) is larger than the "
-        f"{_fmt(extent)} input; it first outgrows the input at `{first.name}` ({_fmt(first.size)} px). "
-        "Beyond that, added depth sees more padding, not more image.",
-        evidence={"layer": focus.name, "field": list(focus.size), "input": extent,
-                  "first_layer": first.name, "first_field": list(first.size)},
-        fix="Expected for classification at this size. For dense prediction or large objects, "
+    return [
+        make_finding(
+            "RF_EXCEEDS_INPUT",
+            f"The field of `{focus.name or '<model>'}` ({_fmt(focus.size)} px) is larger than the "
+            f"{_fmt(extent)} input; it first outgrows the input at `{first.name}` ({_fmt(first.size)} px). "
+            "Beyond that, added depth sees more padding, not more image.",
+            evidence={
+                "layer": focus.name,
+                "field": list(focus.size),
+                "input": extent,
+                "first_layer": first.name,
+                "first_field": list(first.size),
+            },
+            fix="Expected for classification at this size. For dense prediction or large objects, "
             "feed larger inputs, or stop the backbone where the field first covers the input.",
-        where=focus.name,
-    )]
+            where=focus.name,
+        )
+    ]
 
 
 def structure_findings(analysis: RFAnalysis) -> list[Finding]:
@@ -156,23 +191,27 @@ def structure_findings(analysis: RFAnalysis) -> list[Finding]:
     if analysis.misaligned_at:
         places = [p or "<model>" for p in analysis.misaligned_at]
         more = f" (and {len(places) - _MAX_LISTED} more)" if len(places) > _MAX_LISTED else ""
-        found.append(make_finding(
-            "RF_MISALIGNED",
-            f"Paths with different jumps or field centres merge at {', '.join(places[:_MAX_LISTED])}{more}: "
-            "the merged units mix features from shifted image positions.",
-            evidence={"modules": list(analysis.misaligned_at)},
-            fix="Give every branch padding = dilation*(kernel-1)/2 and the same stride before the merge "
+        found.append(
+            make_finding(
+                "RF_MISALIGNED",
+                f"Paths with different jumps or field centres merge at {', '.join(places[:_MAX_LISTED])}{more}: "
+                "the merged units mix features from shifted image positions.",
+                evidence={"modules": list(analysis.misaligned_at)},
+                fix="Give every branch padding = dilation*(kernel-1)/2 and the same stride before the merge "
                 "(or crop/pad to realign); ignore if the offset is intended.",
-            where=analysis.misaligned_at[0],
-        ))
+                where=analysis.misaligned_at[0],
+            )
+        )
     if analysis.uncounted_ops:
         ops_text = ", ".join(f"{k} x{v}" for k, v in analysis.uncounted_ops.items())
-        found.append(make_finding(
-            "RF_UNCOUNTED",
-            f"No receptive-field rule for {ops_text} (or none for the way the model uses them): fields "
-            "downstream of them are reported as unknown.",
-            evidence={"ops": dict(analysis.uncounted_ops)},
-            fix="Register a rule: @convdoctor.analysis.rf.core.rf_rule(torch.ops.aten.OP) "
+        found.append(
+            make_finding(
+                "RF_UNCOUNTED",
+                f"No receptive-field rule for {ops_text} (or none for the way the model uses them): fields "
+                "downstream of them are reported as unknown.",
+                evidence={"ops": dict(analysis.uncounted_ops)},
+                fix="Register a rule: @convdoctor.analysis.rf.core.rf_rule(torch.ops.aten.OP) "
                 "or pass extra_rules= to receptive_field(); method='gradient' still measures the field.",
-        ))
+            )
+        )
     return found

@@ -205,7 +205,9 @@ def _measure(x: torch.Tensor, y: torch.Tensor, layer: str, has_global: bool) -> 
     return GradientField(layer, tuple(int(d) for d in y.shape), unit, lo, hi, jump, clipped, has_global)
 
 
-def _support(x: torch.Tensor, y: torch.Tensor, unit: Sequence[int]) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[bool, ...]]:
+def _support(
+    x: torch.Tensor, y: torch.Tensor, unit: Sequence[int]
+) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[bool, ...]]:
     index: tuple[Any, ...] = (0, slice(None), *unit)
     (grad,) = torch.autograd.grad(y[index].sum(), x, retain_graph=True, allow_unused=True)
     n_axes = x.dim() - 2

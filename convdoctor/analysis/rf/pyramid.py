@@ -39,10 +39,22 @@ def _level(analysis: RFAnalysis, call: ModuleCall, i: int, like: RFLayer) -> RFL
     nums = field_numbers(f, analysis.input_shape)
     if any(s is None for s in nums["size"]):
         return None
-    return replace(like, name=f"{call.path}[{i}]", output_shape=tuple(call.outputs[i].shape), size=nums["size"],
-                   jump=nums["jump"], start=nums["start"], center=nums["center"], global_=f.global_,
-                   exact=f.exact, aligned=not f.misaligned, whole=f.whole, uncounted=None,
-                   coverage=nums["coverage"], exceeds_input=nums["exceeds_input"])
+    return replace(
+        like,
+        name=f"{call.path}[{i}]",
+        output_shape=tuple(call.outputs[i].shape),
+        size=nums["size"],
+        jump=nums["jump"],
+        start=nums["start"],
+        center=nums["center"],
+        global_=f.global_,
+        exact=f.exact,
+        aligned=not f.misaligned,
+        whole=f.whole,
+        uncounted=None,
+        coverage=nums["coverage"],
+        exceeds_input=nums["exceeds_input"],
+    )
 
 
 def _candidates(graph: Graph, analysis: RFAnalysis) -> list[tuple[ModuleCall, list[RFLayer], frozenset[Any]]]:
@@ -95,6 +107,5 @@ def level_for(levels: Sequence[RFLayer], object_size: Sequence[int]) -> RFLayer 
     """
     if not levels:
         return None
-    fitting = [lv for lv in levels
-               if all(o >= LEVEL_UNITS * float(j) for o, j in zip(object_size, lv.jump))]  # type: ignore[arg-type]
+    fitting = [lv for lv in levels if all(o >= LEVEL_UNITS * float(j) for o, j in zip(object_size, lv.jump))]  # type: ignore[arg-type]
     return fitting[-1] if fitting else levels[0]

@@ -102,12 +102,46 @@ def pointwise_rule(node: OpNode, field_of: FieldOf) -> Field:
 #: Elementwise ops PyTorch does not tag ``pointwise`` (ops it does tag fall back to
 #: :func:`pointwise_rule` automatically), plus identities and copies.
 POINTWISE = (
-    aten.hardswish, aten.hardswish_, aten.hardsigmoid_, aten.native_dropout, aten.clone, aten._to_copy,
-    aten.alias, aten.detach, aten.lift_fresh, aten.lift_fresh_copy, aten.contiguous, aten.where,
-    aten.masked_fill, aten.masked_fill_, aten.relu6, aten.prelu, aten._prelu_kernel, aten.dropout,
-    aten.silu, aten.mish, aten.mish_, aten.gelu_, aten.elu, aten.elu_, aten.leaky_relu, aten.leaky_relu_,
-    aten.softplus, aten.hardtanh, aten.clamp_min, aten.clamp_max, aten.clamp_, aten.sigmoid_, aten.tanh_,
-    aten.relu_, aten.mul_, aten.add_, aten.sub_, aten.div_, aten.pow_, aten.log_sigmoid_forward,
+    aten.hardswish,
+    aten.hardswish_,
+    aten.hardsigmoid_,
+    aten.native_dropout,
+    aten.clone,
+    aten._to_copy,
+    aten.alias,
+    aten.detach,
+    aten.lift_fresh,
+    aten.lift_fresh_copy,
+    aten.contiguous,
+    aten.where,
+    aten.masked_fill,
+    aten.masked_fill_,
+    aten.relu6,
+    aten.prelu,
+    aten._prelu_kernel,
+    aten.dropout,
+    aten.silu,
+    aten.mish,
+    aten.mish_,
+    aten.gelu_,
+    aten.elu,
+    aten.elu_,
+    aten.leaky_relu,
+    aten.leaky_relu_,
+    aten.softplus,
+    aten.hardtanh,
+    aten.clamp_min,
+    aten.clamp_max,
+    aten.clamp_,
+    aten.sigmoid_,
+    aten.tanh_,
+    aten.relu_,
+    aten.mul_,
+    aten.add_,
+    aten.sub_,
+    aten.div_,
+    aten.pow_,
+    aten.log_sigmoid_forward,
 )
 rf_rule(*POINTWISE)(pointwise_rule)
 
@@ -120,9 +154,23 @@ def copy_rule(node: OpNode, field_of: FieldOf) -> Field | None:
     return None if f is None else broadcast_union([(src, f)], node.outputs[0].shape)
 
 
-@rf_rule(aten.zeros_like, aten.ones_like, aten.empty_like, aten.full_like, aten.rand_like, aten.randn_like,
-         aten.new_zeros, aten.new_ones, aten.new_empty, aten.new_full, aten.fill_, aten.zero_,
-         aten.bernoulli, aten.bernoulli_, aten.scalar_tensor)
+@rf_rule(
+    aten.zeros_like,
+    aten.ones_like,
+    aten.empty_like,
+    aten.full_like,
+    aten.rand_like,
+    aten.randn_like,
+    aten.new_zeros,
+    aten.new_ones,
+    aten.new_empty,
+    aten.new_full,
+    aten.fill_,
+    aten.zero_,
+    aten.bernoulli,
+    aten.bernoulli_,
+    aten.scalar_tensor,
+)
 def no_dependence_rule(node: OpNode, field_of: FieldOf) -> None:
     """The result's values do not depend on the input's values (only its shape)."""
     return
@@ -145,8 +193,19 @@ def _view(f: Field, out_shape: Sequence[int], op: str) -> Field:
     return f.with_(layout=layout, axes=tuple(axes), hetero=True)
 
 
-@rf_rule(aten.view, aten._unsafe_view, aten.reshape, aten._reshape_alias, aten.view_copy, aten.unsqueeze,
-         aten.squeeze, aten.unsqueeze_, aten.squeeze_, aten.flatten, aten.unflatten)
+@rf_rule(
+    aten.view,
+    aten._unsafe_view,
+    aten.reshape,
+    aten._reshape_alias,
+    aten.view_copy,
+    aten.unsqueeze,
+    aten.squeeze,
+    aten.unsqueeze_,
+    aten.squeeze_,
+    aten.flatten,
+    aten.unflatten,
+)
 def view_rule(node: OpNode, field_of: FieldOf) -> Field:
     """Views and reshapes regroup the dims; the fields do not change."""
     _, f = first_field(node, field_of)
@@ -164,7 +223,11 @@ def permute_rule(node: OpNode, field_of: FieldOf) -> Field:
     if node.packet == "aten.permute":
         order = [norm_dim(int(d), rank) for d in a["dims"]]
     else:
-        d0, d1 = (0, 1) if rank == 2 and "dim0" not in a else (norm_dim(int(a["dim0"]), rank), norm_dim(int(a["dim1"]), rank))
+        d0, d1 = (
+            (0, 1)
+            if rank == 2 and "dim0" not in a
+            else (norm_dim(int(a["dim0"]), rank), norm_dim(int(a["dim1"]), rank))
+        )
         order = list(range(rank))
         order[d0], order[d1] = order[d1], order[d0]
     return f.with_(layout=tuple(f.layout[d] for d in order))
@@ -271,8 +334,15 @@ def cat_rule(node: OpNode, field_of: FieldOf) -> Field:
         if has_axis(f.layout[d]):
             return uncounted("concatenation along a spatial axis", out)
     # treat the cat dim as broadcast so only the other dims must agree
-    squeezed = [(TensorInfo(tuple(1 if i == d else n for i, n in enumerate(t.shape)), t.dtype, t.itemsize,
-                            t.storage, 0, t.producer), f.with_(layout=_unit_dim(f.layout, d))) for t, f in have]
+    squeezed = [
+        (
+            TensorInfo(
+                tuple(1 if i == d else n for i, n in enumerate(t.shape)), t.dtype, t.itemsize, t.storage, 0, t.producer
+            ),
+            f.with_(layout=_unit_dim(f.layout, d)),
+        )
+        for t, f in have
+    ]
     shape1 = tuple(1 if i == d else n for i, n in enumerate(out))
     g = broadcast_union(squeezed, shape1)
     if g.uncounted:
@@ -301,9 +371,28 @@ def reduce_dims(f: Field, x: TensorInfo, out_shape: Sequence[int], dims: Sequenc
     return f.with_(layout=tuple(kept))
 
 
-@rf_rule(aten.mean, aten.sum, aten.amax, aten.amin, aten.var, aten.std, aten.var_mean, aten.std_mean,
-         aten.logsumexp, aten.linalg_vector_norm, aten.norm, aten.prod, aten.argmax, aten.argmin, aten.max,
-         aten.min, aten.any, aten.all, aten.nansum, aten.nanmean)
+@rf_rule(
+    aten.mean,
+    aten.sum,
+    aten.amax,
+    aten.amin,
+    aten.var,
+    aten.std,
+    aten.var_mean,
+    aten.std_mean,
+    aten.logsumexp,
+    aten.linalg_vector_norm,
+    aten.norm,
+    aten.prod,
+    aten.argmax,
+    aten.argmin,
+    aten.max,
+    aten.min,
+    aten.any,
+    aten.all,
+    aten.nansum,
+    aten.nanmean,
+)
 def reduction_rule(node: OpNode, field_of: FieldOf) -> Any:
     """Reductions (``max``/``min`` with a Tensor ``other`` are elementwise)."""
     if len([t for t in node.args if isinstance(t, TensorInfo)]) > 1:
@@ -329,8 +418,14 @@ def _stats_outputs(node: OpNode, f: Field, out: Field) -> list[Field | None]:
     return [out, *extra]
 
 
-@rf_rule(aten.native_batch_norm, aten._native_batch_norm_legit, aten._native_batch_norm_legit_functional,
-         aten._native_batch_norm_legit_no_training, aten.batch_norm, aten._batch_norm_impl_index)
+@rf_rule(
+    aten.native_batch_norm,
+    aten._native_batch_norm_legit,
+    aten._native_batch_norm_legit_functional,
+    aten._native_batch_norm_legit_no_training,
+    aten.batch_norm,
+    aten._batch_norm_impl_index,
+)
 def batch_norm_rule(node: OpNode, field_of: FieldOf) -> list[Field | None]:
     """Per-channel affine at inference; batch statistics over N and space in training."""
     x, f = first_field(node, field_of)
@@ -393,8 +488,12 @@ def matmul_rule(node: OpNode, field_of: FieldOf) -> Field | None:
         g, _ = contract(f, d)
         # seen from the output, the contracted dim is a broadcast dim of size 1
         shape = tuple(1 if i == d else int(n) for i, n in enumerate(t.shape))
-        items.append((TensorInfo(shape, t.dtype, t.itemsize, t.storage, 0, t.producer),
-                      g.with_(layout=_set_dim(g.layout, d, ()))))
+        items.append(
+            (
+                TensorInfo(shape, t.dtype, t.itemsize, t.storage, 0, t.producer),
+                g.with_(layout=_set_dim(g.layout, d, ())),
+            )
+        )
     if isinstance(bias, TensorInfo):
         fb = field_of(bias)
         if fb is not None:

@@ -101,8 +101,13 @@ def slide(
                     axes[a] = collapse(axes[a], n)
                     whole = whole or n > 1
         layout[cd] = plain_dim(out_shape[cd])
-    return f.with_(layout=tuple(layout), axes=tuple(axes), exact=f.exact and exact, whole=whole,
-                   hetero=f.hetero and not (mixes_channels and groups == 1))
+    return f.with_(
+        layout=tuple(layout),
+        axes=tuple(axes),
+        exact=f.exact and exact,
+        whole=whole,
+        hetero=f.hetero and not (mixes_channels and groups == 1),
+    )
 
 
 def _global_window(f: Field, out_shape: Sequence[int], windows: Sequence[Window | None]) -> Field:
@@ -133,13 +138,21 @@ def conv_rule(node: OpNode, field_of: FieldOf) -> Field:
     if not a["transposed"]:
         wins = [(-p, (k - 1) * d, s) for k, s, p, d in zip(kernel, stride, padding, dilation)]
         return slide(f, out, wins, mixes_channels=True, groups=int(a["groups"]))
-    wins = [(Fraction(p - (k - 1) * d, s), Fraction((k - 1) * d, s), Fraction(1, s))
-            for k, s, p, d in zip(kernel, stride, padding, dilation)]
+    wins = [
+        (Fraction(p - (k - 1) * d, s), Fraction((k - 1) * d, s), Fraction(1, s))
+        for k, s, p, d in zip(kernel, stride, padding, dilation)
+    ]
     return slide(f, out, wins, mixes_channels=True, groups=int(a["groups"]), exact=all(s == 1 for s in stride))
 
 
-@rf_rule(aten.max_pool1d, aten.max_pool2d, aten.max_pool3d, aten.max_pool1d_with_indices,
-         aten.max_pool2d_with_indices, aten.max_pool3d_with_indices)
+@rf_rule(
+    aten.max_pool1d,
+    aten.max_pool2d,
+    aten.max_pool3d,
+    aten.max_pool1d_with_indices,
+    aten.max_pool2d_with_indices,
+    aten.max_pool3d_with_indices,
+)
 def max_pool_rule(node: OpNode, field_of: FieldOf) -> Field:
     """Max pooling (with or without indices); ``ceil_mode`` changes no unit's field."""
     _, f = first_field(node, field_of)
@@ -178,8 +191,14 @@ def adaptive_window(n_in: int, n_out: int) -> tuple[Window | None, bool]:
     return (lo, hi - lo, r), False
 
 
-@rf_rule(aten.adaptive_avg_pool1d, aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d,
-         aten.adaptive_max_pool1d, aten.adaptive_max_pool2d, aten.adaptive_max_pool3d)
+@rf_rule(
+    aten.adaptive_avg_pool1d,
+    aten._adaptive_avg_pool2d,
+    aten._adaptive_avg_pool3d,
+    aten.adaptive_max_pool1d,
+    aten.adaptive_max_pool2d,
+    aten.adaptive_max_pool3d,
+)
 def adaptive_pool_rule(node: OpNode, field_of: FieldOf) -> Field:
     """Adaptive pooling: a fixed window when it divides evenly, global when the output is 1."""
     x, f = first_field(node, field_of)
@@ -253,8 +272,15 @@ def _pad_windows(pad: Sequence[int], rank: int) -> list[Window]:
     return [(-int(pad[2 * (n - 1 - j)]), 0, 1) for j in range(n)]
 
 
-@rf_rule(aten.constant_pad_nd, aten.reflection_pad1d, aten.reflection_pad2d, aten.reflection_pad3d,
-         aten.replication_pad1d, aten.replication_pad2d, aten.replication_pad3d)
+@rf_rule(
+    aten.constant_pad_nd,
+    aten.reflection_pad1d,
+    aten.reflection_pad2d,
+    aten.reflection_pad3d,
+    aten.replication_pad1d,
+    aten.replication_pad2d,
+    aten.replication_pad3d,
+)
 def pad_rule(node: OpNode, field_of: FieldOf) -> Field:
     """Padding shifts the units; reflect/replicate borders fold back inside the input."""
     x, f = first_field(node, field_of)

@@ -40,9 +40,20 @@ CAUSES: dict[str, tuple[str, ...]] = {
 }
 
 #: The order in which findings that start together are decided: causes before their effects.
-ORDER: tuple[str, ...] = ("NAN_LOSS", "NO_GRADIENT", "FROZEN_BN_UPDATING", "EXPLODING_GRADIENT",
-                          "VANISHING_GRADIENT", "DEAD_RELU", "LOSS_DIVERGING", "LR_MISMATCH",
-                          "CONSTANT_PREDICTION", "LOSS_AT_CHANCE", "LOSS_OSCILLATING", "BN_SMALL_BATCH")
+ORDER: tuple[str, ...] = (
+    "NAN_LOSS",
+    "NO_GRADIENT",
+    "FROZEN_BN_UPDATING",
+    "EXPLODING_GRADIENT",
+    "VANISHING_GRADIENT",
+    "DEAD_RELU",
+    "LOSS_DIVERGING",
+    "LR_MISMATCH",
+    "CONSTANT_PREDICTION",
+    "LOSS_AT_CHANCE",
+    "LOSS_OSCILLATING",
+    "BN_SMALL_BATCH",
+)
 
 
 #: The sentence that names a root's consequences at the end of its message.
@@ -65,8 +76,9 @@ def attach(root: Finding, consequences: list[Finding] | list[dict[str, str]]) ->
 Consequences = dict[str, list[dict[str, str]]]
 
 
-def resolve(window: Window, run: Callable[[Window], dict[str, Finding]],
-            active: Collection[str] = ()) -> tuple[dict[str, Finding], Consequences]:
+def resolve(
+    window: Window, run: Callable[[Window], dict[str, Finding]], active: Collection[str] = ()
+) -> tuple[dict[str, Finding], Consequences]:
     """Run the rules and keep the root findings, each carrying its consequences.
 
     Args:
@@ -96,8 +108,11 @@ def _chains(fired: dict[str, Finding], active: set[str]) -> tuple[dict[str, Find
     attached: dict[str, list[Finding]] = {}
     for code in order:
         own = fired[code].evidence.get("cause") == "degenerate_targets"  # the labels, whatever else is wrong
-        cause = None if code in active or own else next(
-            (c for c in CAUSES.get(code, ()) if c in roots or c in owner or c in active), None)
+        cause = (
+            None
+            if code in active or own
+            else next((c for c in CAUSES.get(code, ()) if c in roots or c in owner or c in active), None)
+        )
         if cause is None:
             roots[code] = fired[code]
             continue
@@ -109,5 +124,6 @@ def _chains(fired: dict[str, Finding], active: set[str]) -> tuple[dict[str, Find
 
 
 def _items(consequences: list[Finding] | list[dict[str, str]]) -> list[dict[str, str]]:
-    return [c if isinstance(c, dict) else {"code": c.code, "title": c.title, "message": c.message}
-            for c in consequences]
+    return [
+        c if isinstance(c, dict) else {"code": c.code, "title": c.title, "message": c.message} for c in consequences
+    ]

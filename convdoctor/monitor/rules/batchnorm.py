@@ -35,11 +35,15 @@ def bn_small_batch(window: Window) -> Finding | None:
         "BN_SMALL_BATCH",
         f"{n_layers} BatchNorm layers train on batches of {int(median)} (median of the last {BN_STEPS} steps); "
         f"below {BN_MIN_BATCH} their batch statistics are too noisy and train/eval behaviour drifts apart.",
-        evidence={"batch_size": median, "bn_layers_training": n_layers, "min_batch": BN_MIN_BATCH,
-                  "steps": int(trained.size)},
+        evidence={
+            "batch_size": median,
+            "bn_layers_training": n_layers,
+            "min_batch": BN_MIN_BATCH,
+            "steps": int(trained.size),
+        },
         fix="when fine-tuning a pretrained backbone, freeze its BatchNorm (convdoctor.fix.freeze_bn(model)); "
-            "otherwise use a larger batch, GroupNorm, or SyncBatchNorm across GPUs (gradient accumulation "
-            "enlarges the optimizer's batch, not BatchNorm's)",
+        "otherwise use a larger batch, GroupNorm, or SyncBatchNorm across GPUs (gradient accumulation "
+        "enlarges the optimizer's batch, not BatchNorm's)",
     )
 
 
@@ -55,10 +59,16 @@ def frozen_bn_updating(window: Window) -> Finding | None:
         f"{len(moved)} BatchNorm layers with frozen parameters updated their running statistics "
         f"{worst.updates} times in the last {worst.steps} steps; {worst.name}'s mean moved "
         f"{fmt(worst.mean_shift)} standard deviations (variance log-ratio {fmt(worst.var_shift)}).",
-        evidence={"layers": [b.name for b in moved], "count": len(moved), "worst_layer": worst.name,
-                  "mean_shift": worst.mean_shift, "var_shift": worst.var_shift, "updates": worst.updates,
-                  "steps": worst.steps},
+        evidence={
+            "layers": [b.name for b in moved],
+            "count": len(moved),
+            "worst_layer": worst.name,
+            "mean_shift": worst.mean_shift,
+            "var_shift": worst.var_shift,
+            "updates": worst.updates,
+            "steps": worst.steps,
+        },
         fix="the backbone is frozen but model.train() put its BatchNorm back in training mode: call "
-            "convdoctor.fix.freeze_bn(backbone), which keeps it in eval mode across model.train()",
+        "convdoctor.fix.freeze_bn(backbone), which keeps it in eval mode across model.train()",
         where=worst.name,
     )

@@ -79,12 +79,17 @@ def dead_relu(window: Window) -> Finding | None:
     return make_finding(
         "DEAD_RELU",
         f"{dead} of {units} units in {label} had zero gradient for the last {steps} steps{more}.",
-        evidence={"layer": worst.name, "dead": dead, "units": units, "steps": steps, "activation": act,
-                  "layers": [{"name": h[0].name, "dead": h[1], "units": h[2], "activation": h[0].activation}
-                             for h in hits]},
+        evidence={
+            "layer": worst.name,
+            "dead": dead,
+            "units": units,
+            "steps": steps,
+            "activation": act,
+            "layers": [{"name": h[0].name, "dead": h[1], "units": h[2], "activation": h[0].activation} for h in hits],
+        },
         fix=f"lower the learning rate, swap {act} for LeakyReLU"
-            f"{' (convdoctor.fix.leaky_relu(model))' if act == 'relu' else ''}, "
-            "re-initialise with Kaiming (convdoctor.fix.reinit(model)) or put BatchNorm before the activation",
+        f"{' (convdoctor.fix.leaky_relu(model))' if act == 'relu' else ''}, "
+        "re-initialise with Kaiming (convdoctor.fix.reinit(model)) or put BatchNorm before the activation",
         where=worst.name,
     )
 
@@ -119,7 +124,7 @@ def vanishing_gradient(window: Window) -> Finding | None:
             f"median of {DEPTH_SAMPLES} samples: it barely learns.",
             evidence={"depth_ratio": ratio, "first_layer": first, "last_layer": last, "samples": DEPTH_SAMPLES},
             fix="add residual connections or BatchNorm, use ReLU rather than sigmoid/tanh, and initialise with "
-                "Kaiming (convdoctor.fix.reinit(model, 'kaiming'))",
+            "Kaiming (convdoctor.fix.reinit(model, 'kaiming'))",
             where=first,
         )
     total = finite(window.total_grad_norms()[-DEPTH_SAMPLES:])
@@ -133,10 +138,9 @@ def vanishing_gradient(window: Window) -> Finding | None:
         "VANISHING_GRADIENT",
         f"The total gradient norm fell to {fmt(now)} from {fmt(init)} at the start ({fmt(now / init)}x) while "
         f"the loss is still {fmt(loss_now)} (started at {fmt(window.loss_initial)}).",
-        evidence={"grad_norm": now, "grad_norm_initial": init, "loss": loss_now,
-                  "loss_initial": window.loss_initial},
+        evidence={"grad_norm": now, "grad_norm_initial": init, "loss": loss_now, "loss_initial": window.loss_initial},
         fix="saturated units stop the gradient: use ReLU/LeakyReLU instead of sigmoid/tanh, add BatchNorm, and "
-            "re-initialise (convdoctor.fix.reinit(model, 'kaiming'))",
+        "re-initialise (convdoctor.fix.reinit(model, 'kaiming'))",
     )
 
 
@@ -153,10 +157,9 @@ def exploding_gradient(window: Window) -> Finding | None:
         return make_finding(
             "EXPLODING_GRADIENT",
             f"The total gradient norm reached {fmt(peak)}, {fmt(peak / init)}x its initial {fmt(init)}.",
-            evidence={"grad_norm": peak, "grad_norm_initial": init, "ratio": peak / init,
-                      "suggested_clip_norm": clip},
+            evidence={"grad_norm": peak, "grad_norm_initial": init, "ratio": peak / init, "suggested_clip_norm": clip},
             fix=f"clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={fmt(clip)}) before "
-                "optimizer.step(), and lower the learning rate",
+            "optimizer.step(), and lower the learning rate",
         )
     depth = _depth_ratio(window)
     if depth is None or not math.isfinite(depth[0]) or depth[0] <= EXPLODE_DEPTH_RATIO:
@@ -167,7 +170,7 @@ def exploding_gradient(window: Window) -> Finding | None:
         f"The first layer ({first}) gets a relative gradient {fmt(ratio)} times that of the last ({last}).",
         evidence={"depth_ratio": ratio, "first_layer": first, "last_layer": last, "suggested_clip_norm": clip},
         fix=f"clip gradients (max_norm={fmt(clip)}), add normalisation, and re-initialise with a smaller gain "
-            "(convdoctor.fix.reinit(model, 'xavier'))",
+        "(convdoctor.fix.reinit(model, 'xavier'))",
         where=first,
     )
 
@@ -186,7 +189,7 @@ def no_gradient(window: Window) -> Finding | None:
         f"steps: {shown}.",
         evidence={"parameters": names, "count": len(names), "samples": int(window.no_grad[idx].min())},
         fix="they are not on the path to the loss (a .detach(), torch.no_grad(), an unused layer or branch): "
-            "connect them, or set requires_grad=False / remove them if that is intended",
+        "connect them, or set requires_grad=False / remove them if that is intended",
         where=names[0].rpartition(".")[0] or names[0],
     )
 
@@ -216,10 +219,15 @@ def lr_mismatch(window: Window) -> Finding | None:
         "LR_MISMATCH",
         f"Parameter group {name!r} changes its weights by {fmt(float(ratio[i]))} of their norm per step "
         f"(healthy is about {fmt(TARGET_UPDATE_RATIO)}); update/weight by group: {groups}.",
-        evidence={"group": name, "update_ratio": float(ratio[i]), "lr": float(lr[i]), "suggested_lr": new,
-                  "groups": {window.group_names[j]: {"update_ratio": float(ratio[j]), "lr": float(lr[j])}
-                             for j in live}, "spread": spread},
+        evidence={
+            "group": name,
+            "update_ratio": float(ratio[i]),
+            "lr": float(lr[i]),
+            "suggested_lr": new,
+            "groups": {window.group_names[j]: {"update_ratio": float(ratio[j]), "lr": float(lr[j])} for j in live},
+            "spread": spread,
+        },
         fix=f"set group {name!r}'s learning rate to about {fmt(new)} (convdoctor.fix.param_groups(model, head, lr, "
-            "head_lr_mult=10) gives a new head larger steps than a pretrained backbone)",
+        "head_lr_mult=10) gives a new head larger steps than a pretrained backbone)",
         where=name,
     )

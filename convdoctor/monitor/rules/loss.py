@@ -96,20 +96,27 @@ def nan_loss(window: Window) -> Finding | None:
     clip = suggest_clip_norm(finite(window.total_grad_norms()))
     if bad.size:
         first = int(window.loss_start + bad[0])
-        what = f"the loss was {fmt(float(window.loss[bad[0]]))} at step {first} ({bad.size} of the last " \
-               f"{window.loss.size} steps non-finite)"
-        evidence: dict[str, object] = {"first_step": first, "nonfinite_steps": int(bad.size),
-                                       "window_steps": int(window.loss.size)}
+        what = (
+            f"the loss was {fmt(float(window.loss[bad[0]]))} at step {first} ({bad.size} of the last "
+            f"{window.loss.size} steps non-finite)"
+        )
+        evidence: dict[str, object] = {
+            "first_step": first,
+            "nonfinite_steps": int(bad.size),
+            "window_steps": int(window.loss.size),
+        }
     else:
         assert grad_bad is not None
         first, name = grad_bad
         what = f"gradients were non-finite from step {first} on, first in {name}"
         evidence = {"first_step": first, "parameter": name}
     return make_finding(
-        "NAN_LOSS", f"Training produced NaN/Inf: {what}.", evidence={**evidence, "suggested_clip_norm": clip},
+        "NAN_LOSS",
+        f"Training produced NaN/Inf: {what}.",
+        evidence={**evidence, "suggested_clip_norm": clip},
         fix=f"{_lr_fix(window, DIVERGING_LR_CUT)}, clip gradients with torch.nn.utils.clip_grad_norm_("
-            f"model.parameters(), max_norm={fmt(clip)}), and look for log(0), division by zero or NaN inputs "
-            "(torch.autograd.set_detect_anomaly(True) for one step names the op)",
+        f"model.parameters(), max_norm={fmt(clip)}), and look for log(0), division by zero or NaN inputs "
+        "(torch.autograd.set_detect_anomaly(True) for one step names the op)",
     )
 
 
@@ -117,8 +124,11 @@ def _bad_grad_run(window: Window) -> tuple[int, str] | None:
     if window.grad_norms.shape[0] < NAN_GRAD_SAMPLES:
         return None
     g = window.grad_norms[-NAN_GRAD_SAMPLES:]
-    present = window.grad_present[-NAN_GRAD_SAMPLES:] if window.grad_present.shape == window.grad_norms.shape \
+    present = (
+        window.grad_present[-NAN_GRAD_SAMPLES:]
+        if window.grad_present.shape == window.grad_norms.shape
         else np.ones(g.shape, dtype=bool)
+    )
     bad = ~np.isfinite(g) & present
     if not bad.any(axis=1).all():
         return None
@@ -141,10 +151,16 @@ def loss_diverging(window: Window) -> Finding | None:
         "LOSS_DIVERGING",
         f"The loss rose to {fmt(now)} (median of the last {DIVERGE_STEPS} steps) from its best {fmt(best)} "
         f"at step {window.loss_best_step}: {fmt(now / best)}x.",
-        evidence={"loss_now": now, "loss_best": best, "best_step": window.loss_best_step,
-                  "ratio": now / best, "initial_loss": window.loss_initial, "lr": _lr(window)},
+        evidence={
+            "loss_now": now,
+            "loss_best": best,
+            "best_step": window.loss_best_step,
+            "ratio": now / best,
+            "initial_loss": window.loss_initial,
+            "lr": _lr(window),
+        },
         fix=f"{_lr_fix(window, DIVERGING_LR_CUT)} (or add warm-up), and clip gradients "
-            f"(convdoctor.fix.suggest_clip_norm gives max_norm from the healthy steps)",
+        f"(convdoctor.fix.suggest_clip_norm gives max_norm from the healthy steps)",
     )
 
 
@@ -166,10 +182,16 @@ def loss_oscillating(window: Window) -> Finding | None:
         f"The smoothed loss swung up by more than {int(OSC_RISE * 100)}% {swings} times in the last "
         f"{OSC_STEPS} steps (largest swing {fmt(amplitude)}) without trending down "
         f"({fmt(first)} -> {fmt(second)}).",
-        evidence={"swings": swings, "largest_swing": amplitude, "median_first_half": first,
-                  "median_second_half": second, "steps": OSC_STEPS, "lr": _lr(window)},
+        evidence={
+            "swings": swings,
+            "largest_swing": amplitude,
+            "median_first_half": first,
+            "median_second_half": second,
+            "steps": OSC_STEPS,
+            "lr": _lr(window),
+        },
         fix=f"{_lr_fix(window, OSCILLATING_LR_CUT)} or decay it (torch.optim.lr_scheduler.CosineAnnealingLR); "
-            "with small batches, accumulate gradients (convdoctor.fix.GradAccumulator)",
+        "with small batches, accumulate gradients (convdoctor.fix.GradAccumulator)",
     )
 
 
@@ -225,11 +247,16 @@ def loss_at_chance(window: Window) -> Finding | None:
         "LOSS_AT_CHANCE",
         f"The loss has stayed at {fmt(medians[-1])} for {CHANCE_STEPS} steps, within {int(CHANCE_TOL * 100)}% "
         f"of chance ({fmt(level)}, {what}): the outputs do not depend on the inputs.",
-        evidence={"loss": medians[-1], "chance_loss": level, "num_classes": window.num_classes,
-                  "steps": CHANCE_STEPS, "lr": lr},
+        evidence={
+            "loss": medians[-1],
+            "chance_loss": level,
+            "num_classes": window.num_classes,
+            "steps": CHANCE_STEPS,
+            "lr": lr,
+        },
         fix="check that the optimizer holds the model's parameters and the labels match the inputs, raise the "
-            f"learning rate{f' (now {fmt(lr)})' if lr else ''}, and re-initialise "
-            "(convdoctor.fix.reinit(model, 'kaiming'))",
+        f"learning rate{f' (now {fmt(lr)})' if lr else ''}, and re-initialise "
+        "(convdoctor.fix.reinit(model, 'kaiming'))",
     )
 
 
@@ -253,23 +280,39 @@ def constant_prediction(window: Window) -> Finding | None:
     labels_bug = target_share is not None and target_share >= TARGET_DOMINANT_SHARE
     if share < CONST_SHARE or (target_share is not None and target_share >= CONST_SHARE and not labels_bug):
         return None
-    of_targets = f"; class {top} is {fmt(100 * float(targets[top] / targets.sum()))}% of the targets" \
-        if target_share is not None else ""
-    evidence = {"class": top, "share": share, "predictions": int(total.sum()), "steps": CONST_STEPS,
-                "target_share_max": target_share, "cause": "model"}
-    fix = ("check the labels are aligned with the inputs and the classes balanced (CrossEntropyLoss(weight=...) "
-           "or a WeightedRandomSampler), and look for dead units or a learning rate that is too high")
+    of_targets = (
+        f"; class {top} is {fmt(100 * float(targets[top] / targets.sum()))}% of the targets"
+        if target_share is not None
+        else ""
+    )
+    evidence = {
+        "class": top,
+        "share": share,
+        "predictions": int(total.sum()),
+        "steps": CONST_STEPS,
+        "target_share_max": target_share,
+        "cause": "model",
+    }
+    fix = (
+        "check the labels are aligned with the inputs and the classes balanced (CrossEntropyLoss(weight=...) "
+        "or a WeightedRandomSampler), and look for dead units or a learning rate that is too high"
+    )
     if labels_bug and target_share is not None:
         label = int(np.argmax(targets))
         evidence = {**evidence, "cause": "degenerate_targets", "target_class": label}
         of_targets = f": the targets themselves are {fmt(100 * float(target_share))}% class {label} (a label bug)"
-        fix = (f"fix the data, not the model: {int(targets.sum())} targets in {CONST_STEPS} steps are "
-               f"{fmt(100 * float(target_share))}% class {label}: check the label column, a target_transform "
-               "that returns a constant, or a sampler that draws one class")
+        fix = (
+            f"fix the data, not the model: {int(targets.sum())} targets in {CONST_STEPS} steps are "
+            f"{fmt(100 * float(target_share))}% class {label}: check the label column, a target_transform "
+            "that returns a constant, or a sampler that draws one class"
+        )
     return make_finding(
         "CONSTANT_PREDICTION",
         f"The model predicted class {top} for {fmt(100 * share)}% of {int(total.sum())} inputs over the last "
-        f"{CONST_STEPS} steps{of_targets}.", evidence=evidence, fix=fix)
+        f"{CONST_STEPS} steps{of_targets}.",
+        evidence=evidence,
+        fix=fix,
+    )
 
 
 def _val_metric(epochs: tuple[Epoch, ...]) -> tuple[list[int], list[float], bool]:
@@ -299,15 +342,25 @@ def overfitting(window: Window) -> Finding | None:
         return None
     if eb.train_loss is None or el.train_loss is None or el.train_loss >= eb.train_loss:
         return None
-    what = (f"validation loss rose from {fmt(vals[k])} to {fmt(vals[-1])}" if use_loss
-            else f"validation accuracy fell from {fmt(-vals[k])} to {fmt(-vals[-1])}")
+    what = (
+        f"validation loss rose from {fmt(vals[k])} to {fmt(vals[-1])}"
+        if use_loss
+        else f"validation accuracy fell from {fmt(-vals[k])} to {fmt(-vals[-1])}"
+    )
     return make_finding(
         "OVERFITTING",
         f"Since epoch {eb.epoch} the {what} while the training loss fell from {fmt(eb.train_loss)} to "
         f"{fmt(el.train_loss)}.",
-        evidence={"best_epoch": eb.epoch, "last_epoch": el.epoch, "val_loss_best": eb.val_loss,
-                  "val_loss_last": el.val_loss, "val_acc_best": eb.val_acc, "val_acc_last": el.val_acc,
-                  "train_loss_best_epoch": eb.train_loss, "train_loss_last": el.train_loss},
+        evidence={
+            "best_epoch": eb.epoch,
+            "last_epoch": el.epoch,
+            "val_loss_best": eb.val_loss,
+            "val_loss_last": el.val_loss,
+            "val_acc_best": eb.val_acc,
+            "val_acc_last": el.val_acc,
+            "train_loss_best_epoch": eb.train_loss,
+            "train_loss_last": el.train_loss,
+        },
         fix=f"keep the checkpoint of epoch {eb.epoch} (early stopping), and add data augmentation, weight decay "
-            "or dropout, or more data",
+        "or dropout, or more data",
     )

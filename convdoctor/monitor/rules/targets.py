@@ -30,16 +30,24 @@ def degenerate_targets(window: Window) -> Finding | None:
     c = window.num_classes
     parts = []
     if below or above:
-        parts.append(f"{below + above} of {labels} targets lie outside [0, {c})"
-                     f" ({below} negative, {above} at or above {c})")
+        parts.append(
+            f"{below + above} of {labels} targets lie outside [0, {c}) ({below} negative, {above} at or above {c})"
+        )
     if soft:
         parts.append(f"{soft} soft-target rows do not sum to 1")
     return make_finding(
         "DEGENERATE_TARGETS",
         f"In the last {steps} steps {' and '.join(parts)}, first at step {first}.",
-        evidence={"below_zero": below, "at_or_above_num_classes": above, "soft_rows_not_summing_to_1": soft,
-                  "targets": labels, "num_classes": c, "steps": steps, "first_step": first},
+        evidence={
+            "below_zero": below,
+            "at_or_above_num_classes": above,
+            "soft_rows_not_summing_to_1": soft,
+            "targets": labels,
+            "num_classes": c,
+            "steps": steps,
+            "first_step": first,
+        },
         fix=f"class indices must lie in [0, {c}): check num_classes, a 1-based label column or a stray void "
-            "label (pass it as Monitor(ignore_index=...) and to the loss if it is meant); soft targets must be "
-            "probabilities over dim 1 (normalise them, or softmax the right dimension)",
+        "label (pass it as Monitor(ignore_index=...) and to the loss if it is meant); soft targets must be "
+        "probabilities over dim 1 (normalise them, or softmax the right dimension)",
     )
