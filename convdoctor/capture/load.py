@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import warnings
 import zipfile
@@ -55,11 +56,14 @@ class LoadedModel:
 
 
 def _parse_kwargs(text: str, spec: str) -> dict[str, Any]:
-    """``a=1,b=true,c=x`` -> ``{"a": 1, "b": True, "c": "x"}`` (Python literals where they parse)."""
+    """``a=1,b=true,c=x`` -> ``{"a": 1, "b": True, "c": "x"}`` (Python literals where they parse).
+
+    ``&`` separates keywords too, as in a URL query (``?min_size=224&max_size=224``).
+    """
     out: dict[str, Any] = {}
     if not text:
         return out
-    for part in text.split(","):
+    for part in re.split(r"[,&]", text):
         if not part.strip():
             continue
         if "=" not in part:

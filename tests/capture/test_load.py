@@ -25,6 +25,13 @@ def test_torchvision_spec_with_kwargs_on_meta() -> None:
     assert lm.module.fc.out_features == 7
 
 
+@pytest.mark.parametrize("query", ["min_size=224,max_size=320", "min_size=224&max_size=320"])
+def test_spec_keywords_split_on_comma_or_ampersand(query: str) -> None:
+    """Both separators give numbers, not the string ``"224&max_size=320"`` the builder chokes on."""
+    lm = load_model(f"torchvision:fasterrcnn_mobilenet_v3_large_320_fpn?{query}", meta=True)
+    assert (lm.module.transform.min_size, lm.module.transform.max_size) == ((224,), 320)
+
+
 def test_torchvision_default_input_is_eval_crop() -> None:
     assert load_model("torchvision:inception_v3", meta=True).default_input_size == (1, 3, 299, 299)
 
