@@ -41,7 +41,7 @@ from ._field import (
 )
 from ._registry import RF_RULES, RFRule, rf_rule
 
-__all__ = ["RF_RULES", "RFAnalysis", "analyze", "field_numbers", "rf_rule"]
+__all__ = ["RF_RULES", "RFAnalysis", "analyze", "field_attributes", "field_numbers", "rf_rule"]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,24 @@ def _plain_num(v: Num) -> int | float:
     return int(v) if v == int(v) else float(v)
 
 
+def field_attributes(f: Field, input_shape: Sequence[int]) -> dict[str, Any]:
+    """The :class:`RFLayer` fields a field sets: its numbers (:func:`field_numbers`) and its flags."""
+    nums = field_numbers(f, input_shape)
+    return {
+        "size": nums["size"],
+        "jump": nums["jump"],
+        "start": nums["start"],
+        "center": nums["center"],
+        "global_": f.global_,
+        "exact": f.exact,
+        "aligned": not f.misaligned,
+        "whole": f.whole,
+        "uncounted": f.uncounted,
+        "coverage": nums["coverage"],
+        "exceeds_input": nums["exceeds_input"],
+    }
+
+
 def field_numbers(f: Field, input_shape: Sequence[int]) -> dict[str, Any]:
     """Size, jump, start and centre per axis of a field, for its central unit.
 
@@ -229,25 +247,13 @@ def _layers(graph: Graph, fields: dict[tuple[int, int], Field], input_shape: Seq
         value = _first_output(call)
         if value is None or value.producer not in fields:
             continue
-        f = fields[value.producer]
-        nums = field_numbers(f, input_shape)
         leaf = call.path not in parents
         layer = RFLayer(
             name=call.path,
             type=call.type,
             call=k,
             output_shape=tuple(value.shape),
-            size=nums["size"],
-            jump=nums["jump"],
-            start=nums["start"],
-            center=nums["center"],
-            global_=f.global_,
-            exact=f.exact,
-            aligned=not f.misaligned,
-            whole=f.whole,
-            uncounted=f.uncounted,
-            coverage=nums["coverage"],
-            exceeds_input=nums["exceeds_input"],
+            **field_attributes(fields[value.producer], input_shape),
             leaf=leaf,
             first_op=call.first,
             last_op=call.last,

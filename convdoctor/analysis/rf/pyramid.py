@@ -25,7 +25,7 @@ from typing import Any
 
 from ...graph import Graph, ModuleCall
 from ...results.rf import RFLayer
-from .core import RFAnalysis, field_numbers
+from .core import RFAnalysis, field_attributes
 
 
 def _spatial(call: ModuleCall, rank: int) -> list[int]:
@@ -36,25 +36,11 @@ def _level(analysis: RFAnalysis, call: ModuleCall, i: int, like: RFLayer) -> RFL
     f = analysis.fields.get(call.outputs[i].producer)
     if f is None or f.uncounted:
         return None
-    nums = field_numbers(f, analysis.input_shape)
-    if any(s is None for s in nums["size"]):
+    attrs = field_attributes(f, analysis.input_shape)
+    if any(s is None for s in attrs["size"]):
         return None
-    return replace(
-        like,
-        name=f"{call.path}[{i}]",
-        output_shape=tuple(call.outputs[i].shape),
-        size=nums["size"],
-        jump=nums["jump"],
-        start=nums["start"],
-        center=nums["center"],
-        global_=f.global_,
-        exact=f.exact,
-        aligned=not f.misaligned,
-        whole=f.whole,
-        uncounted=None,
-        coverage=nums["coverage"],
-        exceeds_input=nums["exceeds_input"],
-    )
+    name = f"{call.path}[{i}]"
+    return replace(like, name=name, output_shape=tuple(call.outputs[i].shape), **{**attrs, "uncounted": None})
 
 
 def _candidates(graph: Graph, analysis: RFAnalysis) -> list[tuple[ModuleCall, list[RFLayer], frozenset[Any]]]:
