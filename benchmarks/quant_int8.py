@@ -2,11 +2,16 @@
 
 For each model: the fp32 original, torch.ao's FX static INT8 (``prepare_fx``/``convert_fx``
 with the ``"x86"`` qconfig mapping: the anchor, deprecated but the fastest path users know),
-``convdoctor.quant.quantize_int8`` served compiled (Inductor, freezing, C++ wrapper) and, for
-context, its lowered graph without compilation. All are calibrated on the same batches.
+``convdoctor.quant.quantize_int8`` as served (an AOTInductor package with freezing) and, for
+context, two other ways to run the same int8 program: its lowered graph without compilation,
+and ``torch.compile`` of the reference with Inductor's freezing and C++ wrapper (the same
+kernels, behind Dynamo's per-call guard check and wrappers). All are calibrated on the same
+batches.
 
-Per batch size, the first call of each model is timed alone (for the compiled model it holds
-the Inductor compilation), then ``--rounds`` interleaved rounds time every model for
+Per batch size, the first call of each model is timed alone (for the compiled models it holds
+the compilation; convdoctor's cache starts empty, in a temporary folder), then a second
+``CompiledInt8`` of the same program makes its first call, which loads the package from the
+cache ("cached first call"). Then ``--rounds`` interleaved rounds time every model for
 ``--calls`` calls each (median per round). Reported: the median over rounds of each median,
 speedup = fp32 / model, and **ratio = convdoctor speedup / FX speedup** (>= 1: as fast as
 the anchor). Interleaving puts the noise of a shared machine on every model alike. The load
@@ -17,8 +22,7 @@ at 32x32) also gets test accuracy; torchvision models have random weights and ra
 calibration (speed and size only).
 
 Run: ``.venv/bin/python benchmarks/quant_int8.py [--models digits,resnet18] [--batch-sizes 1,32]
-[--threads 2] [--rounds 5]``. Set ``TORCHINDUCTOR_CACHE_DIR`` to keep Inductor's cache
-across runs: a second run shows the warm-cache first call.
+[--threads 2] [--rounds 5] [--no-torch-compile]``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import copy
 import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -37,7 +42,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from convdoctor.quant import quantize_int8, serialized_bytes  # noqa: E402
+from convdoctor.quant import CompiledInt8, quantize_int8, serialized_bytes  # noqa: E402
+from convdoctor.quant.serve import CACHE_ENV  # noqa: E402
 
 SHAPES = {
     "digits": (1, 32, 32),
@@ -59,6 +65,28 @@ def fx_anchor(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
             for b in batches:
                 prepared(b)
         return convert_fx(prepared)
+
+
+def torch_compiled(reference: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The reference int8 program under ``torch.compile`` (Inductor, freezing, C++ wrapper)."""
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(reference, dynamic=False, options={"guard_filter_fn": _skip_module_guards()})
+
+    seen: set[tuple[int, ...]] = set()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape) in seen:  # compiled: the settings matter only while compiling
+            return compiled(x)
+        seen.add(tuple(x.shape))
+        with inductor_config.patch(freezing=True, cpp_wrapper=True):
+            return compiled(x)
+
+    return run
+
+
+def _skip_module_guards() -> Callable[..., object]:
+    return torch.compiler.skip_guard_on_all_nn_modules_unsafe
 
 
 def build(name: str) -> tuple[nn.Module, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -96,7 +124,7 @@ def _accuracy(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> floa
     return 100 * float((pred == y).float().mean())
 
 
-def measure(name: str, models: dict[str, nn.Module], batch: int, rounds: int, calls: int) -> list[str]:
+def measure(name: str, models: dict[str, Callable[..., object]], batch: int, rounds: int, calls: int) -> list[str]:
     """One markdown row per batch size: first calls, median ms, speedups, the ratio."""
     x = torch.rand(batch, *SHAPES[name])
     first, per_round = {}, {k: [] for k in models}
@@ -106,21 +134,30 @@ def measure(name: str, models: dict[str, nn.Module], batch: int, rounds: int, ca
             model(x)
             first[key] = time.perf_counter() - start
             model(x)  # warm-up
+        served = models["convdoctor"]
+        assert isinstance(served, CompiledInt8) and served.note == "", getattr(served, "note", "")
+        twin = CompiledInt8(served.reference, served.lowered)
+        start = time.perf_counter()
+        twin(x)
+        cached = time.perf_counter() - start
+        assert twin.records[-1].cached
         for _ in range(rounds):
             for key, model in models.items():
                 per_round[key].append(_time(lambda m=model: m(x), calls))
     ms = {k: statistics.median(v) for k, v in per_round.items()}
     speed = {k: ms["fp32"] / v for k, v in ms.items()}
     spread = {k: (min(v), max(v)) for k, v in per_round.items()}
-    cells = " | ".join(f"{ms[k]:.2f} ({speed[k]:.2f}x)" for k in ("fp32", "fx", "convdoctor", "lowered"))
+    cells = " | ".join(
+        f"{ms[k]:.2f} ({speed[k]:.2f}x)" if k in ms else "-" for k in ("fp32", "fx", "convdoctor", "lowered", "compile")
+    )
     return [
         f"| {name} | {batch} | {cells} | **{speed['convdoctor'] / speed['fx']:.2f}** | "
-        f"{first['convdoctor']:.1f} s | {spread['convdoctor'][0]:.2f}-{spread['convdoctor'][1]:.2f} / "
-        f"{spread['fx'][0]:.2f}-{spread['fx'][1]:.2f} |"
+        f"{first['convdoctor']:.1f} s / {1e3 * cached:.0f} ms | "
+        f"{spread['convdoctor'][0]:.2f}-{spread['convdoctor'][1]:.2f} / {spread['fx'][0]:.2f}-{spread['fx'][1]:.2f} |"
     ]
 
 
-def run_model(name: str, batch_sizes: list[int], rounds: int, calls: int) -> tuple[list[str], str]:
+def run_model(name: str, batch_sizes: list[int], rounds: int, calls: int, with_compile: bool) -> tuple[list[str], str]:
     """Rows of the latency table and one line of sizes, times and accuracies."""
     model, calib, test = build(name)
     batches = list(calib.split(32 if name == "digits" else 8))
@@ -130,7 +167,14 @@ def run_model(name: str, batch_sizes: list[int], rounds: int, calls: int) -> tup
     start = time.perf_counter()
     q = quantize_int8(model, calib, batch_size=32 if name == "digits" else 8)
     q_s = time.perf_counter() - start
-    models = {"fp32": model, "fx": fx, "convdoctor": q.model, "lowered": q.lowered_graph}
+    models: dict[str, Callable[..., object]] = {
+        "fp32": model,
+        "fx": fx,
+        "convdoctor": q.model,
+        "lowered": q.lowered_graph,
+    }
+    if with_compile:
+        models["compile"] = torch_compiled(q.reference)
     rows = [r for b in batch_sizes for r in measure(name, models, b, rounds, max(3, calls // b))]
     fp32_bytes = serialized_bytes(model)
     info = (
@@ -139,7 +183,7 @@ def run_model(name: str, batch_sizes: list[int], rounds: int, calls: int) -> tup
         f"convdoctor {q_s:.1f} s (lowering included)"
     )
     if test is not None:
-        acc = {k: _accuracy(m, test) for k, m in models.items()}
+        acc = {k: _accuracy(m, test) for k, m in models.items() if k != "compile"}
         info += "; test accuracy " + ", ".join(f"{k} {v:.2f}%" for k, v in acc.items())
     return rows, info
 
@@ -152,20 +196,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=64, help="calls per round at batch 1 (divided by the batch)")
+    parser.add_argument("--no-torch-compile", action="store_true", help="skip the torch.compile column")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="quant-int8-bench-")  # a cold package cache
     print(
         f"threads {args.threads}, torch {torch.__version__}, load average before {os.getloadavg()[0]:.2f}, "
-        f"inductor cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')}\n"
+        f"package cache {os.environ[CACHE_ENV]} (empty at start)\n"
     )
     print(
         "| model | batch | fp32 ms | FX int8 ms (speedup) | convdoctor int8 ms (speedup) | lowered, "
-        "not compiled | convdoctor / FX | first call (compile) | round spread ms, convdoctor / FX |"
+        "not compiled | torch.compile, same kernels | convdoctor / FX | convdoctor first call: "
+        "compile / cached | round spread ms, convdoctor / FX |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     infos = []
     for name in args.models.split(","):
-        rows, info = run_model(name, [int(b) for b in args.batch_sizes.split(",")], args.rounds, args.calls)
+        rows, info = run_model(
+            name, [int(b) for b in args.batch_sizes.split(",")], args.rounds, args.calls, not args.no_torch_compile
+        )
         print("\n".join(rows), flush=True)
         infos.append(info)
     print("\n" + "\n".join(infos))

@@ -37,7 +37,8 @@ __all__ = [
     "foreach_norm",
     "foreach_sub",
     "forward_pre_hooks",
-    "inductor_config_patch",
+    "aoti_compile",
+    "aoti_load",
     "inductor_constant_fold",
     "inductor_freezing_passes",
     "is_cia_op",
@@ -180,13 +181,19 @@ def inductor_constant_fold(gm: torch.fx.GraphModule) -> None:
     constant_fold(gm)
 
 
-def inductor_config_patch(**settings: Any) -> Any:
-    """A context manager that sets ``torch._inductor.config`` values and restores them.
+# --- AOTInductor: compile an exported program into a loadable package ------------------
+# ``aoti_compile_and_package`` and ``aoti_load_package`` are the documented AOTInductor entry
+# points (torch.compiler_aot_inductor), but they live in ``torch._inductor``.
+def aoti_compile(program: torch.export.ExportedProgram, path: str, options: dict[str, Any]) -> str:
+    """Compile ``program`` with AOTInductor into the ``.pt2`` package ``path``; returns the path."""
+    from torch._inductor import aoti_compile_and_package
 
-    ``torch.compile(options=...)`` is the public spelling, but in torch 2.14 it does not reach
-    every place that reads ``freezing``: PT2E int8 graphs then fail in fake-tensor propagation
-    of ``onednn.qconv_prepack``. Patching the config around the compiling call works.
-    """
-    from torch._inductor import config
+    return str(aoti_compile_and_package(program, package_path=path, inductor_configs=dict(options)))
 
-    return config.patch(**settings)
+
+def aoti_load(path: str) -> Callable[..., Any]:
+    """Load a package written by :func:`aoti_compile`: a callable taking the program's inputs."""
+    from torch._inductor import aoti_load_package
+
+    runner: Callable[..., Any] = aoti_load_package(path)
+    return runner

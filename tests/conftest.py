@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +16,10 @@ from hypothesis import settings as hypothesis_settings
 # Tests are small: one intra-op thread keeps them fast and stable on 2 shared cores.
 torch.set_num_threads(1)
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Compiled int8 packages go to a cache of this run (subprocesses inherit it), never the
+# developer's ~/.cache: a test sees a cold cache unless an earlier test of the run filled it.
+os.environ["CONVDOCTOR_CACHE_DIR"] = _CACHE = tempfile.mkdtemp(prefix="convdoctor-test-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 # Property tests draw the same examples on every run and machine: a failure in CI reproduces
 # locally with the same seed, and a pass is not luck of the draw. Each @settings states its

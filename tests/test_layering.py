@@ -4,7 +4,7 @@ A *unit* is a top-level module or package of ``convdoctor`` (``api``, ``findings
 ``capture``...). Every import of one unit by another must be listed in ``ALLOWED``; an
 edge that is not listed fails, so a new shortcut needs a decision here, not an accident.
 On top of that, nothing imports another unit's ``_private`` module or name (the
-``_compat``, ``_guard`` and ``_native`` units are the package's own shared internals).
+``_cache``, ``_compat``, ``_guard`` and ``_native`` units are the package's own shared internals).
 
 The layers: ``capture -> graph -> analysis -> findings/results -> report -> cli``.
 ``graph``, ``findings`` and ``results`` are data: they import no behaviour. ``analysis``
@@ -24,7 +24,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "convdoctor"
 
 #: Shared internals any unit may import (each one's docstring says why it exists).
-BASE = {"errors", "_compat", "_guard", "_native"}
+BASE = {"errors", "_cache", "_compat", "_guard", "_native"}
 #: Data units: types and their JSON form, no behaviour.
 DATA = {"graph", "findings", "results"}
 LOWER = BASE | DATA | {"capture", "analysis"}
@@ -37,6 +37,7 @@ PIPELINES = {"api", "rf_api", "check_api", "advice"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "_compat": set(),
+    "_cache": set(),
     "_native": {"errors"},
     "_guard": {"_compat", "errors"},
     "graph": {"errors"},

@@ -14,9 +14,9 @@ as this machine's peak):
 Their ratio is the roofline *ridge point* in MACs per byte: a layer whose arithmetic
 intensity (MACs per byte it moves) sits below the ridge cannot reach peak compute
 however fast its kernel is; it is memory-bound. Results are cached per device name,
-thread count, dtype and torch version in ``$CONVDOCTOR_CACHE_DIR/peaks.json``
-(default ``$XDG_CACHE_HOME/convdoctor`` or ``~/.cache/convdoctor``); ``refresh=True``
-measures again. The probe runs under whatever else the machine is doing: on a busy
+thread count, dtype and torch version in ``peaks.json`` in convdoctor's cache folder
+(``$CONVDOCTOR_CACHE_DIR``, default ``$XDG_CACHE_HOME/convdoctor`` or ``~/.cache/convdoctor``;
+``CONVDOCTOR_CACHE_DIR=off`` measures every time); ``refresh=True`` measures again. The probe runs under whatever else the machine is doing: on a busy
 machine the peaks are low, and the ridge point moves less than either peak.
 """
 
@@ -35,12 +35,11 @@ from typing import Any
 import torch
 from torch.utils.benchmark import Timer
 
+from .._cache import cache_root
 from .timing import clock_for
 
 log = logging.getLogger(__name__)
 
-#: Environment variable that overrides the cache directory.
-CACHE_ENV = "CONVDOCTOR_CACHE_DIR"
 #: Matmul side: 1024 is large enough to reach BLAS peak on CPUs and small enough (4 MiB
 #: per fp32 matrix) to keep the probe under a second.
 MATMUL_N = 1024
@@ -95,12 +94,10 @@ class MachinePeaks:
         return {**asdict(self), "ridge_macs_per_byte": self.ridge}
 
 
-def cache_dir() -> Path:
-    """``$CONVDOCTOR_CACHE_DIR``, else ``$XDG_CACHE_HOME/convdoctor``, else ``~/.cache/convdoctor``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "convdoctor"
+def cache_dir() -> Path | None:
+    """convdoctor's cache folder (``$CONVDOCTOR_CACHE_DIR``, else ``$XDG_CACHE_HOME/convdoctor``,
+    else ``~/.cache/convdoctor``); None when ``CONVDOCTOR_CACHE_DIR=off``."""
+    return cache_root()
 
 
 def device_name(device: str) -> str:
@@ -187,8 +184,9 @@ def machine_peaks(
     dev = torch.device(device).type
     name = device_name(device)
     key = _key(dev, name, threads, dtype)
-    path = cache_dir() / _CACHE_FILE
-    data = _read_cache(path)
+    folder = cache_dir()
+    path = None if folder is None else folder / _CACHE_FILE
+    data = {} if path is None else _read_cache(path)
     entry = data.get(key)
     if not refresh and isinstance(entry, dict):
         try:
@@ -208,5 +206,6 @@ def machine_peaks(
     )
     entry = asdict(peaks)
     entry.pop("cached")
-    _write_cache(path, {**_read_cache(path), key: entry})
+    if path is not None:
+        _write_cache(path, {**_read_cache(path), key: entry})
     return peaks

@@ -10,8 +10,8 @@ weights, their per-channel scales and zero points, and fp32 biases.
 
 Latency is ``convdoctor.bench``'s method (torch.utils.benchmark's loop, one call per sample,
 warm-up apart). The first call of each model at each batch size is reported on its own
-(``*_first_call_ms``): for an Inductor-compiled int8 model it holds the compilation, which
-a server pays once per process and batch size, never per request.
+(``*_first_call_ms``): for an AOTInductor-compiled int8 model it holds the compilation, paid
+once per batch size and then cached on disk, or the load of the cached package.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ into ``QUANTIZATION_DROP`` / ``QUANTIZATION_PARTIAL``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -55,7 +56,9 @@ def quantization_metrics(
     A model that already holds eager-quantized layers gets :func:`dynamic_quant_coverage`
     (``"mode": "eager-quantized"``). Any other model is quantized with
     :func:`~convdoctor.quant.quantize_int8` and measured with :func:`compare_int8`
-    (``"mode": "static-int8"``, plus ``"record"``: what was quantized).
+    (``"mode": "static-int8"``, plus ``"record"``: what was quantized, and ``"serving"``: whether
+    the int8 model was compiled, and per input shape the seconds its package took to compile or
+    to load from the cache).
 
     Args:
         model: the user's fp32 model (not changed).
@@ -87,7 +90,13 @@ def quantization_metrics(
     metrics = compare_int8(
         model, result.model, x, y, batch_sizes=batch_sizes, latency=latency, min_run_time=min_run_time
     )
-    return {"mode": "static-int8", **metrics, "record": result.to_dict()}
+    served = result.model
+    serving = {
+        "compiled": result.compiled,
+        "note": str(getattr(served, "note", "")),
+        "packages": [asdict(r) for r in getattr(served, "records", ())],  # compiled or loaded from the cache
+    }
+    return {"mode": "static-int8", **metrics, "record": result.to_dict(), "serving": serving}
 
 
 def _drop_finding(

@@ -20,9 +20,10 @@ The flow is torchao's PT2E flow, the live API in torch 2.14 (the eager and FX fl
    shapes; ours keeps the batch dimension dynamic so the model serves any batch size, and
    re-prepacks conv weights for their real activation shapes (see ``repack_conv_weights``).
 
-6. serve: ``torch.compile`` the reference with Inductor's freezing (the same fusion passes,
-   plus generated C++ for the glue between kernels; see :mod:`convdoctor.quant.serve`),
-   compiled at the first call with each input shape, the lowered graph as its fallback.
+6. serve: compile the reference with AOTInductor and Inductor's freezing (the same fusion
+   passes, plus generated C++ for the glue between kernels, called without Python in between;
+   see :mod:`convdoctor.quant.serve`), at the first call with each input shape or from the
+   package cache, the lowered graph as its fallback.
 
 :class:`QuantResult` records per layer which kernel it ended up in, read from the lowered
 graph, so nothing is claimed that the graph does not show.
@@ -230,9 +231,10 @@ def quantize_int8(
         batch_size: chunk size when ``calibration`` is one tensor.
         max_batches: use at most this many calibration batches.
         lower: lower to oneDNN int8 kernels (small and fast); False returns the reference model.
-        compile: serve through Inductor (``result.model`` compiles at its first call with each
-            input shape: seconds to minutes once, then the fastest int8 on x86); False serves
-            the lowered graph, which needs no compilation.
+        compile: serve through AOTInductor (``result.model`` compiles at its first call with
+            each input shape, seconds once, or loads the package a former compilation cached;
+            then the fastest int8 on x86); False serves the lowered graph, which needs no
+            compilation.
 
     Returns:
         The quantized model and the per-layer record.

@@ -2,7 +2,7 @@
 
 The shipped artefact is the *reference* program (``torch.export`` format, int8 weights):
 portable and small. Speed is made where it runs: :func:`load_int8` lowers it to oneDNN int8
-kernels and, by default, compiles it with Inductor (:class:`~convdoctor.quant.serve.CompiledInt8`).
+kernels and, by default, compiles it with AOTInductor (:class:`~convdoctor.quant.serve.CompiledInt8`, packages cached on disk).
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class QuantResult:
     """An INT8 model and the record of what was quantized.
 
     Attributes:
-        model: the model to run. With ``compiled``: a :class:`CompiledInt8` (Inductor, one
-            compilation at the first call with each input shape; the fastest); else the
+        model: the model to run. With ``compiled``: a :class:`CompiledInt8` (AOTInductor, one
+            compilation at the first call with each input shape, or a cached package; the fastest); else the
             lowered graph when ``lowered``; else the reference model. Call it like the original.
         reference: the converted (reference) model: int8 weight tensors, numerics of the
             int8 model, fp32 compute; portable, and what :meth:`save` writes.
@@ -76,7 +76,7 @@ class QuantResult:
         backend: the backend quantized for.
         lowered: whether the reference was lowered to oneDNN kernels.
         lowering_note: why lowering was skipped or failed, ``""`` when it succeeded.
-        compiled: whether ``model`` is compiled by Inductor at its first call per shape.
+        compiled: whether ``model`` is compiled by AOTInductor at its first call per shape.
         dynamic_batch: whether the batch dimension was exported as dynamic.
         calibration_batches: batches the observers saw.
         calibration_samples: samples the observers saw.
@@ -159,7 +159,7 @@ def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = Tr
     """Load a program written by :meth:`QuantResult.save` and make it fast on this machine.
 
     The ``.pt2`` holds the reference model (int8 weights, fp32 compute). Here it is lowered
-    to oneDNN int8 kernels and, with ``compile``, wrapped for Inductor compilation at the first
+    to oneDNN int8 kernels and, with ``compile``, wrapped for AOTInductor compilation at the first
     call per input shape. A lowering that fails (a torch or torchao API that moved) returns the
     reference model, correct and slow, and logs why; it never raises.
 
@@ -178,7 +178,7 @@ def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = Tr
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such file: {path}; write one with quantize_int8(...).save(path)")
-    import_torchao()  # registers the quantized_decomposed ops the program uses
+    import_torchao()  # registers the quantized_decomposed ops the program uses, and the int8 fusion passes
     try:
         reference = torch.export.load(path).module()
     except Exception as exc:  # noqa: BLE001 - a foreign or truncated file, or a torch that reads it differently

@@ -1,19 +1,30 @@
-"""Serving a PT2E int8 program at full speed on x86: Inductor with freezing.
+"""Serving a PT2E int8 program at full speed on x86: AOTInductor with freezing, cached on disk.
 
 The lowered graph of :func:`~convdoctor.quant.quantize_int8` (oneDNN int8 kernels called
 one by one from a ``torch.fx.GraphModule``) runs every convolution in int8 but leaves the
 glue to eager PyTorch: a quantize and a dequantize around each max pool, average pool and
 flatten, and the dispatcher's per-op cost between kernels. On a small network at batch 1
-that glue is most of the time. ``torch.compile`` with Inductor's ``freezing`` runs the same
-x86 fusion passes (the weights become constants and are prepacked for the real activation
-shape), then generates C++ for what is left (``cpp_wrapper``: no Python between kernels).
+that glue is most of the time. Inductor with ``freezing`` runs the x86 fusion passes on the
+reference program (the weights become constants, prepacked for the real activation shape)
+and generates C++ for what is left.
 
-Compilation happens at the first call with each input shape and takes seconds to a few
-minutes (``compile_first_call_s`` in the benchmark); Inductor keeps the generated code in
-its on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_<user>``), so a
-later process compiling the same model at the same shape mostly reads it back. Shapes are
-static on purpose: with a dynamic batch the x86 pass cannot see the activation shape and
-prepacks every conv weight for any shape, which costs about 1 ms per conv per call.
+Why AOTInductor and not ``torch.compile``: both run the same passes and call the same oneDNN
+kernels, but a ``torch.compile``'d call still goes through Dynamo's guard check and the
+AOTAutograd wrappers in Python, about 0.09 ms a call here; an AOTInductor package is a
+shared library called through one C++ runner. On the digits ResNet at batch 1 (2 threads,
+one process) that was 0.41 ms against 0.50 ms for the same kernels under ``torch.compile``
+and 0.49 ms for torch.ao's FX int8. And a package is a file: it is what the cache keeps.
+
+**Compilation and its cache.** Each input shape is compiled once (seconds to a minute) at
+its first call; shapes are static on purpose (with a dynamic batch the x86 pass cannot see
+the activation shape and prepacks every conv weight for any shape, about 1 ms per conv per
+call). The package is written to :func:`cache_dir` under a key made of everything the
+generated code depends on: the program's graph and every tensor byte in it, the input shape,
+the torch and torchao versions, the CPU's instruction set and the settings below. A later
+call with the same key, in this process or another, loads it in milliseconds instead of
+compiling. ``CONVDOCTOR_CACHE_DIR`` moves the cache; ``CONVDOCTOR_CACHE_DIR=off`` compiles
+into a temporary folder that is removed after loading. A package that fails to load (a
+truncated file) is compiled again and replaced.
 
 :class:`CompiledInt8` never fails where the lowered graph works: when compiling fails (no
 C++ compiler, a torch API that moved) or more than :data:`MAX_COMPILED_SHAPES` shapes
@@ -23,30 +34,69 @@ arrive, the call runs on the lowered graph and :attr:`CompiledInt8.note` says wh
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
+import platform
+import tempfile
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._compat import INDUCTOR_LOGGER, inductor_config_patch
+from .._cache import CACHE_ENV, cache_root
+from .._compat import INDUCTOR_LOGGER, aoti_compile, aoti_load
 from .._native import capture_native
 from ..errors import one_line
 
-__all__ = ["INDUCTOR_SETTINGS", "MAX_COMPILED_SHAPES", "CompiledInt8"]
+__all__ = [
+    "CACHE_ENV",
+    "INDUCTOR_SETTINGS",
+    "MAX_COMPILED_SHAPES",
+    "CompileRecord",
+    "CompiledInt8",
+    "cache_dir",
+    "program_digest",
+]
 
 log = logging.getLogger(__name__)
 
 #: Inductor settings for int8 serving. ``freezing`` turns weights into constants so the
-#: int8 fusion passes run; ``cpp_wrapper`` calls the kernels from generated C++.
-INDUCTOR_SETTINGS: dict[str, Any] = {"freezing": True, "cpp_wrapper": True}
+#: int8 fusion passes run (AOTInductor always calls its kernels from generated C++).
+INDUCTOR_SETTINGS: dict[str, Any] = {"freezing": True}
 
-#: Distinct input shapes compiled per model. torch's own limit (``recompile_limit``, 8)
-#: would silently fall back to the reference model (fp32 compute); further shapes run on the
-#: lowered graph instead, which is int8 too.
+#: Distinct input shapes compiled per model; further shapes run on the lowered graph
+#: (int8 too), so a caller feeding every batch size does not compile without end.
 MAX_COMPILED_SHAPES = 8
+
+
+def cache_dir() -> Path | None:
+    """Where compiled int8 packages are kept: ``int8/`` in convdoctor's cache folder
+    (``$CONVDOCTOR_CACHE_DIR``, else ``~/.cache/convdoctor``); None when the cache is off."""
+    root = cache_root()
+    return None if root is None else root / "int8"
+
+
+@dataclass(frozen=True)
+class CompileRecord:
+    """How one input shape came to be served.
+
+    Attributes:
+        shape: the input shapes, one tuple per tensor argument.
+        seconds: wall time to export and compile, or to load the cached package.
+        cached: True when the package came from the cache instead of a compilation.
+        package: the package's path in the cache ("" when the cache is off).
+    """
+
+    shape: tuple[tuple[int, ...], ...]
+    seconds: float
+    cached: bool
+    package: str
 
 
 class _DropLogs(logging.Filter):
@@ -58,22 +108,18 @@ class _DropLogs(logging.Filter):
 
 
 #: Loggers that speak while Inductor compiles on a CPU machine.
-_NOISY_LOGGERS = ("torch.utils.cpp_extension", INDUCTOR_LOGGER)
+_NOISY_LOGGERS = ("torch.utils.cpp_extension", INDUCTOR_LOGGER, "torch.export")
 
 
 @contextlib.contextmanager
 def _quiet_compile() -> Iterator[None]:
-    """Inductor settings for int8, with torch's warnings, logs and compiler output held back."""
+    """torch's warnings, logs and compiler output held back while exporting and compiling."""
     drop = _DropLogs()
     loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
     for logger in loggers:
         logger.addFilter(drop)
     try:
-        with (
-            warnings.catch_warnings(),
-            capture_native("inductor int8 compile"),
-            inductor_config_patch(**INDUCTOR_SETTINGS),
-        ):
+        with warnings.catch_warnings(), capture_native("inductor int8 compile"):
             warnings.simplefilter("ignore")  # e.g. mkldnn_lowerings' copy-construct UserWarning
             yield
     finally:
@@ -82,58 +128,92 @@ def _quiet_compile() -> Iterator[None]:
 
 
 class _ServeState:
-    """What a :class:`CompiledInt8` learnt while serving: compiled shapes, why it fell back.
+    """What a :class:`CompiledInt8` learnt while serving: a runner per shape, why it fell back.
 
     A plain object, not module attributes: ``preserve_model_state`` (which every measuring
-    call runs the model under) restores module attributes and the sets in them, and would
-    make the model forget which shapes it compiled, or retry a compilation that failed.
+    call runs the model under) restores module attributes and the containers in them, and
+    would make the model forget what it compiled, or retry a compilation that failed.
     """
 
     def __init__(self) -> None:
-        self.shapes: set[tuple[Any, ...]] = set()
+        self.runners: dict[tuple[Any, ...], Callable[..., Any]] = {}
+        self.records: list[CompileRecord] = []
         self.note = ""
-
-
-def _guard_options() -> dict[str, Any]:
-    """Guard only what can change between calls: the input tensors and grad mode.
-
-    Dynamo's default guards also check every attribute of every module of the program on each
-    call; on the digits ResNet at batch 1 that lookup took about 0.24 ms of a 2 ms call (torch
-    profiler, "TorchDynamo Cache Lookup"). Nothing can change them here: the reference program
-    is ours, never handed out for training, and its weights are frozen into the compiled code
-    anyway. ``skip_guard_on_all_nn_modules_unsafe`` is torch's public filter for exactly this
-    ("unsafe" only for models whose attributes change); torch versions without it keep the
-    default guards.
-    """
-    skip = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)
-    return {"guard_filter_fn": skip} if skip is not None else {}
+        self.digest: str | None = None
 
 
 def _shape_key(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else type(a) for a in args)
+    return tuple((tuple(a.shape), a.dtype, a.device) if isinstance(a, torch.Tensor) else type(a) for a in args)
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    return bytes(flat.view(torch.uint8).numpy()) if flat.numel() else b""
+
+
+def program_digest(reference: nn.Module) -> str:
+    """SHA-256 of what the generated code depends on in ``reference``: its code and every tensor in it.
+
+    Tensors are found as parameters, buffers and plain tensor attributes (a ``get_attr`` can
+    read any of them); ``convert_pt2e`` writes activation scales into the code as literals.
+    """
+    h = hashlib.sha256(str(getattr(reference, "code", repr(reference))).encode())
+    seen: set[str] = set()
+    for prefix, module in reference.named_modules():
+        tensors = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+        tensors += [(k, v) for k, v in vars(module).items() if isinstance(v, torch.Tensor)]
+        for name, t in tensors:
+            key = f"{prefix}.{name}"
+            if key in seen:
+                continue
+            seen.add(key)
+            h.update(f"{key}:{t.dtype}:{tuple(t.shape)}:".encode())
+            h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _environment() -> str:
+    from ._torchao import import_torchao
+
+    torchao = import_torchao()[0]
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (
+        f"torch {torch.__version__}; torchao {torchao.__version__}; {platform.machine()} {capability}; "
+        f"{sorted(INDUCTOR_SETTINGS.items())}"
+    )
+
+
+def _package_name(digest: str, key: tuple[Any, ...]) -> str:
+    return hashlib.sha256(f"{digest}|{key}|{_environment()}".encode()).hexdigest()[:32] + ".pt2"
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        log.info("int8 package cache %s unusable (%s): compiling without it", folder, exc)
+        return False
+    return os.access(folder, os.W_OK)
 
 
 class CompiledInt8(nn.Module):
-    """The reference int8 program compiled by Inductor, one compilation per input shape.
+    """The reference int8 program compiled by AOTInductor, one package per input shape.
 
     Its ``state_dict`` is the reference model's (int8 weights, scales, zero points, fp32
-    biases): what :meth:`~convdoctor.quant.QuantResult.save` ships. Inference only: every
-    call runs under ``torch.no_grad`` (freezing needs it, and an int8 program has no
-    gradients to give).
+    biases): what :meth:`~convdoctor.quant.QuantResult.save` ships. Inference only: an int8
+    program has no gradients to give.
 
     Attributes:
         reference: the converted PT2E model (int8 weights, fp32 compute).
-        note: why a call ran on the lowered graph instead, ``""`` while none did.
     """
 
     def __init__(self, reference: nn.Module, lowered: nn.Module) -> None:
         super().__init__()
-        for m in reference.modules():  # ours, never the user's: inference flags, so no guard recompiles
+        for m in reference.modules():  # ours, never the user's: inference flags for export
             m.training = False
         self.reference = reference
         # Not submodules: their prepacked copies of the weights would count twice in state_dict.
         self.__dict__["_lowered"] = lowered
-        self.__dict__["_compiled"] = torch.compile(reference, dynamic=False, options=_guard_options())
         self.__dict__["_state"] = _ServeState()
 
     @property
@@ -144,8 +224,13 @@ class CompiledInt8(nn.Module):
 
     @property
     def compiled_shapes(self) -> int:
-        """Input shapes compiled so far."""
-        return len(self.__dict__["_state"].shapes)
+        """Input shapes compiled (or loaded from the cache) so far."""
+        return len(self.__dict__["_state"].runners)
+
+    @property
+    def records(self) -> tuple[CompileRecord, ...]:
+        """One :class:`CompileRecord` per shape served compiled, in the order they arrived."""
+        return tuple(self.__dict__["_state"].records)
 
     @property
     def note(self) -> str:
@@ -155,25 +240,57 @@ class CompiledInt8(nn.Module):
 
     def forward(self, *args: Any) -> Any:
         """Run the compiled program (compiling on a new shape), or the lowered graph when it cannot."""
-        key = _shape_key(args)
+        state = self.__dict__["_state"]
+        # the package was compiled for contiguous inputs and reads them as such
+        args = tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+        runner = state.runners.get(_shape_key(args))
+        if runner is not None:
+            return runner(*args)
         with torch.no_grad():
-            state = self.__dict__["_state"]
-            if key in state.shapes:
-                return self.__dict__["_compiled"](*args)
-            if state.note or len(state.shapes) >= MAX_COMPILED_SHAPES:
+            if state.note or len(state.runners) >= MAX_COMPILED_SHAPES:
                 return self.lowered(*args)
-            return self._compile_and_run(key, args)
+            return self._compile_and_run(_shape_key(args), args)
 
     def _compile_and_run(self, key: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+        state = self.__dict__["_state"]
+        start = time.perf_counter()
         try:
             with _quiet_compile():
-                out = self.__dict__["_compiled"](*args)
+                runner, package, cached = self._runner(key, args)
+                out = runner(*args)
         except Exception as exc:  # noqa: BLE001 - no C++ compiler, an inductor change...: the lowered graph is int8 too
             out = self.lowered(*args)  # the input's own fault raises here, with its own message
-            self.__dict__[
-                "_state"
-            ].note = f"Inductor compilation failed ({one_line(exc)[:160]}); running the lowered graph"
-            log.info("%s", self.note)
+            state.note = f"Inductor compilation failed ({one_line(exc)[:160]}); running the lowered graph"
+            log.info("%s", state.note)
             return out
-        self.__dict__["_state"].shapes.add(key)
+        shape = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+        state.records.append(CompileRecord(shape, time.perf_counter() - start, cached, package))
+        state.runners[key] = runner
         return out
+
+    def _runner(self, key: tuple[Any, ...], args: tuple[Any, ...]) -> tuple[Callable[..., Any], str, bool]:
+        """The loaded package for ``key``: from the cache when there, else compiled (and cached)."""
+        state = self.__dict__["_state"]
+        folder = cache_dir()
+        if folder is None or not _writable(folder):
+            with tempfile.TemporaryDirectory(prefix="convdoctor-int8-") as tmp:
+                return aoti_load(self._compile(args, str(Path(tmp) / "int8.pt2"))), "", False
+        if state.digest is None:
+            state.digest = program_digest(self.reference)
+        path = folder / _package_name(state.digest, key)
+        if path.is_file():
+            try:
+                return aoti_load(str(path)), str(path), True
+            except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: compile it again
+                log.info("cached int8 package %s does not load (%s): compiling again", path, one_line(exc)[:160])
+        partial = folder / f".{os.getpid()}.partial.{path.name}"  # AOTInductor wants a .pt2 name
+        try:
+            self._compile(args, str(partial))
+            os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the whole new one
+        finally:
+            partial.unlink(missing_ok=True)
+        return aoti_load(str(path)), str(path), False
+
+    def _compile(self, args: tuple[Any, ...], path: str) -> str:
+        program = torch.export.export(self.reference, args)  # static shapes: see the module docstring
+        return aoti_compile(program, path, INDUCTOR_SETTINGS)

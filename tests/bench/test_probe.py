@@ -38,6 +38,8 @@ def test_cache_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.delenv("CONVDOCTOR_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "convdoctor"
+    monkeypatch.setenv("CONVDOCTOR_CACHE_DIR", "off")
+    assert cache_dir() is None
 
 
 def test_cached_per_threads_and_refreshable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

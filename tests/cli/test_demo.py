@@ -85,6 +85,37 @@ def test_int8_says_where_it_pays_and_where_it_does_not(demo: tuple[subprocess.Co
     faster, slower = "x faster" in out, "x slower" in out
     assert ("INT8 pays where a call does enough arithmetic" in flat) == faster
     assert ("It does not pay for tiny work" in flat) == slower
+    # the test run's package cache starts empty: the demo compiles, and says so
+    assert "AOTInductor compiled the int8 models once per batch size" in flat and "came from the cache" not in flat
+
+
+def test_the_compile_sentence_counts_compilations_and_cache_loads() -> None:
+    from convdoctor.report.demo import _compile_text
+
+    int8 = {
+        "small": {
+            "compiled": True,
+            "packages": [
+                {"batch": 1, "seconds": 4.0, "cached": False},
+                {"batch": 64, "seconds": 0.006, "cached": True},
+            ],
+        },
+        "wide": {
+            "compiled": True,
+            "packages": [
+                {"batch": 1, "seconds": 6.5, "cached": False},
+                {"batch": 64, "seconds": 0.009, "cached": True},
+            ],
+        },
+    }
+    text = _compile_text(int8)
+    assert "10.5 s in all here (at most 6.5 s, wide at batch 1)" in text
+    assert "2 of 4 int8 packages came from the cache an earlier run wrote, loaded in 15 ms in all" in text
+    for m in int8.values():
+        m["packages"] = [p | {"cached": True} for p in m["packages"]]
+    text = _compile_text(int8)
+    assert "compiled the int8 models" not in text and "4 of 4 int8 packages came from the cache" in text
+    assert "serves the lowered graph (compile=False)" in _compile_text({"small": {"compiled": False}})
 
 
 @pytest.mark.slow

@@ -245,6 +245,10 @@ def test_quantization_metrics_picks_the_mode(resnet: nn.Module, digits: Split) -
     assert static["mode"] == "static-int8" and static["n_samples"] == 100  # half calibrates, half is scored
     assert static["accuracy_fp32"] == pytest.approx(ind.accuracy(resnet, x[100:], y[100:]))
     assert {r["status"] for r in static["record"]["layers"]} == {"int8", "folded"}
+    # agreement ran compiled, in forwards of 32: one package, on disk
+    [package] = static["serving"]["packages"]
+    assert static["serving"]["compiled"] and static["serving"]["note"] == ""
+    assert package["shape"] == ((32, 1, 32, 32),) and Path(package["package"]).is_file()
     assert quantization_findings(static) == []
     eager = quantization_metrics(_dynamic(resnet), x, y)
     assert eager["mode"] == "eager-quantized" and eager["quantized_layers"] == {"fc": "Linear"}
