@@ -14,8 +14,10 @@ each measurement is a fresh process that builds one contender and times it:
   serving machine), makes its first call (timed: for convdoctor the package compile in the
   first child, a load from the package cache in the others), warms up and times ``--calls``
   calls (median);
-- **ratio** = the median over rounds of the paired FX ms / convdoctor ms of the same round
-  (>= 1: as fast as the anchor); speedups over the fp32 medians are shown beside.
+- **ratio** = FX median ms / convdoctor median ms over the rounds (= convdoctor's speedup over
+  fp32 / FX's; >= 1: as fast as the anchor), the statistic of ``quant_int8.py``; beside it the
+  median and range of the per-round ratios (FX ms / convdoctor ms of the same round: processes
+  run one after another, so a load change between them moves a round's ratio).
 
 Run: ``.venv/bin/python benchmarks/quant_int8_isolated.py [--models digits,resnet18]
 [--batch-sizes 1,32] [--threads 2] [--rounds 3]``.
@@ -117,7 +119,8 @@ def row(name: str, batch: int, rounds: int, calls: int, work: Path, threads: int
     first = f"{cold[0]:.1f} s" if cold else "-"
     first += f" / {1e3 * statistics.median(warm):.0f} ms" if warm else ""
     return (
-        f"| {name} | {batch} | {cells} | **{statistics.median(paired):.2f}** ({min(paired):.2f}-{max(paired):.2f}) "
+        f"| {name} | {batch} | {cells} | **{ms['fx'] / ms['convdoctor']:.2f}** | "
+        f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f}) "
         f"| {first} | {spread} |"
     )
 
@@ -140,10 +143,10 @@ def main() -> None:
     os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="quant-int8-isolated-")  # children inherit a cold cache
     print(f"threads {args.threads}, torch {torch.__version__}, load average before {os.getloadavg()[0]:.2f}\n")
     print(
-        "| model | batch | fp32 ms | FX int8 ms (speedup) | convdoctor int8 ms (speedup) | convdoctor / FX, "
-        "paired (range) | convdoctor first call: compile / cached | spread ms, convdoctor / FX |"
+        "| model | batch | fp32 ms | FX int8 ms (speedup) | convdoctor int8 ms (speedup) | convdoctor / FX | "
+        "paired rounds: median (range) | convdoctor first call: compile / cached | spread ms, convdoctor / FX |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         work = Path(tempfile.mkdtemp(prefix=f"quant-int8-{name}-"))
         prepare(name, work)

@@ -7,6 +7,7 @@ SiLU) keeps the test to a second or two; the same record was measured on
 
 from __future__ import annotations
 
+import pytest
 import timm.layers as timm_layers  # a declared test dependency: a broken release fails
 import torch
 from torch import nn
@@ -45,3 +46,27 @@ def test_batchnorm_act_folds_and_convs_are_int8() -> None:
     with torch.no_grad():
         ref = model(x)
         torch.testing.assert_close(result.model(x), ref, atol=0.1 * float(ref.abs().max()), rtol=0)
+
+
+@pytest.mark.slow
+def test_timm_model_is_served_by_an_int8_package() -> None:
+    """The default served model (an AOTInductor package) runs the timm model's convs in int8 too."""
+    import re
+    import zipfile
+
+    from convdoctor.quant import quantize_int8
+
+    torch.manual_seed(0)
+    model = _TimmNet().eval()
+    result = quantize_int8(model, torch.randn(32, 3, 16, 16))
+    x = torch.randn(8, 3, 16, 16)
+    with torch.no_grad():
+        served, lowered = result.model(x), result.lowered_graph(x)
+    [record] = result.model.records
+    assert result.model.note == "" and record.shape == ((8, 3, 16, 16),)
+    archive = zipfile.ZipFile(record.package)
+    source = next(archive.read(n).decode() for n in archive.namelist() if n.endswith("wrapper.cpp"))
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert len(re.findall(r"aoti_torch_cpu__qconv[a-z0-9_]*[(]", source)) == convs
+    assert "aoti_torch_cpu_convolution(" not in source
+    torch.testing.assert_close(served, lowered, atol=0.05 * float(lowered.abs().max()), rtol=0)
