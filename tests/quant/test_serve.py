@@ -95,17 +95,26 @@ def _copy_of(package: str, calls: list[str]) -> Callable[..., str]:
     return fake
 
 
-def test_a_package_that_does_not_load_is_compiled_again(
-    compiled: CompiledInt8, int8: QuantResult, digits: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _stand_in_compiler(
+    compiled: CompiledInt8, digits: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str
+) -> tuple[torch.Tensor, torch.Tensor, str, list[str]]:
+    """The test batch, the compiled model's answer, a copy of its real package in ``good.pt2``,
+    and the compiler replaced by :func:`_copy_of` it (its calls listed), with ``cache`` as the cache."""
     x = digits.x_test[:BATCH]
     with torch.no_grad():
         expected = compiled(x)
     good = str(tmp_path / "good.pt2")
     shutil.copyfile(compiled.records[0].package, good)
-    monkeypatch.setenv(serve.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(serve.CACHE_ENV, cache)
     calls: list[str] = []
     monkeypatch.setattr(serve, "aoti_compile", _copy_of(good, calls))
+    return x, expected, good, calls
+
+
+def test_a_package_that_does_not_load_is_compiled_again(
+    compiled: CompiledInt8, int8: QuantResult, digits: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, expected, good, calls = _stand_in_compiler(compiled, digits, tmp_path, monkeypatch, str(tmp_path / "cache"))
     first = CompiledInt8(int8.reference, int8.lowered_graph)
     with torch.no_grad():
         first(x)
@@ -123,15 +132,8 @@ def test_a_package_that_does_not_load_is_compiled_again(
 def test_cache_off_writes_nothing(
     compiled: CompiledInt8, int8: QuantResult, digits: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    x = digits.x_test[:BATCH]
-    with torch.no_grad():
-        expected = compiled(x)
-    good = str(tmp_path / "good.pt2")
-    shutil.copyfile(compiled.records[0].package, good)
-    monkeypatch.setenv(serve.CACHE_ENV, "off")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    calls: list[str] = []
-    monkeypatch.setattr(serve, "aoti_compile", _copy_of(good, calls))
+    x, expected, good, calls = _stand_in_compiler(compiled, digits, tmp_path, monkeypatch, "off")
     model = CompiledInt8(int8.reference, int8.lowered_graph)
     with torch.no_grad():
         assert torch.equal(model(x), expected)
