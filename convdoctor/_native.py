@@ -77,17 +77,20 @@ def _flush() -> None:
 
 
 @contextlib.contextmanager
-def capture_native(label: str) -> Iterator[NativeOutput]:
+def capture_native(label: str, *, own: bool = False) -> Iterator[NativeOutput]:
     """Redirect descriptors 1 and 2 into a temporary file while the block runs.
 
     Args:
         label: what runs in the block, named in the log line.
+        own: hold this block's output in its own buffer even inside another capture (for a
+            probe that must read what it printed); the outer capture's descriptors come back after.
 
     Yields:
         A :class:`NativeOutput`, filled when the block exits (also when it raises).
     """
     out = NativeOutput(label)
-    if getattr(_depth, "value", 0):  # the outer capture holds everything: one place, one log entry
+    outer = getattr(_depth, "value", 0)
+    if outer and not own:  # the outer capture holds everything: one place, one log entry
         yield out
         return
     try:
@@ -111,7 +114,7 @@ def capture_native(label: str) -> Iterator[NativeOutput]:
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
-            _depth.value = 0
+            _depth.value = outer
             sink.seek(0)
             out.text = sink.read().decode("utf-8", errors="replace") + python_level.getvalue()
             if out.text.strip():

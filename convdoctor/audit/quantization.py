@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import CaptureError, UsageError, one_line
 from ..findings import Finding
-from ..quant import has_quantized_layers, quantization_findings, quantization_metrics
+from ..quant import UnsupportedHardware, has_quantized_layers, quantization_findings, quantization_metrics
 from .context import CheckContext, CheckSkipped
 from .registry import register_check
 
@@ -41,6 +41,8 @@ def check_quantization(ctx: CheckContext) -> list[Finding]:
         )
     except ImportError as exc:
         raise CheckSkipped(f"{one_line(exc)} (pip install 'convdoctor[quant]')") from exc
+    except UnsupportedHardware as exc:  # an ARM CPU, a torch without oneDNN: say why, never a fp32 "int8"
+        raise CheckSkipped(one_line(exc)) from exc
     except UsageError as exc:
         if not isinstance(exc.__cause__, ImportError):  # only a missing torchao is a skip
             raise
@@ -52,4 +54,6 @@ def check_quantization(ctx: CheckContext) -> list[Finding]:
     if isinstance(record, dict):
         ctx.evidence["quantized"] = record.get("quantized")
         ctx.evidence["left_float"] = record.get("left_float")
+        ctx.evidence["int8_path"] = record.get("int8_path")  # the CPU's int8 kernels, measured
+        ctx.evidence["verification"] = record.get("verification")
     return quantization_findings(metrics)

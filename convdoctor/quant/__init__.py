@@ -4,6 +4,8 @@
   the per-layer record); :func:`load_int8` brings a saved program back on the serving machine.
 - :func:`compare_int8`: agreement, accuracy, bytes on disk and latency of an int8 model
   against its fp32 original, the one comparison the audit, the demo and the benchmark use.
+- :func:`int8_path`: which int8 kernels this CPU runs (VNNI, AMX, or saturating AVX2/AVX-512
+  without VNNI), measured; :func:`quantize_int8` picks 7-bit activations from it.
 - :func:`dynamic_quant_coverage`: how much of a ``quantize_dynamic`` model still runs in fp32.
 - :func:`quantization_metrics` and :func:`quantization_findings`: what the audit's
   ``quantization`` check runs, and its thresholds.
@@ -22,6 +24,7 @@ from .findings import (
     quantization_findings,
     quantization_metrics,
 )
+from .isa import Int8Path, UnsupportedHardware, int8_path
 from .pt2e import BACKENDS, calibration_batches, quantize_int8
 from .result import QuantizedLayer, QuantResult, load_int8
 from .serve import CompiledInt8
@@ -33,15 +36,18 @@ __all__ = [
     "MAX_FP32_MAC_FRACTION",
     "MIN_FLIPS",
     "CompiledInt8",
+    "Int8Path",
     "QuantResult",
     "QuantizedLayer",
     "calibration_batches",
     "compare_int8",
     "dynamic_quant_coverage",
     "has_quantized_layers",
+    "int8_path",
     "load_int8",
     "quantization_findings",
     "quantization_metrics",
     "quantize_int8",
     "serialized_bytes",
+    "UnsupportedHardware",
 ]

@@ -130,6 +130,12 @@ def _drop_finding(
     )
     evidence = {k: metrics[k] for k in keys if k in metrics}
     evidence |= {"max_accuracy_drop_points": max_accuracy_drop, "max_disagreement": max_disagreement}
+    record = metrics.get("record") or {}
+    if record.get("int8_path"):  # which kernels ran, and what the held-out check blamed
+        evidence["int8_path"] = record["int8_path"]["description"]
+        cause = (record.get("verification") or {}).get("likely_cause")
+        if cause:
+            reasons.append(f"likely cause: {cause}")
     return make_finding(
         "QUANTIZATION_DROP",
         "INT8 model disagrees with FP32: " + "; ".join(reasons) + ".",

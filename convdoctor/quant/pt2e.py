@@ -51,8 +51,10 @@ from ._graph import (
     module_paths,
 )
 from ._torchao import import_torchao
+from .isa import int8_path
 from .result import QuantizedLayer, QuantResult, serving_model
 from .serve import CompiledInt8
+from .verify import Verification, verify_int8
 
 __all__ = ["BACKENDS", "DEFAULT_CALIBRATION_BATCH", "calibration_batches", "quantize_int8"]
 
@@ -178,8 +180,36 @@ def _prepare_input(batches: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     return (first if first.shape[0] >= 2 else torch.cat([first, first])[:2],)
 
 
+def _hold_out(batches: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, bool]:
+    """Calibration batches, the batch that verifies the result, and whether it was held out."""
+    if len(batches) >= 2:
+        return batches[:-1], batches[-1], True
+    return batches, batches[0], False
+
+
+def _verify(
+    work: nn.Module,
+    reference: nn.Module,
+    lowered: nn.Module | None,
+    batch: torch.Tensor,
+    held_out: bool,
+    dynamic: bool,
+    example: tuple[torch.Tensor, ...],
+) -> Verification | None:
+    """:func:`verify_int8` on the batch, cut to the exported batch size when that is static."""
+    if not dynamic:
+        n = example[0].shape[0]
+        batch = batch[:n] if batch.shape[0] >= n else example[0]
+    _calibrate(work, [batch])  # a held-out batch the model cannot run is the caller's error, as in calibration
+    try:
+        return verify_int8(work, reference, lowered if lowered is not None else reference, batch, held_out)
+    except Exception as exc:  # noqa: BLE001 - an output we cannot compare: the result says it was not verified
+        log.info("int8 verification skipped: %s", exc)
+        return None
+
+
 def _convert(
-    work: nn.Module, batches: list[torch.Tensor], example: tuple[torch.Tensor, ...], qpt2e: Any
+    work: nn.Module, batches: list[torch.Tensor], example: tuple[torch.Tensor, ...], qpt2e: Any, reduce_range: bool
 ) -> tuple[torch.fx.GraphModule, set[str], bool, list[torch.Tensor]]:
     """Export, prepare, calibrate, convert: the reference model, the module paths export saw,
     whether the batch is dynamic, and the calibration batches used."""
@@ -198,7 +228,8 @@ def _convert(
         batches = [data[i : i + n] for i in range(0, data.shape[0] - n + 1, n)] or [example[0]]
     exported = program.module()
     before = module_paths(exported)
-    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    config = xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
+    quantizer = xiq.X86InductorQuantizer().set_global(config)
     prepared = qpt2e.prepare_pt2e(exported, quantizer)
     _calibrate(prepared, batches)
     reference = qpt2e.convert_pt2e(prepared)
@@ -215,6 +246,7 @@ def quantize_int8(
     max_batches: int | None = None,
     lower: bool = True,
     compile: bool = True,
+    reduce_range: bool | None = None,
 ) -> QuantResult:
     """Static post-training INT8 quantization of the convolutions and linears (PT2E, torchao).
 
@@ -235,11 +267,19 @@ def quantize_int8(
             each input shape, seconds once, or loads the package a former compilation cached;
             then the fastest int8 on x86); False serves the lowered graph, which needs no
             compilation.
+        reduce_range: quantize activations to 7 bits. None (the default) measures this CPU's
+            int8 kernels (:func:`convdoctor.quant.isa.int8_path`): 7 bits where u8 x s8 pair sums
+            saturate (no VNNI), 8 bits elsewhere; and retries with 7 bits when the int8 model
+            disagrees with fp32 on the held-out batch. True or False forces it, without retry.
 
     Returns:
         The quantized model and the per-layer record.
 
+    The last calibration batch (when there are two or more) is held out of calibration and
+    measures the result (``result.verification``).
+
     Raises:
+        UnsupportedHardware: not an x86-64 CPU with oneDNN (a :class:`UsageError`).
         UsageError: unknown backend, torchao missing, or empty/invalid calibration data.
         CaptureError: the model cannot be exported or does not run on the calibration data.
     """
@@ -250,8 +290,20 @@ def quantize_int8(
     with preserve_model_state(model):
         work = copy.deepcopy(model).cpu().eval()
     example = _prepare_input(batches)
-    reference, before, dynamic, batches = _convert(work, batches, example, qpt2e)
-    lowered, note = _try_lower(reference, example, dynamic, lower)
+    path = int8_path()
+    calib, check_batch, held_out = _hold_out(batches)
+    attempts: list[dict[str, Any]] = []
+    narrow = path.reduce_range if reduce_range is None else reduce_range
+    while True:
+        reference, before, dynamic, used = _convert(work, calib, example, qpt2e, narrow)
+        lowered, note = _try_lower(reference, example, dynamic, lower)
+        check = _verify(work, reference, lowered, check_batch, held_out, dynamic, example)
+        attempts.append({"reduce_range": narrow, **(check.to_dict() if check else {})})
+        if check is None or not check.poor or narrow or reduce_range is not None:
+            break
+        log.info("int8 agreement poor with 8-bit activations (%s): retrying with 7-bit", check.likely_cause)
+        narrow = True  # the safer setting before giving up: 7-bit activations cannot saturate
+    batches = used
     weighted, after = converted_layers(reference)
     kernels, int8_ops, float_ops = lowered_ops(lowered)
     rows = (_layer_row(p, m, weighted, before, after, kernels, lowered is not None) for p, m in work.named_modules())
@@ -271,5 +323,9 @@ def quantize_int8(
         calibration_batches=len(batches),
         calibration_samples=sum(int(b.shape[0]) for b in batches),
         torchao_version=str(torchao.__version__),
+        int8_path=path,
+        reduce_range=narrow,
+        verification=check,
+        attempts=tuple(attempts),
         _example=example,
     )

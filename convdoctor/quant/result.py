@@ -18,7 +18,9 @@ from torch import nn
 from ..errors import UsageError, one_line
 from ._graph import export_model, lower_x86
 from ._torchao import import_torchao
+from .isa import Int8Path
 from .serve import CompiledInt8
+from .verify import Verification
 
 __all__ = ["QuantResult", "QuantizedLayer", "load_int8", "serving_model"]
 
@@ -81,6 +83,11 @@ class QuantResult:
         calibration_batches: batches the observers saw.
         calibration_samples: samples the observers saw.
         torchao_version: the torchao version that did the work.
+        int8_path: the int8 kernel path this CPU runs (measured; names the ISA), None if unknown.
+        reduce_range: whether activations were quantized to 7 bits (see :mod:`convdoctor.quant.isa`).
+        verification: the result against fp32 on the held-out batch, None when it could not be compared.
+        attempts: one verification record per quantization tried (a retry with 7-bit
+            activations follows a poor 8-bit result).
     """
 
     model: nn.Module
@@ -97,6 +104,10 @@ class QuantResult:
     calibration_batches: int
     calibration_samples: int
     torchao_version: str
+    int8_path: Int8Path | None = None
+    reduce_range: bool = False
+    verification: Verification | None = None
+    attempts: tuple[dict[str, Any], ...] = ()
     _example: tuple[torch.Tensor, ...] = field(repr=False, default=())
 
     @property
@@ -120,6 +131,10 @@ class QuantResult:
             "calibration_batches": self.calibration_batches,
             "calibration_samples": self.calibration_samples,
             "torchao_version": self.torchao_version,
+            "int8_path": self.int8_path.to_dict() if self.int8_path else None,
+            "reduce_range": self.reduce_range,
+            "verification": self.verification.to_dict() if self.verification else None,
+            "attempts": [dict(a) for a in self.attempts],
             "layers": [r.to_dict() for r in self.layers],
             "quantized": list(self.quantized),
             "left_float": list(self.left_float),

@@ -207,8 +207,11 @@ def _inspect_body(story: Story) -> Iterable[Any]:
 def _int8_section(int8: dict[str, Any]) -> list[Any]:
     if "skipped" in int8:
         return [Text(f"4. INT8: skipped: {int8['skipped']}", style="bold")]
+    paths = sorted({str(m.get("int8_path")) for m in int8.values() if m.get("int8_path")})
+    where = [Text("int8 kernels on this CPU: " + "; ".join(paths) + ".")] if paths else []
     return [
         Text("4. INT8: the CNN and a 4x wider one, quantized and measured.", style="bold"),
+        *where,
         int8_table(int8),
         Text(int8_verdict(int8)),
     ]

@@ -119,17 +119,38 @@ def test_the_compile_sentence_counts_compilations_and_cache_loads() -> None:
     assert "serves the lowered graph (compile=False)" in _compile_text({"small": {"compiled": False}})
 
 
+#: Training runs on the CPU's float kernels (AVX2 and AVX-512 round sums differently), so the
+#: trained CNN and its accuracies differ by a point or so between CPUs (measured: 98.9% here,
+#: 98.7% on an AVX2-only EPYC). The README promises the rows and their order, the eval-mode
+#: figures within this band, and train-mode BN's collapse within the wider one below.
+EVAL_BAND_POINTS = 1.5
+#: Train-mode BN on one request or one class scores near chance (10%); the exact figure moves
+#: with the trained weights by several points, the collapse does not. On shuffled batches it
+#: stays near eval mode, within a few points (2 digits of 449 per half point).
+COLLAPSED_BAND_POINTS = 10.0
+SHUFFLED_BAND_POINTS = 3.0
+
+
+def _rows(text: str) -> list[tuple[str, int, float, float]]:
+    return [(m[1], int(m[2]), float(m[3]), float(m[4])) for m in ROW.finditer(text)]
+
+
 @pytest.mark.slow
 def test_readme_excerpt_matches_the_demo(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
-    """The README's deterministic lines (accuracies, tables) are what the demo prints on this machine."""
+    """The README's excerpt is what the demo prints, on any CPU: rows, order, numbers within a band."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     excerpt = readme[readme.index("## A 30-second tour") : readme.index("Sizing any model")]
-    lines = [m.group(0) for m in ROW.finditer(excerpt)]
-    assert len(lines) == 4, "the README excerpt shows the four incident rows"
-    accuracy = re.search(r"test accuracy [\d.]+%", excerpt)
-    assert accuracy is not None
-    for expected in [*lines, accuracy.group(0)]:
-        assert expected in demo[0].stdout, f"README shows {expected!r}; rerun `make demo` and update README.md"
+    promised, printed = _rows(excerpt), _rows(demo[0].stdout)
+    assert len(promised) == 4, "the README excerpt shows the four incident rows"
+    assert [r[:2] for r in printed] == [r[:2] for r in promised], "rows or their order changed: update README.md"
+    for (name, size, train_bn, evaluated), (_, _, got_train, got_eval) in zip(promised, printed):
+        assert abs(got_eval - evaluated) <= EVAL_BAND_POINTS, f"{name} {size}: eval {got_eval}% vs README {evaluated}%"
+        band = COLLAPSED_BAND_POINTS if train_bn < 50 else SHUFFLED_BAND_POINTS
+        assert abs(got_train - train_bn) <= band, f"{name} {size}: train-mode {got_train}% vs README {train_bn}%"
+    accuracy = re.search(r"test accuracy ([\d.]+)%", excerpt)
+    got = re.search(r"test accuracy ([\d.]+)%", demo[0].stdout)
+    assert accuracy is not None and got is not None
+    assert abs(float(got[1]) - float(accuracy[1])) <= EVAL_BAND_POINTS
 
 
 def test_without_torchao_the_int8_stage_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -71,7 +71,9 @@ def test_record_every_conv_and_linear_int8_every_bn_folded(resnet: nn.Module, in
     assert int8.left_float == ()
     assert int8.lowered and int8.lowering_note == "" and int8.dynamic_batch
     assert int8.model is int8.lowered_graph and not int8.compiled  # the fixture serves without compiling
-    assert int8.calibration_samples == 256
+    # the last of the 8 calibration batches of 32 is held out: it measures the result instead
+    assert int8.calibration_samples == 256 - 32
+    assert int8.verification is not None and int8.verification.held_out and int8.verification.samples == 32
     # the record's kernel counts are the lowered graph's onednn nodes
     nodes = [n for n in int8.lowered_graph.graph.nodes if n.op == "call_function"]
     onednn = [n for n in nodes if str(n.target).startswith("onednn.")]
@@ -123,7 +125,9 @@ def test_calibration_accepts_loader_pairs() -> None:
     data = torch.rand(40, 1, 32, 32)
     loader = [(data[i : i + 8], torch.zeros(8, dtype=torch.long)) for i in range(0, 40, 8)]
     result = quantize_int8(model, loader, max_batches=3, compile=False)
-    assert result.calibration_batches == 3 and result.calibration_samples == 24
+    # three batches taken: two calibrate, the third is held out to verify the result
+    assert result.calibration_batches == 2 and result.calibration_samples == 16
+    assert result.verification is not None and result.verification.samples == 8
 
 
 @pytest.mark.slow

@@ -1,0 +1,147 @@
+"""Which int8 path oneDNN takes on this CPU, measured rather than looked up.
+
+oneDNN multiplies u8 activations by s8 weights. With VNNI (``vpdpbusd``, AVX-512 VNNI or
+AVX-VNNI) and AMX, each product is summed straight into int32. Without VNNI (AVX2 before
+Alder Lake, Skylake's AVX-512), the kernels use ``vpmaddubsw``, which adds *pairs* of products
+into int16 and saturates: a pair like 255 x 127 + 255 x 127 = 64,770 does not fit in 32,767. On
+such a CPU, activations that use the full u8 range lose accuracy without any warning.
+Quantizing activations to 7 bits (``reduce_range=True``, 0..127) keeps every pair sum below
+127 x 128 x 2 = 32,512, so the kernel is exact again.
+
+The cap that ``ONEDNN_MAX_CPU_ISA`` sets is honoured only by oneDNN itself, and torch 2.14 no
+longer reports VNNI. So :func:`int8_path` asks the kernel: it runs one 3x3 int8 convolution
+on saturating values (255 everywhere, weights 127) and compares the output with the exact
+int32 sum. That measurement decides. oneDNN's verbose line names the kernel that ran, for the
+report. oneDNN reads its ISA cap once per process, so the answer is cached for the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import platform
+from dataclasses import dataclass
+
+import torch
+
+from .._native import capture_native
+from ..errors import UsageError, one_line
+
+__all__ = ["Int8Path", "UnsupportedHardware", "int8_path"]
+
+log = logging.getLogger(__name__)
+
+#: Machine names of the x86-64 CPUs the x86 PT2E path (oneDNN int8 kernels) runs on.
+X86_MACHINES = ("x86_64", "amd64", "i686", "i386", "x86")
+#: Probe size: 16 input channels make 8 u8 x s8 pairs per tap, so every pair saturates.
+_CHANNELS = 16
+_U8_MAX, _S8_MAX = 255, 127
+
+
+class UnsupportedHardware(UsageError):
+    """The int8 path cannot run on this machine: a non-x86 CPU, or a torch built without oneDNN."""
+
+
+@dataclass(frozen=True)
+class Int8Path:
+    """The int8 kernel path on this CPU, as oneDNN runs it.
+
+    Attributes:
+        kernel: oneDNN's implementation name for a u8 x s8 conv (``"brg_conv_fwd:avx512_core_vnni"``,
+            ``"jit_uni_int8:avx2"``), or ``"unknown"`` when oneDNN's verbose output could not be read.
+        isa: the ISA part of ``kernel`` (``"avx512_core_vnni"``, ``"avx2"``), or ``"unknown"``.
+        saturates: whether the probe convolution lost precision on full-range u8 inputs (measured).
+        exact_ratio: the probe's output divided by the exact int32 sum (1.0 when exact).
+        reduce_range: whether activations are quantized to 7 bits (follows ``saturates``).
+    """
+
+    kernel: str
+    isa: str
+    saturates: bool
+    exact_ratio: float
+    reduce_range: bool
+
+    @property
+    def description(self) -> str:
+        """One line for reports: the path and why its settings follow."""
+        name = self.isa.upper() if self.isa != "unknown" else "this CPU"
+        if self.saturates:
+            return (
+                f"{name} without VNNI: 7-bit activations (u8 x s8 pair sums saturate int16 here: "
+                f"a full-range probe came out at {self.exact_ratio:.3f} of the exact sum)"
+            )
+        return f"{name}: 8-bit activations (int8 products summed exactly into int32)"
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready record."""
+        return {
+            "kernel": self.kernel,
+            "isa": self.isa,
+            "saturates": self.saturates,
+            "exact_ratio": self.exact_ratio,
+            "reduce_range": self.reduce_range,
+            "description": self.description,
+        }
+
+
+def _probe_conv() -> tuple[float, float]:
+    """Run the probe convolution: (its output, the exact int32 sum)."""
+    x = torch.full((1, _CHANNELS, 3, 3), _U8_MAX, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    w = torch.full((_CHANNELS, _CHANNELS, 3, 3), _S8_MAX, dtype=torch.int8)
+    w_scale = torch.ones(_CHANNELS)
+    w_zp = torch.zeros(_CHANNELS, dtype=torch.int64)
+    unit = [1, 1]
+    packed = torch.ops.onednn.qconv_prepack(w, w_scale, 1.0, 0, unit, [0, 0], unit, 1, list(x.shape))
+    y = torch.ops.onednn.qconv_pointwise(
+        x, 1.0, 0, packed, w_scale, w_zp, None, unit, [0, 0], unit, 1, 1.0, 0, torch.float32, "none", [], ""
+    )
+    return float(y.flatten()[0]), float(_U8_MAX * _S8_MAX * _CHANNELS * 9)
+
+
+def _kernel_name(verbose: str) -> str:
+    """The implementation field of oneDNN's int8 convolution exec line, or ``"unknown"``."""
+    for line in verbose.splitlines():
+        fields = line.split(",")
+        # onednn_verbose,v1,primitive,exec,cpu,convolution,<impl>,forward_inference,src:u8...
+        if "exec" in fields and "convolution" in fields and "src:u8" in line:
+            impl = fields[fields.index("convolution") + 1]
+            return impl.strip() or "unknown"
+    return "unknown"
+
+
+def check_x86() -> None:
+    """Raise :class:`UnsupportedHardware` unless the x86 oneDNN int8 path can run here."""
+    machine = platform.machine().lower()
+    if machine not in X86_MACHINES:
+        raise UnsupportedHardware(
+            f"static INT8 uses the x86 oneDNN path, which does not run on this {machine or 'unknown'} CPU; "
+            "keep the model in fp32 here, or quantize and serve it on an x86-64 machine"
+        )
+    if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+        raise UnsupportedHardware(
+            "this torch build has no oneDNN (mkldnn), which the x86 INT8 kernels need; install an official torch wheel"
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def int8_path() -> Int8Path:
+    """Measure the int8 path of this process (cached: oneDNN fixes its ISA when it starts).
+
+    Raises:
+        UnsupportedHardware: not an x86 CPU, no oneDNN, or its int8 convolution cannot run.
+    """
+    check_x86()
+    try:
+        with capture_native("oneDNN int8 probe", own=True) as held:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):  # type: ignore[no-untyped-call]
+                got, exact = _probe_conv()
+    except (RuntimeError, AttributeError, NotImplementedError) as exc:
+        raise UnsupportedHardware(f"oneDNN's int8 convolution does not run here ({one_line(exc)[:160]})") from exc
+    kernel = _kernel_name(held.text)
+    isa = kernel.split(":", 1)[1] if ":" in kernel else "unknown"
+    ratio = got / exact
+    # the probe's products are whole numbers well below 2**24: exact in fp32, so any shortfall is saturation
+    saturates = ratio < 1.0 - 1e-6
+    path = Int8Path(kernel=kernel, isa=isa, saturates=saturates, exact_ratio=ratio, reduce_range=saturates)
+    log.info("int8 path: %s (kernel %s)", path.description, kernel)
+    return path

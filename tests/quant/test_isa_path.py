@@ -1,0 +1,144 @@
+"""The int8 path follows the CPU's int8 instructions: measured on this CPU and on capped ones.
+
+oneDNN reads ``ONEDNN_MAX_CPU_ISA`` once per process, so each capped case runs in a child
+process. ``AVX2`` and ``AVX512_CORE`` (Skylake) have no VNNI: their u8 x s8 pair sums saturate
+int16 unless activations are 7-bit. The model below is built to saturate: inputs near the top
+of their range and equal positive weights make every pair 2 x ~240 x 127 > 32,767.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from convdoctor.quant.isa import Int8Path, _kernel_name, int8_path
+
+#: Child process: quantize the saturating conv and report the lowered graph's error against the
+#: int8 reference (same int8 grids, fp32 arithmetic: an exact kernel matches it to float rounding).
+_CHILD = r"""
+import json, sys, torch
+from torch import nn
+import convdoctor.quant.pt2e as pt2e
+from convdoctor.quant import isa
+from convdoctor.quant.isa import Int8Path
+
+torch.manual_seed(0)
+conv = nn.Conv2d(16, 8, 3)
+with torch.no_grad():
+    conv.weight.uniform_(0.5, 1.0)  # above the observer's scale floor (2**-12): int8 weights 64..127
+    conv.bias.zero_()
+model = nn.Sequential(conv).eval()
+x = 0.9 + 0.1 * torch.rand(96, 16, 8, 8)
+mode = sys.argv[1]
+kwargs = {}
+if mode == "forced-8bit":
+    kwargs["reduce_range"] = False
+elif mode == "probe-wrong":  # a probe that misses the saturation: the verification must catch it
+    pt2e.int8_path = lambda: Int8Path("probe", "unknown", False, 1.0, False)
+r = pt2e.quantize_int8(model, x, compile=False, **kwargs)
+with torch.no_grad():
+    lowered, ref = r.model(x[:32]), r.reference(x[:32])
+print(json.dumps({
+    "kernel_error": float((lowered - ref).norm() / ref.norm()),
+    "reduce_range": r.reduce_range,
+    "path": isa.int8_path().to_dict(),
+    "attempts": list(r.attempts),
+    "record": r.to_dict()["int8_path"],
+}))
+"""
+
+#: An exact int8 kernel matches the reference to fp32 rounding; saturation measured 0.3-0.5.
+EXACT = 1e-3
+SATURATED = 0.1
+
+
+def _child(cap: str | None, mode: str = "default") -> dict[str, object]:
+    env = dict(os.environ)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if cap:
+        env["ONEDNN_MAX_CPU_ISA"] = cap
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, mode], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize(
+    ("line", "kernel"),
+    [
+        (
+            "onednn_verbose,v1,primitive,exec,cpu,convolution,jit_uni_int8:avx2,forward_inference,"
+            "src:u8::blocked:acdb::f0 wei:s8:a:blocked:ABcd2b8a4b::f0,,mb1_ic16oc16,0.01",
+            "jit_uni_int8:avx2",
+        ),
+        (
+            "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core_vnni,forward_inference,"
+            "src:u8::blocked:acdb::f0 wei:s8,,mb1,0.02",
+            "brg_conv_fwd:avx512_core_vnni",
+        ),
+        ("onednn_verbose,v1,info,cpu,isa:Intel AVX2", "unknown"),
+        ("", "unknown"),
+    ],
+)
+def test_kernel_name_is_read_from_onednn_verbose(line: str, kernel: str) -> None:
+    assert _kernel_name(line) == kernel
+
+
+def test_this_process_path_is_consistent() -> None:
+    path = int8_path()
+    assert isinstance(path, Int8Path) and path.reduce_range == path.saturates
+    assert (path.exact_ratio < 1.0) == path.saturates
+    assert path.isa in path.description.lower() or path.isa == "unknown"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cap", ["AVX2", "AVX512_CORE"])
+def test_no_vnni_cpu_gets_7bit_activations_and_exact_kernels(cap: str) -> None:
+    # the capped CPU reproduces the saturation: 8-bit activations forced, the kernels lose half
+    forced = _child(cap, "forced-8bit")
+    assert forced["kernel_error"] > SATURATED, forced  # type: ignore[operator]
+    # the default measures the CPU, picks 7-bit activations, and the kernels are exact again
+    chosen = _child(cap)
+    path = chosen["path"]
+    assert isinstance(path, dict)
+    assert path["saturates"] and path["reduce_range"] and chosen["reduce_range"]
+    assert path["isa"] == cap.lower() and "without VNNI" in str(path["description"])
+    assert chosen["record"] == path  # the result's record names the path that ran
+    # the ISA choice went straight to 7 bits: no poor 8-bit attempt, no retry needed
+    assert [a["reduce_range"] for a in chosen["attempts"]] == [True]  # type: ignore[union-attr]
+    assert chosen["kernel_error"] < EXACT, chosen  # type: ignore[operator]
+
+
+@pytest.mark.slow
+def test_poor_agreement_retries_with_7bit_activations() -> None:
+    # a probe that wrongly says "exact": the held-out verification sees the kernels disagree and retries
+    got = _child("AVX2", "probe-wrong")
+    attempts = got["attempts"]
+    assert isinstance(attempts, list) and [a["reduce_range"] for a in attempts] == [False, True]
+    assert attempts[0]["poor"] and "kernels disagree" in attempts[0]["likely_cause"]
+    assert attempts[0]["kernel_error"] > attempts[0]["reference_error"]
+    assert not attempts[1]["poor"] and got["reduce_range"]
+    assert got["kernel_error"] < EXACT, got  # type: ignore[operator]
+
+
+def test_non_x86_cpu_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import convdoctor.quant.isa as isa
+    from convdoctor.quant import quantize_int8
+
+    monkeypatch.setattr(isa.platform, "machine", lambda: "aarch64")
+    isa.int8_path.cache_clear()
+    try:
+        with pytest.raises(isa.UnsupportedHardware, match=r"aarch64 CPU") as err:
+            quantize_int8(torch.nn.Conv2d(1, 1, 1), torch.rand(4, 1, 4, 4), compile=False)
+        assert "\n" not in str(err.value)
+    finally:
+        monkeypatch.undo()
+        isa.int8_path.cache_clear()
