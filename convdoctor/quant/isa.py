@@ -27,7 +27,7 @@ import torch
 from .._native import capture_native
 from ..errors import UsageError, one_line
 
-__all__ = ["Int8Path", "UnsupportedHardware", "int8_path"]
+__all__ = ["Int8Path", "UnsupportedHardware", "activation_bits", "int8_path", "warn_if_saturates"]
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +145,47 @@ def int8_path() -> Int8Path:
     path = Int8Path(kernel=kernel, isa=isa, saturates=saturates, exact_ratio=ratio, reduce_range=saturates)
     log.info("int8 path: %s (kernel %s)", path.description, kernel)
     return path
+
+
+def activation_bits(program: torch.nn.Module) -> int | None:
+    """7 or 8: the widest unsigned activation grid a quantized program uses; None without one.
+
+    Read from the program's ``quantize_per_tensor`` calls (``quant_max`` 127 is 7 bits, 255 is 8),
+    which is what :meth:`QuantResult.save` writes whatever CPU quantized it.
+    """
+    widest = None
+    graph = getattr(program, "graph", None)
+    for node in graph.nodes if isinstance(graph, torch.fx.Graph) else ():
+        if node.op != "call_function" or "quantize_per_tensor" not in str(node.target):
+            continue
+        dtype = node.args[5] if len(node.args) > 5 else node.kwargs.get("dtype")
+        quant_max = node.args[4] if len(node.args) > 4 else node.kwargs.get("quant_max")
+        if dtype == torch.uint8 and isinstance(quant_max, int):
+            bits = 8 if quant_max > 127 else 7
+            widest = bits if widest is None else max(widest, bits)
+    return widest
+
+
+def warn_if_saturates(program: torch.nn.Module, source: object) -> bool:
+    """Warn (and return True) when an 8-bit-activation program will run on saturating kernels here.
+
+    A program quantized on a VNNI/AMX CPU keeps 8-bit activations; served on a CPU without VNNI,
+    its u8 x s8 pair sums can saturate int16 and the int8 model silently loses accuracy.
+    """
+    if activation_bits(program) != 8:
+        return False
+    try:
+        path = int8_path()
+    except UnsupportedHardware:
+        return False  # lowering will say why it cannot run
+    if not path.saturates:
+        return False
+    log.warning(
+        "%s has 8-bit activations, but this CPU's int8 kernels (%s) saturate them (measured %.2f of the exact "
+        "sum): its outputs may be wrong here; quantize it again on this machine (convdoctor picks 7-bit "
+        "activations) or with quantize_int8(..., reduce_range=True) for every CPU",
+        source,
+        path.description,
+        path.exact_ratio,
+    )
+    return True

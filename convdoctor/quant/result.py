@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import UsageError, one_line
 from ._graph import export_model, lower_x86
 from ._torchao import import_torchao
-from .isa import Int8Path
+from .isa import Int8Path, warn_if_saturates
 from .serve import CompiledInt8
 from .verify import Verification
 
@@ -176,7 +176,9 @@ def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = Tr
     The ``.pt2`` holds the reference model (int8 weights, fp32 compute). Here it is lowered
     to oneDNN int8 kernels and, with ``compile``, wrapped for AOTInductor compilation at the first
     call per input shape. A lowering that fails (a torch or torchao API that moved) returns the
-    reference model, correct and slow, and logs why; it never raises.
+    reference model, correct and slow, and logs why; it never raises. A program with 8-bit
+    activations (quantized on a VNNI/AMX CPU) loaded on a CPU whose int8 kernels saturate them
+    (no VNNI: :mod:`convdoctor.quant.isa`) logs a warning: quantize it again there.
 
     Args:
         path: the ``.pt2`` file.
@@ -203,6 +205,7 @@ def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = Tr
         ) from exc
     if not lower:
         return reference
+    warn_if_saturates(reference, path)
     x = example_input.detach().cpu()
     example = (x if x.shape[0] >= 2 else torch.cat([x, x])[:2],)  # batch 1 would specialise the batch dim
     try:

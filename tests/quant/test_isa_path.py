@@ -142,3 +142,67 @@ def test_non_x86_cpu_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         monkeypatch.undo()
         isa.int8_path.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def saved_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, str]:
+    """One tiny conv quantized with 8-bit and with 7-bit activations, saved as ``.pt2``."""
+    from convdoctor.quant import quantize_int8
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    x = torch.rand(8, 3, 8, 8)
+    out = {}
+    for reduce_range in (False, True):
+        r = quantize_int8(model, [x[:4], x[4:]], compile=False, reduce_range=reduce_range)
+        assert r.reduce_range == reduce_range
+        out[reduce_range] = str(r.save(tmp_path_factory.mktemp("prog") / "m.pt2"))
+    return out
+
+
+def test_saved_program_tells_its_activation_bits(saved_programs: dict[bool, str]) -> None:
+    from convdoctor.quant.isa import activation_bits
+
+    assert activation_bits(torch.export.load(saved_programs[False]).module()) == 8
+    assert activation_bits(torch.export.load(saved_programs[True]).module()) == 7
+    assert activation_bits(torch.nn.Conv2d(1, 1, 1)) is None  # a float model has no activation grid
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_load_int8_warns_when_8bit_program_meets_saturating_cpu(
+    saved_programs: dict[bool, str], saturates: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import convdoctor.quant.isa as isa
+    from convdoctor.quant import load_int8
+
+    path = Int8Path("jit_uni_int8:avx2", "avx2", saturates, 0.506 if saturates else 1.0, saturates)
+    monkeypatch.setattr(isa, "int8_path", lambda: path)
+    for reduce_range, program in saved_programs.items():
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="convdoctor.quant.isa"):
+            load_int8(program, torch.rand(2, 3, 8, 8), compile=False)
+        warned = [r.getMessage() for r in caplog.records if "saturate" in r.getMessage()]
+        assert bool(warned) == (saturates and not reduce_range), warned
+        if warned:
+            assert "8-bit activations" in warned[0] and "0.51" in warned[0] and "\n" not in warned[0]
+
+
+_LOAD_CHILD = r"""
+import sys, torch, logging
+from convdoctor.quant import load_int8
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+load_int8(sys.argv[1], torch.rand(2, 3, 8, 8), compile=False)
+"""
+
+
+@pytest.mark.slow
+def test_program_from_a_vnni_cpu_warns_on_avx2(saved_programs: dict[bool, str]) -> None:
+    # quantized here, loaded on a CPU without VNNI: the real probe in the child decides
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
+    env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    for reduce_range, program in saved_programs.items():
+        out = subprocess.run(
+            [sys.executable, "-c", _LOAD_CHILD, program], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert ("saturate" in out.stderr) == (not reduce_range), out.stderr[-2000:]
