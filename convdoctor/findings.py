@@ -82,6 +82,7 @@ FINDING_CODES: dict[str, CodeInfo] = {
     "FROZEN_BN_UPDATING": _c("Frozen BatchNorm still updating", "warning", "monitor"),
     "NO_GRADIENT": _c("Trainable parameters without gradient", "warning", "monitor"),
     "LR_MISMATCH": _c("Learning rate mismatched to a parameter group", "warning", "monitor"),
+    "POOR_INIT": _c("Weights initialised so the net cannot learn", "error", "monitor"),
     # bench
     "BENCH_NOISY": _c("Noisy latency measurement", "warning", "bench"),
     "COLD_START_SLOW": _c("First inference much slower than warm", "info", "bench"),

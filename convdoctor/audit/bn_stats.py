@@ -19,6 +19,10 @@ A static check of the buffers eval mode will use (no forward pass):
   Affine parameters are no proof either way: initialisers set constants (1 and 0, the
   zero-init of a residual block's last BatchNorm) but also random values (timm's RepVGG
   draws gamma from N(0.1, 0.1)); the count of per-channel affine values is evidence only.
+  The user's sample is proof: when recomputing the statistics on it (on a copy) makes the
+  predictions right where they were wrong, or confident where they were not
+  (:mod:`.bn_recalibration`), the weights are trained and the statistics wrong: an ``error``,
+  whatever the buffers alone would say (the ``strict=False`` checkpoint that dropped them).
 * untrained: every layer at its initial statistics with no batch counted (an ``info``,
   not an error: nothing was lost in a hand-off that the buffers can show); when only
   some are, those layers never saw a batch (a ``warning``).
@@ -36,6 +40,7 @@ from torch import nn
 
 from .._compat import NormBase
 from ..findings import Finding, make_finding
+from .bn_recalibration import recalibration_evidence
 from .context import CheckContext
 from .registry import register_check
 
@@ -101,7 +106,44 @@ def _invalid(layers: list[dict[str, Any]]) -> list[Finding]:
     ]
 
 
-def _uninitialized(layers: list[dict[str, Any]]) -> list[Finding]:
+def _proven(rest: list[dict[str, Any]], total: int, sample: dict[str, Any], fix: str) -> Finding:
+    """The error the sample proves: the numbers before and after recalibrating on it."""
+    r = sample["recalibration"]
+    if "accuracy_before" in r:
+        what = (
+            f"accuracy {r['accuracy_before']:.1%} as loaded, {r['accuracy_after']:.1%} with statistics recomputed "
+            f"on the sample ({r['wrong_to_right']} samples fixed, {r['right_to_wrong']} broken, p = {r['p_value']:.2g})"
+        )
+    else:
+        what = (
+            f"{1 - r['agreement']:.0%} of the predictions change when the statistics are recomputed on the sample, "
+            f"and the recomputed model is confident ({r['confidence_after']:.2f} on a 0-1 scale from chance, "
+            f"{r['confidence_before']:.2f} as loaded)"
+        )
+    worst = max(sample["layers"], key=lambda lay: lay["var_log_ratio"], default=None)
+    seen = (
+        f"; the inputs reaching {worst['name']} have mean up to {worst['sample_mean_abs_max']:.3g} and median "
+        f"variance {worst['sample_var_median']:.3g} against the loaded 0 and 1"
+        if worst
+        else ""
+    )
+    return make_finding(
+        "BN_STATS_UNINITIALIZED",
+        f"{len(rest)} of {total} BatchNorm layers hold the initial statistics (mean 0, var 1, no batch counted) "
+        f"but the weights are trained: {what}{seen}. The buffers were not loaded (load_state_dict(strict=False) "
+        "from a checkpoint without running_mean/running_var).",
+        evidence={
+            "count": len(rest),
+            "evidence": "recalibration on the sample",
+            "recalibration": r,
+            "layers": sample["layers"],
+        },
+        fix=fix,
+        where=rest[0]["name"],
+    )
+
+
+def _uninitialized(layers: list[dict[str, Any]], ctx: CheckContext | None = None) -> list[Finding]:
     default = [lay for lay in layers if lay["default_stats"] and not lay["invalid"]]
     certain = [lay for lay in default if _counted(lay)]
     rest = [lay for lay in default if not _counted(lay)]
@@ -129,6 +171,10 @@ def _uninitialized(layers: list[dict[str, Any]]) -> list[Finding]:
         )
     if not rest:
         return findings
+    sample = recalibration_evidence(ctx, {lay["name"] for lay in rest}) if ctx is not None else None
+    if sample is not None and sample["proven"]:
+        return [*findings, _proven(rest, len(layers), sample, fix)]
+    measured = {"recalibration": sample["recalibration"]} if sample is not None else {}
     learned = sum(not lay["affine_default"] for lay in rest)
     if trained_elsewhere == 0:
         # nothing in the model ever saw a batch: fresh init and "every buffer lost" look the same here
@@ -144,7 +190,7 @@ def _uninitialized(layers: list[dict[str, Any]]) -> list[Finding]:
                 f"All {len(layers)} BatchNorm layers hold their initial statistics and none counted a batch{note}: the "
                 "model is untrained (random init) or its buffers were not loaded, so accuracy numbers from it mean "
                 "nothing.",
-                evidence={"count": len(rest), "untrained_model": True, "learned_affine": learned},
+                evidence={"count": len(rest), "untrained_model": True, "learned_affine": learned, **measured},
                 severity="info",
                 fix="Load the trained weights and buffers (--weights CKPT) before auditing.",
             )
@@ -161,6 +207,7 @@ def _uninitialized(layers: list[dict[str, Any]]) -> list[Finding]:
                 "evidence": "other layers' statistics were updated",
                 "learned_affine": learned,
                 "layers": [_summary(lay) for lay in rest[:MAX_LAYERS]],
+                **measured,
             },
             severity="warning",
             fix=fix,
@@ -213,4 +260,4 @@ def check_bn_stats(ctx: CheckContext) -> list[Finding]:
     )
     if not layers:
         ctx.skip("no BatchNorm layer with running statistics")
-    return _invalid(layers) + _uninitialized(layers) + _extreme(layers)
+    return _invalid(layers) + _uninitialized(layers, ctx) + _extreme(layers)

@@ -1,7 +1,7 @@
 """Remedies for units that die or gradients that vanish or explode at initialisation.
 
 Both return a new model and leave the user's untouched: :func:`leaky_relu` answers
-``DEAD_RELU``; :func:`reinit` answers ``DEAD_RELU``, ``VANISHING_GRADIENT``,
+``DEAD_RELU``; :func:`reinit` answers ``POOR_INIT``, and ``DEAD_RELU``, ``VANISHING_GRADIENT``,
 ``EXPLODING_GRADIENT`` and ``LOSS_AT_CHANCE`` when the initialisation is the cause.
 """
 
@@ -73,8 +73,9 @@ def reinit(
     choice) keeps the gradient variance constant through ReLU layers. ``xavier``:
     ``xavier_uniform_`` with the gain of ``nonlinearity`` (Glorot & Bengio 2010) for
     tanh/sigmoid/linear layers. BatchNorm layers get weight 1, bias 0 and fresh running
-    statistics. Answers ``DEAD_RELU``, ``VANISHING_GRADIENT``, ``EXPLODING_GRADIENT`` and
-    ``LOSS_AT_CHANCE`` caused by the initialisation.
+    statistics. Answers ``POOR_INIT`` (with the scheme its fix names) and ``DEAD_RELU``,
+    ``VANISHING_GRADIENT``, ``EXPLODING_GRADIENT`` and ``LOSS_AT_CHANCE`` caused by the
+    initialisation.
 
     Args:
         model: the model (not modified).

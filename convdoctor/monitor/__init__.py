@@ -34,10 +34,14 @@ from ..errors import UsageError
 from ..findings import Finding
 from ..results.base import json_safe, sort_findings
 from ..results.monitor import MonitorReport
+from ._report import report_from_json
 from .ddp import make_reducer
-from .hooks import unwrap
+from .histograms import HistogramProbe
+from .hooks import is_compiled, unit_owners, unwrap
+from .init_probe import InitProbe
 from .rules import attach, evaluate, list_rules
 from .stats import SYNC_EVERY, Collector
+from .tensorboard import TensorBoardLog
 from .window import Epoch, Window
 
 #: Steps a rule must stay quiet before its episode ends and it may fire again: rules read
@@ -46,7 +50,7 @@ EPISODE_GAP = 100
 #: A loss at or below this has (numerically) zero gradients by right: no misuse warning.
 ZERO_LOSS = 1e-6
 
-__all__ = ["EPISODE_GAP", "SYNC_EVERY", "Monitor", "list_rules"]
+__all__ = ["EPISODE_GAP", "SYNC_EVERY", "Monitor", "list_rules", "report_from_json"]
 
 
 class Monitor:
@@ -66,9 +70,15 @@ class Monitor:
         ignore_index: the target value the loss skips (``CrossEntropyLoss``'s default -100, or
             e.g. 255 for void pixels); other targets outside ``[0, num_classes)`` raise
             ``DEGENERATE_TARGETS``. None counts every out-of-range target.
+        writer: a ``torch.utils.tensorboard.SummaryWriter`` (or any object with its ``add_scalar``,
+            ``add_text`` and ``add_histogram_raw``): at each sync the loss, gradient norm, update
+            ratios, epoch numbers, per-layer histograms and each new finding are written to it
+            (see :mod:`.tensorboard`). Under DDP pass it on one rank only.
+        histograms: keep per-layer gradient and activation histograms every ``HIST_EVERY``
+            sampled steps (:mod:`.histograms`); False turns them off.
 
     Raises:
-        UsageError: a non-module model, ``every < 1`` or ``num_classes < 1``.
+        UsageError: a non-module model, ``every < 1``, ``num_classes < 1`` or a writer that is not one.
     """
 
     def __init__(
@@ -79,6 +89,8 @@ class Monitor:
         every: int = 1,
         ddp: Any = None,
         ignore_index: int | None = -100,
+        writer: Any = None,
+        histograms: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(f"Monitor needs the nn.Module being trained, got {type(model).__name__}")
@@ -94,6 +106,14 @@ class Monitor:
         self._collector = Collector(
             model, num_classes=num_classes, every=every, reducer=self._reducer, ignore_index=ignore_index
         )
+        col = self._collector
+        owners = unit_owners(col.model)
+        eager = not is_compiled(model)
+        self._init = InitProbe(
+            owners, col.activations, enabled=not col.layout.sharded, forward=eager, reducer=self._reducer
+        )
+        self._hist = HistogramProbe(owners, lambda: col.step, every, enabled=bool(histograms), activations=eager)
+        self._log = TensorBoardLog(writer) if writer is not None else None
         self._name = type(unwrap(model)).__name__
         self._findings: list[Finding] = []
         self._last_fired: dict[str, int] = {}
@@ -123,7 +143,11 @@ class Monitor:
 
     def record_gradients(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """The gradient half of :meth:`step`, for adapters that see gradients and the loss apart."""
+        step = self._collector.step
         self._collector.record_gradients(optimizer)
+        if step % self._collector.every == 0:
+            self._init.record_gradients(step)
+        self._hist.record_gradients(step)
 
     def record_batch(self, loss: Any, outputs: Any = None, targets: Any = None) -> None:
         """The loss/prediction half of :meth:`step`; advances the step count."""
@@ -170,10 +194,14 @@ class Monitor:
         Under DDP every rank must call it (it reduces across ranks); :meth:`step` and
         :meth:`end_epoch` call it at step counts that every rank reaches together.
         """
-        window = self._collector.sync(tuple(self._epochs))
+        window = replace(self._collector.sync(tuple(self._epochs)), init=self._init.read(self._collector.step - 1))
+        histograms = self._hist.pull()
         self._window = window
         self._warn_zero_gradients(window)
-        return self._judge(window)
+        new = self._judge(window)
+        if self._log is not None:
+            self._log.log(window, histograms, new)
+        return new
 
     @property
     def findings(self) -> list[Finding]:
@@ -281,13 +309,15 @@ class Monitor:
 
     def history(self) -> dict[str, Any]:
         """Plot data: ``loss_step``, ``loss``, ``grad_step``, ``grad`` (per-parameter norms, in
-        ``param_names`` order), ``weight_params`` (the conv/linear weights) and ``events``."""
+        ``param_names`` order), ``weight_params`` (the conv/linear weights), ``events`` and
+        ``histograms`` (:meth:`.histograms.HistogramProbe.history`)."""
         col = self._collector
         return {
             **{k: list(v) for k, v in col.plot.items()},
             "param_names": [n for n, _ in col.params],
             "weight_params": [n for n, _ in col.params if n in col.weight_names],
             "events": list(self._events),
+            "histograms": self._hist.history(),
         }
 
     # ---------------------------------------------------------------- state
@@ -314,6 +344,8 @@ class Monitor:
             "events": list(self._events),
             "epochs": [asdict(e) for e in self._epochs],
             "warned_zero": self._warned_zero,
+            "init": self._init.state_dict(),
+            "histograms": self._hist.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -324,10 +356,18 @@ class Monitor:
         self._events = list(state["events"])
         self._epochs = [Epoch(**e) for e in state["epochs"]]
         self._warned_zero = bool(state["warned_zero"])
+        self._init.load_state_dict(state.get("init"))
+        if "histograms" in state:
+            self._hist.load_state_dict(state["histograms"])
 
     def close(self) -> None:
-        """Remove the monitor's hooks from the model and optimizer (idempotent)."""
+        """Remove the monitor's hooks from the model and optimizer (idempotent); with a writer,
+        write the steps recorded since the last sync first (outside DDP, where that is collective)."""
+        if self._log is not None and not self._reducer.enabled and self._collector.pending:
+            self.flush()
         self._collector.close()
+        self._init.remove()
+        self._hist.remove()
 
     def __enter__(self) -> Monitor:  # noqa: PYI034  (typing.Self needs Python 3.11)
         return self
@@ -343,37 +383,3 @@ def _opt_float(x: Any) -> float | None:
     if x is None:
         return None
     return float(x.detach().float().mean()) if isinstance(x, torch.Tensor) else float(x)
-
-
-def report_from_json(doc: dict[str, Any]) -> MonitorReport:
-    """Rebuild a :class:`MonitorReport` (with its PNG curves when ``history`` is there) from
-    the document :meth:`Monitor.to_json` wrote.
-
-    Raises:
-        UsageError: not a Monitor JSON document.
-    """
-    if not isinstance(doc, dict) or doc.get("kind") != "monitor":
-        raise UsageError("not a Monitor JSON document (write one with mon.to_json())")
-    try:
-        findings = tuple(
-            Finding(**{k: f[k] for k in ("code", "severity", "title", "message", "evidence", "fix", "where")})
-            for f in doc.get("findings", [])
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"malformed finding in the Monitor JSON: {exc}") from None
-    history = doc.get("history")
-    return MonitorReport(
-        model=str(doc.get("model", "")),
-        findings=findings,
-        steps=int(doc.get("steps", 0)),
-        every=int(doc.get("every", 1)),
-        num_classes=doc.get("num_classes"),
-        loss=dict(doc.get("loss", {})),
-        grad_norm=dict(doc.get("grad_norm", {})),
-        epochs=tuple(doc.get("epochs", ())),
-        events=tuple(doc.get("events", ())),
-        layers=tuple(doc.get("layers", ())),
-        groups=tuple(doc.get("groups", ())),
-        summary=str(doc.get("summary", "")),
-        history=history if isinstance(history, dict) and history.get("loss") else None,
-    )

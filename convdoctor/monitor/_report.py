@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from ..findings import Finding
 from ..results.monitor import MonitorReport
 from .rules.gradients import DEAD_STEPS
@@ -84,4 +85,38 @@ def _groups(w: Window) -> tuple[dict[str, Any], ...]:
     return tuple(
         {"name": n, "lr": float(w.group_lr[-1, j]), "update_ratio": float(w.update_ratio[-1, j])}
         for j, n in enumerate(w.group_names)
+    )
+
+
+def report_from_json(doc: dict[str, Any]) -> MonitorReport:
+    """Rebuild a :class:`MonitorReport` (with its PNG curves when ``history`` is there) from
+    the document :meth:`Monitor.to_json` wrote.
+
+    Raises:
+        UsageError: not a Monitor JSON document.
+    """
+    if not isinstance(doc, dict) or doc.get("kind") != "monitor":
+        raise UsageError("not a Monitor JSON document (write one with mon.to_json())")
+    try:
+        findings = tuple(
+            Finding(**{k: f[k] for k in ("code", "severity", "title", "message", "evidence", "fix", "where")})
+            for f in doc.get("findings", [])
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"malformed finding in the Monitor JSON: {exc}") from None
+    history = doc.get("history")
+    return MonitorReport(
+        model=str(doc.get("model", "")),
+        findings=findings,
+        steps=int(doc.get("steps", 0)),
+        every=int(doc.get("every", 1)),
+        num_classes=doc.get("num_classes"),
+        loss=dict(doc.get("loss", {})),
+        grad_norm=dict(doc.get("grad_norm", {})),
+        epochs=tuple(doc.get("epochs", ())),
+        events=tuple(doc.get("events", ())),
+        layers=tuple(doc.get("layers", ())),
+        groups=tuple(doc.get("groups", ())),
+        summary=str(doc.get("summary", "")),
+        history=history if isinstance(history, dict) and history.get("loss") else None,
     )

@@ -54,9 +54,31 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` or a module it wraps (DDP, DataParallel) runs under ``torch.compile``."""
+    for _ in range(4):
+        if compiled_in_place(model) or compiled_inner(model) is not None:
+            return True
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return False
+        model = inner
+    return False
+
+
 def unit_dim(module: nn.Module) -> int:
     """The weight dimension that indexes output units (filters) of a conv or linear layer."""
     return 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
+
+
+def unit_owners(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
+    """Parameter name -> (module path, module) for the weights of conv and linear layers."""
+    out = {}
+    for path, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, UNIT_LAYERS) and isinstance(weight, nn.Parameter) and weight.dim() >= 2:
+            out[f"{path}.weight" if path else "weight"] = (path, module)
+    return out
 
 
 def is_frozen_bn(bn: nn.Module, parent: nn.Module | None) -> bool:
@@ -183,6 +205,9 @@ LIVE_ACTIVATIONS = frozenset(
     }
 )
 _ACTIVATIONS = DYING_ACTIVATIONS | LIVE_ACTIVATIONS
+#: Normalisations: after one of them the next layer's input scale no longer depends on the
+#: weight scale before it (BatchNorm and its kin make a layer scale-invariant).
+NORMALIZATIONS = frozenset({"batch_norm", "group_norm", "layer_norm", "instance_norm", "rms_norm"})
 _DYING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Threshold, nn.Hardswish, nn.Hardsigmoid)
 _LIVE_MODULES = (
     nn.LeakyReLU,
@@ -210,14 +235,17 @@ class ActivationProbe:
     root, left by an ``always_call`` forward hook, so an exception cannot leave it on): it sees
     module activations (``nn.ReLU`` calls ``F.relu``) and functional ones (``F.relu``,
     ``x.relu_()``) alike. The first activation called after a unit layer ran, and before the
-    next unit layer runs, is that layer's. Compiled models are not probed (the mode would be
+    next unit layer runs, is that layer's; a normalisation called in between marks the layer
+    :meth:`normalized`. Compiled models are not probed (the mode would be
     traced); :meth:`can_die` then falls back on the activation modules the model holds.
     """
 
     def __init__(self, model: nn.Module, unit_paths: dict[nn.Module, str]) -> None:
         self.after: dict[str, str] = {}
+        self.normed: set[str] = set()
         self.captured = False
         self._last: str | None = None
+        self._since: str | None = None
         self._mode: Any = None
         self._hooks = HookSet()
         self._fallback = _module_fallback(model)
@@ -230,7 +258,7 @@ class ActivationProbe:
 
     def _make(self, path: str) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self._last = path
+            self._last = self._since = path
 
         return hook
 
@@ -249,6 +277,8 @@ class ActivationProbe:
     def seen(self, name: str) -> None:
         """Called by the mode for every torch function: keep activations that follow a unit layer."""
         act = name.rstrip("_")
+        if act in NORMALIZATIONS and self._since is not None:
+            self.normed.add(self._since)
         if act in _ACTIVATIONS and self._last is not None:
             self.after.setdefault(self._last, act)
             self._last = None
@@ -256,6 +286,10 @@ class ActivationProbe:
     def activation(self, path: str) -> str | None:
         """The nonlinearity recorded after layer ``path`` (None: none seen, or not probed)."""
         return self.after.get(path)
+
+    def normalized(self, path: str) -> bool | None:
+        """Whether a normalisation ran between layer ``path`` and the next one (None: not probed)."""
+        return path in self.normed if self.captured else None
 
     def can_die(self, path: str) -> bool:
         """Whether the units of layer ``path`` can be dead (see :data:`DYING_ACTIVATIONS`)."""

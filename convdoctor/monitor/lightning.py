@@ -15,6 +15,9 @@ backward, before the step: unscaled under AMP) and ``record_batch`` in ``on_trai
 For class statistics, return the logits from ``training_step``: ``{"loss": loss,
 "logits": logits}``; the targets are read from ``batch[1]`` (or ``batch["y"]``/``["target"]``).
 Epoch numbers come from ``trainer.callback_metrics`` under the keys you name.
+The monitor logs to the trainer's logger (``log=True``): to a ``TensorBoardLogger`` everything
+``Monitor(writer=...)`` writes (scalars, per-layer histograms, findings as text, through the
+logger's ``SummaryWriter``), to any other logger the scalars (``log_metrics``).
 Under DDP and FSDP2 strategies every rank runs the callback and the statistics are reduced
 (``ddp=None``); the monitor is created in ``on_fit_start``, after ``configure_model`` has
 sharded the model.
@@ -45,6 +48,8 @@ class MonitorCallback(pl.Callback):
         train_loss_key: ``callback_metrics`` key of the epoch's training loss (optional).
         val_loss_key: key of the validation loss, which enables OVERFITTING.
         val_acc_key: key of the validation accuracy.
+        histograms: passed to :class:`Monitor`.
+        log: write to the trainer's logger (see the module docstring).
     """
 
     def __init__(
@@ -55,8 +60,11 @@ class MonitorCallback(pl.Callback):
         train_loss_key: str = "train_loss",
         val_loss_key: str = "val_loss",
         val_acc_key: str = "val_acc",
+        histograms: bool = True,
+        log: bool = True,
     ) -> None:
         self.num_classes, self.every = num_classes, every
+        self.histograms, self.log = histograms, log
         self.keys = (train_loss_key, val_loss_key, val_acc_key)
         self.monitor: Monitor | None = None
         self._pending_state: dict[str, Any] | None = None
@@ -65,7 +73,10 @@ class MonitorCallback(pl.Callback):
         """Create the monitor when fitting starts: after ``configure_model`` and the strategy's
         setup, so a model sharded there (FSDP2 ``fully_shard``) is watched as sharded."""
         if self.monitor is None:
-            self.monitor = Monitor(pl_module, num_classes=self.num_classes, every=self.every)
+            writer = _writer(trainer) if self.log else None
+            self.monitor = Monitor(
+                pl_module, num_classes=self.num_classes, every=self.every, histograms=self.histograms, writer=writer
+            )
             if self._pending_state is not None:
                 self.monitor.load_state_dict(self._pending_state)
                 self._pending_state = None
@@ -111,6 +122,30 @@ class MonitorCallback(pl.Callback):
             self._pending_state = state
         else:
             self.monitor.load_state_dict(state)
+
+
+class _MetricsWriter:
+    """The scalar part of a ``SummaryWriter`` over any Lightning logger's ``log_metrics``."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def add_scalar(self, tag: str, value: float, global_step: int) -> None:
+        self.logger.log_metrics({tag: value}, step=global_step)
+
+    def add_text(self, tag: str, text: str, global_step: int) -> None:
+        """Loggers without text support get none (the findings stay on ``callback.monitor``)."""
+
+
+def _writer(trainer: Any) -> Any:
+    """The trainer's first logger as a writer: its ``SummaryWriter`` when it has one, else its metrics."""
+    loggers = getattr(trainer, "loggers", None) or []
+    if not loggers:
+        return None
+    experiment = getattr(loggers[0], "experiment", None)
+    if all(callable(getattr(experiment, m, None)) for m in ("add_scalar", "add_text", "add_histogram_raw")):
+        return experiment
+    return _MetricsWriter(loggers[0])
 
 
 def _targets(batch: Any) -> Any:

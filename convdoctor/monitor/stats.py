@@ -28,7 +28,7 @@ from ._tensors import pack, rows, same_device, unpack
 from .batch import EXTRA, batch_counts, scalar_loss
 from .bn_drift import FrozenBNTracker
 from .ddp import Reducer
-from .hooks import UNIT_LAYERS, ActivationProbe, BNProbe, DepthOrder, unit_dim, unwrap
+from .hooks import ActivationProbe, BNProbe, DepthOrder, unit_dim, unit_owners, unwrap
 from .shard import layout, local
 from .window import FrozenBN, Units, Window
 
@@ -77,7 +77,7 @@ class Collector:
         self.reducer = reducer
         self.step = 0
         self.params: list[tuple[str, nn.Parameter]] = list(self.model.named_parameters())
-        self._owner = _owners(self.model)
+        self._owner = unit_owners(self.model)
         self._order: DepthOrder | None = DepthOrder(self.model)
         self.activations = ActivationProbe(self.model, {m: path for path, m in self._owner.values()})
         self.layout = layout(self.params, {n: unit_dim(m) for n, (_, m) in self._owner.items()}, reducer.world_size)
@@ -466,13 +466,3 @@ class Collector:
 def _new_pending() -> dict[str, list[Any]]:
     keys = ("loss", "batch", "counts", "bn", "gstep", "gn", "wn", "present", "ustep", "ratio", "lr")
     return {k: [] for k in keys}
-
-
-def _owners(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
-    """Parameter name -> (module path, module) for the weights of conv and linear layers."""
-    out = {}
-    for path, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(module, UNIT_LAYERS) and isinstance(weight, nn.Parameter) and weight.dim() >= 2:
-            out[f"{path}.weight" if path else "weight"] = (path, module)
-    return out

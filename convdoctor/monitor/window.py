@@ -57,6 +57,72 @@ class FrozenBN:
 
 
 @dataclass(frozen=True)
+class InitLayer:
+    """One conv or linear layer as the first step found it (see :mod:`..init_probe`).
+
+    Attributes:
+        name: the layer's module path.
+        param: the name of its weight parameter.
+        kind: the layer's class name.
+        activation: the nonlinearity after it in the first forward pass (None: none seen).
+        normalized: whether a normalisation (batch, group, layer, instance or RMS norm) ran
+            between it and the next conv/linear layer; None when the pass was not probed.
+        fan_in: inputs per output (``weight.shape[1] * kernel elements``, ``nn.init``'s convention).
+        units: output units (filters).
+        weight_norm: L2 norm of the weight.
+        weight_spread: L2 norm of the weight minus its mean filter (0: every filter identical).
+        weight_mean: mean of the weight's elements.
+        grad_norm: L2 norm of the weight's gradient at that step (NaN: no gradient).
+        grad_spread: L2 norm of the gradient minus its mean over filters.
+        in_rms: root mean square of the layer's input in the first forward pass (NaN: not seen).
+        out_rms: root mean square of its output.
+        numel: elements of the weight.
+        later_weight_norm: the weight's norm at :attr:`InitRecord.later_step`.
+        later_weight_spread: its spread then.
+    """
+
+    name: str
+    param: str
+    kind: str = ""
+    activation: str | None = None
+    normalized: bool | None = None
+    fan_in: int = 1
+    units: int = 1
+    weight_norm: float = float("nan")
+    weight_spread: float = float("nan")
+    weight_mean: float = 0.0
+    grad_norm: float = float("nan")
+    grad_spread: float = float("nan")
+    in_rms: float = float("nan")
+    out_rms: float = float("nan")
+    numel: int = 1
+    later_weight_norm: float = float("nan")
+    later_weight_spread: float = float("nan")
+
+    @property
+    def weight_std(self) -> float:
+        """Standard deviation of the weight's elements."""
+        mean_square = self.weight_norm**2 / max(self.numel, 1)
+        return float(max(mean_square - self.weight_mean**2, 0.0) ** 0.5)
+
+
+@dataclass(frozen=True)
+class InitRecord:
+    """The initialisation as the first sampled step saw it: every conv/linear layer in depth order.
+
+    Attributes:
+        step: the step recorded (0 for a monitor created before training).
+        layers: the layers, in first-forward order.
+        later_step: the last step recorded when the record was read back at a sync, where the
+            weights were measured again (after the optimizer steps since :attr:`step`).
+    """
+
+    step: int = 0
+    layers: tuple[InitLayer, ...] = ()
+    later_step: int = 0
+
+
+@dataclass(frozen=True)
 class Epoch:
     """What ``end_epoch`` recorded."""
 
@@ -105,6 +171,7 @@ class Window:
         group_lr_max: ``(G,)`` the largest learning rate each group has had.
         frozen_bn: running-stat movement of frozen BatchNorm layers in the last interval.
         epochs: the ``end_epoch`` records, oldest first.
+        init: the first sampled step's picture of the initialisation (None until read back).
     """
 
     step: int = 0
@@ -136,6 +203,7 @@ class Window:
     group_lr_max: np.ndarray = field(default_factory=_empty)
     frozen_bn: tuple[FrozenBN, ...] = ()
     epochs: tuple[Epoch, ...] = ()
+    init: InitRecord | None = None
 
     def last_losses(self, n: int) -> np.ndarray:
         """The last ``n`` losses (fewer if fewer were recorded)."""

@@ -1,7 +1,8 @@
 """PNG charts of a monitored run, drawn from the plot data a :class:`MonitorReport` carries.
 
 The loss curve marks the steps where findings fired; the gradient chart draws the norm of each
-conv/linear weight over time, coloured from the first layer (blue) to the last (red).
+conv/linear weight over time, coloured from the first layer (blue) to the last (red); the
+histogram charts (:mod:`.histogram_plot`) show each layer's gradients and activations.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..results.monitor import MonitorReport
+from .histogram_plot import has_histograms, histogram_png
 from .plot import new_figure, to_png
 
 #: Most layers drawn in the gradient plot (evenly spaced across depth beyond that).
@@ -86,15 +88,24 @@ def grad_png(history: dict[str, Any]) -> bytes:
 
 
 def monitor_figures(report: MonitorReport) -> tuple[tuple[str, bytes], ...]:
-    """``(("loss", png), ("grad_norms", png))`` from the report's plot data; empty without it."""
+    """``(("loss", png), ("grad_norms", png))`` from the report's plot data, then
+    ``("grad_histograms", png), ("activation_histograms", png)`` when it holds histograms;
+    empty without plot data."""
     history = report.history
     if not history or not history.get("loss"):
         return ()
-    return (("loss", loss_png(history)), ("grad_norms", grad_png(history)))
+    figures = [("loss", loss_png(history)), ("grad_norms", grad_png(history))]
+    if has_histograms(history):
+        figures += [
+            ("grad_histograms", histogram_png(history, "grad")),
+            ("activation_histograms", histogram_png(history, "act")),
+        ]
+    return tuple(figures)
 
 
 def save_monitor_plots(report: MonitorReport, directory: str | Path) -> list[Path]:
-    """Write ``loss.png`` and ``grad_norms.png`` into ``directory`` (created) and return their paths.
+    """Write ``loss.png``, ``grad_norms.png`` (and, with histograms, ``grad_histograms.png`` and
+    ``activation_histograms.png``) into ``directory`` (created) and return their paths.
 
     Args:
         report: a report built with ``Monitor.report(figures=True)`` (which carries the plot data).

@@ -410,7 +410,12 @@ def test_report_json_summary_and_plots(tmp_path: object) -> None:
     with pytest.raises(ValueError, match="figures=True"):
         save_monitor_plots(mon.report(), tmp_path)  # type: ignore[arg-type]
     paths = save_monitor_plots(mon.report(figures=True), tmp_path)  # type: ignore[arg-type]
-    assert sorted(p.name for p in paths) == ["grad_norms.png", "loss.png"]
+    assert sorted(p.name for p in paths) == [
+        "activation_histograms.png",
+        "grad_histograms.png",
+        "grad_norms.png",
+        "loss.png",
+    ]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
 
@@ -493,6 +498,6 @@ def test_html_section_embeds_the_plots() -> None:
     mon = Monitor(model)
     _train(model, opt, mon, range(30))
     page = render(mon.report(figures=True), "html")
-    assert page.count("data:image/png;base64,") == 2 and "<h3>Epochs</h3>" in page and "<h3>Layers" in page
+    assert page.count("data:image/png;base64,") == 4 and "<h3>Epochs</h3>" in page and "<h3>Layers" in page
     assert "mon.report(figures=True)" in render(mon.report(), "html")
     assert "history" not in mon.report(figures=True).to_dict()

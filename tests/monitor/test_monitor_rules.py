@@ -15,7 +15,7 @@ import pytest
 
 from convdoctor.findings import FINDING_CODES, Finding, make_finding
 from convdoctor.monitor import rules as R
-from convdoctor.monitor.rules import batchnorm, gradients, loss, targets
+from convdoctor.monitor.rules import batchnorm, gradients, init, loss, targets
 from convdoctor.monitor.rules._causes import resolve
 from convdoctor.monitor.window import Epoch, FrozenBN, Units, Window
 
@@ -397,7 +397,9 @@ def test_registry_rejects_duplicates_and_unknown_codes() -> None:
         R.get_rule("NOPE")
 
 
-@pytest.mark.parametrize("module", [loss, gradients, batchnorm, targets], ids=lambda m: m.__name__.rsplit(".", 1)[1])
+@pytest.mark.parametrize(
+    "module", [loss, gradients, batchnorm, targets, init], ids=lambda m: m.__name__.rsplit(".", 1)[1]
+)
 def test_thresholds_are_documented(module: object) -> None:
     text = DOCS.read_text(encoding="utf-8")
     names = [

@@ -2,7 +2,7 @@
 
 Each rule reads a :class:`~convdoctor.monitor.window.Window` (numbers only: no model, no
 tensors), fires on named, documented thresholds (the module constants of ``loss.py``,
-``gradients.py``, ``batchnorm.py`` and ``targets.py``) and returns a finding with the evidence in numbers
+``gradients.py``, ``batchnorm.py``, ``targets.py`` and ``init.py``) and returns a finding with the evidence in numbers
 and the fix. The monitor decides when a finding is new (once per episode).
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Collection
 
 from ...findings import Finding
 from ..window import Window
-from . import batchnorm, gradients, loss, targets  # noqa: F401  (each registers its rules)
+from . import batchnorm, gradients, init, loss, targets  # noqa: F401  (each registers its rules)
 from ._causes import CAUSES, Consequences, attach, resolve
 from ._registry import RULES, Rule, rule
 

@@ -25,14 +25,33 @@ from ..window import Window
 
 #: code -> the findings it is a known side effect of, most specific first.
 CAUSES: dict[str, tuple[str, ...]] = {
-    # a model whose output ignores its input sits at chance: dead units, no gradient flow,
-    # steps too small or too large, or labels that carry no information all do that
-    "LOSS_AT_CHANCE": ("DEAD_RELU", "VANISHING_GRADIENT", "NO_GRADIENT", "CONSTANT_PREDICTION", "LR_MISMATCH"),
+    # a model whose output ignores its input sits at chance: an init it cannot learn from, dead
+    # units, no gradient flow, steps too small or too large, or labels that carry no information
+    "LOSS_AT_CHANCE": (
+        "POOR_INIT",
+        "DEAD_RELU",
+        "VANISHING_GRADIENT",
+        "NO_GRADIENT",
+        "CONSTANT_PREDICTION",
+        "LR_MISMATCH",
+    ),
     # ... and the argmax of an input-independent output is one class for every input
-    "CONSTANT_PREDICTION": ("DEAD_RELU", "VANISHING_GRADIENT", "NO_GRADIENT", "LOSS_AT_CHANCE", "LR_MISMATCH"),
+    "CONSTANT_PREDICTION": (
+        "POOR_INIT",
+        "DEAD_RELU",
+        "VANISHING_GRADIENT",
+        "NO_GRADIENT",
+        "LOSS_AT_CHANCE",
+        "LR_MISMATCH",
+    ),
+    # a bad initialisation leaves units without gradient (zero or identical filters), shrinks
+    # or blows up the gradients with depth, and makes the update ratio tiny or huge
+    "DEAD_RELU": ("POOR_INIT",),
+    "VANISHING_GRADIENT": ("POOR_INIT",),
+    "EXPLODING_GRADIENT": ("POOR_INIT",),
     # exploding gradients make the loss climb and the updates huge
     "LOSS_DIVERGING": ("EXPLODING_GRADIENT",),
-    "LR_MISMATCH": ("EXPLODING_GRADIENT",),
+    "LR_MISMATCH": ("EXPLODING_GRADIENT", "POOR_INIT"),
     # a climbing loss swings on its way up
     "LOSS_OSCILLATING": ("LOSS_DIVERGING", "EXPLODING_GRADIENT"),
     # frozen BatchNorm left in training mode normalises the (small) batches it should not see
@@ -41,6 +60,7 @@ CAUSES: dict[str, tuple[str, ...]] = {
 
 #: The order in which findings that start together are decided: causes before their effects.
 ORDER: tuple[str, ...] = (
+    "POOR_INIT",
     "NAN_LOSS",
     "NO_GRADIENT",
     "FROZEN_BN_UPDATING",
