@@ -12,6 +12,8 @@ import timm.layers as timm_layers  # a declared test dependency: a broken releas
 import torch
 from torch import nn
 
+from tests.quant import _independent as ind
+
 
 class _TimmNet(nn.Module):
     def __init__(self) -> None:
@@ -44,8 +46,11 @@ def test_batchnorm_act_folds_and_convs_are_int8() -> None:
     assert result.float_ops.get("aten.silu.default") == 1
     x = torch.randn(8, 3, 16, 16)
     with torch.no_grad():
-        ref = model(x)
-        torch.testing.assert_close(result.model(x), ref, atol=0.1 * float(ref.abs().max()), rtol=0)
+        ref, low = result.reference(x), result.model(x)
+        # the int8 grids (the reference: fp32 arithmetic, the same on every CPU) stay close to fp32,
+        # and this CPU's int8 kernels stay within a few int8 steps of the reference
+        torch.testing.assert_close(ref, model(x), atol=0.1 * float(ref.abs().max()), rtol=0)
+    ind.assert_within_kernel_steps(low, ref, ind.kernel_tolerance(result.reference, model.head))
 
 
 @pytest.mark.slow
@@ -69,4 +74,4 @@ def test_timm_model_is_served_by_an_int8_package() -> None:
     convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
     assert len(re.findall(r"aoti_torch_cpu__qconv[a-z0-9_]*[(]", source)) == convs
     assert "aoti_torch_cpu_convolution(" not in source
-    torch.testing.assert_close(served, lowered, atol=0.05 * float(lowered.abs().max()), rtol=0)
+    ind.assert_within_kernel_steps(served, lowered, ind.kernel_tolerance(result.reference, model.head))
