@@ -131,6 +131,7 @@ def training_memory(
     optimizer: str = "sgd_momentum",
     budget_bytes: int | None = None,
     target_batch: int | None = None,
+    trusted: bool = False,
 ) -> TrainingMemory:
     """Memory of one training step: params + grads + optimizer state + saved activations.
 
@@ -140,6 +141,8 @@ def training_memory(
         optimizer: one of ``OPTIMIZER_STATE`` (state kept per parameter).
         budget_bytes: memory available; gives ``max_batch``.
         target_batch: the batch you want; gives ``accumulation_steps`` of ``max_batch``.
+        trusted: a ``.pt``/``.pt2`` MODEL file you trust: loaded without vetting (it may run
+            code; see :mod:`convdoctor.capture.archive`).
 
     Returns:
         The estimate. Transient buffers of backward kernels are not included.
@@ -149,7 +152,7 @@ def training_memory(
     """
     if optimizer not in OPTIMIZER_STATE:
         raise UsageError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZER_STATE)}")
-    loaded = resolve_model(model)
+    loaded = resolve_model(model, trusted=trusted)
     args, shapes = resolve_inputs(loaded, input_size, None)
     batch = shapes[0][0]
     params = [p for p in {id(p): p for p in loaded.module.parameters()}.values()]

@@ -30,9 +30,11 @@ def _mode(mode: Mode | str) -> Mode:
         raise UsageError(f"unknown mode {mode!r}: choose {either(Mode)}") from None
 
 
-def resolve_model(model: ModelLike, *, weights: str | os.PathLike[str] | None = None) -> LoadedModel:
+def resolve_model(
+    model: ModelLike, *, weights: str | os.PathLike[str] | None = None, trusted: bool = False
+) -> LoadedModel:
     """Accept a module, a MODEL spec string (built on the meta device), or an already loaded model."""
-    return prepare_model(model, weights=weights, meta=True)
+    return prepare_model(model, weights=weights, meta=True, trusted=trusted)
 
 
 def resolve_inputs(
@@ -52,6 +54,7 @@ def inspect(
     mode: Mode | str = Mode.EVAL,
     extra_rules: dict[OpOverloadPacket, FlopRule] | None = None,
     weights: str | os.PathLike[str] | None = None,
+    trusted: bool = False,
 ) -> ModelReport:
     """Shapes, parameters, MACs, memory and lints of a model, without computing anything.
 
@@ -67,13 +70,15 @@ def inspect(
             ``train`` analyses the training-mode forward.
         extra_rules: ``{aten.op: rule(node) -> OpCost}`` for ops we have no rule for.
         weights: a state_dict checkpoint for a MODEL spec (``weights_only=True``).
+        trusted: a ``.pt``/``.pt2`` MODEL file you trust: loaded without vetting (it may run
+            code; see :mod:`convdoctor.capture.archive`).
 
     Returns:
         The report; ``report.totals`` holds the DESIGN totals.
     """
     mode = _mode(mode)
     run_dtype = None if dtype is None else parse_dtype(dtype).torch
-    loaded, call = prepare(model, input_size, example_input, weights=weights, meta=True)
+    loaded, call = prepare(model, input_size, example_input, weights=weights, meta=True, trusted=trusted)
     graph = capture(loaded.module, call.args, call.kwargs, mode=mode.value, dtype=run_dtype, rebuild=loaded.rebuild)
     flops = count_flops(graph, extra_rules)
     memory = activation_memory(graph)

@@ -65,6 +65,7 @@ def check(
     example_input: Any = None,
     mode: ModelMode | str = ModelMode.AUTO,
     data: str | os.PathLike[str] | None = None,
+    trusted: bool = False,
 ) -> Report:
     """Run every verb on one model and merge the findings.
 
@@ -86,6 +87,8 @@ def check(
         mode: the train/eval flags audit and bench serve the model with (see ``audit``).
         data: an ImageFolder directory, ``.npz`` or ``.pt`` file of samples (and labels)
             instead of ``sample``.
+        trusted: a ``.pt``/``.pt2`` MODEL file you trust: loaded without vetting (it may run
+            code; see :mod:`convdoctor.capture.archive`).
 
     Returns:
         The combined report; a verb that could not run is listed in ``skipped`` with why.
@@ -100,7 +103,7 @@ def check(
         raise UsageError("give sample or example_input, not both (they are the same thing)")
     given = sample if sample is not None else example_input
     spec = model if isinstance(model, str) else None
-    loaded = prepare_model(model, weights=weights, mode=mode)
+    loaded = prepare_model(model, weights=weights, mode=mode, trusted=trusted)
     if data is not None:
         given, targets = _load_data(loaded, data, input_size, given, targets)
     real = _real(loaded)
@@ -126,6 +129,7 @@ def check(
             example_input=given,
             batch_sizes=sizes[:2],
             device=device,
+            trusted=trusted,
             **CHECK_BENCH,
         )
     parts, skipped, seconds = _run_steps(steps, progress)

@@ -117,6 +117,7 @@ def receptive_field(
     object_size: int | str | Sequence[int] | None = None,
     extra_rules: dict[OpOverloadPacket, Any] | None = None,
     weights: str | os.PathLike[str] | None = None,
+    trusted: bool = False,
 ) -> RFReport:
     """Receptive field (size, jump, start per axis) of every module's output.
 
@@ -134,6 +135,8 @@ def receptive_field(
             ``RF_TOO_SMALL`` / ``RF_TOO_LARGE``.
         extra_rules: ``{aten.op: rule(node, field_of) -> Field}`` for ops without a rule.
         weights: a state_dict checkpoint for a MODEL spec (``weights_only=True``).
+        trusted: a ``.pt``/``.pt2`` MODEL file you trust: loaded without vetting (it may run
+            code; see :mod:`convdoctor.capture.archive`).
 
     Returns:
         The report; ``report.layers`` holds one entry per module call.
@@ -142,7 +145,7 @@ def receptive_field(
         UsageError: bad method, layer or object size, or a model without spatial ops.
     """
     rf_method = _method(method)
-    loaded, call = prepare(model, input_size, example_input, weights=weights, meta=True)
+    loaded, call = prepare(model, input_size, example_input, weights=weights, meta=True, trusted=trusted)
     shape = call.primary_shape
     if shape is None or len(shape) < 3:
         raise UsageError("the first input has no spatial dims: give an input like 1x3x224x224")

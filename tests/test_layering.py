@@ -56,7 +56,10 @@ ALLOWED: dict[str, set[str]] = {
     "check_api": LOWER | ROLES | PIPELINES,
     "demo": LOWER | ROLES | PIPELINES,
     "report": {"results", "findings", "errors", "__version__"},
-    "cli": {"errors", "findings", "results", "report", "demo", "__version__", "capture.choices"} | ROLES | PIPELINES,
+    # `convdoctor cache info|clear` reads and empties the cache through _cache's own functions
+    "cli": {"errors", "findings", "results", "report", "demo", "__version__", "capture.choices", "_cache"}
+    | ROLES
+    | PIPELINES,
     "__init__": {"findings", "__version__"} | ROLES | PIPELINES,
     "__main__": {"cli"},
 }

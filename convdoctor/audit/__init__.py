@@ -23,6 +23,7 @@ from torch import nn
 from .._guard import preserve_model_state
 from .._native import capture_native
 from ..capture.choices import ModelMode, parse_batch_sizes, parse_device
+from ..capture.footprint import ensure_fits
 from ..capture.inputs import (
     DEFAULT_INPUT_SIZE,
     InputSize,
@@ -96,7 +97,11 @@ def _context(
         if targets is not None:
             raise UsageError("targets label a sample: pass the sample (or --data) with them")
         shape = shape or DEFAULT_INPUT_SIZE
-        x, y = make_input((max(*sizes, SYNTHETIC_SAMPLES), *shape[1:]), seed=0), None
+        n = max(*sizes, SYNTHETIC_SAMPLES)
+        probe = make_input((max(sizes), *shape[1:]), device="meta")
+        args, kwargs = ((probe,), {}) if call is None else call(probe)
+        ensure_fits(work, args, kwargs, device=dev, input_bytes=n * probe[0].numel() * probe.element_size())
+        x, y = make_input((n, *shape[1:]), seed=0), None
     else:
         x, y = validate_samples(sample, targets, shape, "sample")
     x = x.to(dev)
@@ -185,6 +190,7 @@ def audit(
     mode: ModelMode | str = ModelMode.AUTO,
     data: str | os.PathLike[str] | None = None,
     limit: int = 256,
+    trusted: bool = False,
 ) -> AuditReport:
     """Check that a model behaves the same at inference as it should: modes, batch, export.
 
@@ -214,6 +220,8 @@ def audit(
         data: an ImageFolder directory, ``.npz`` (x[, y]) or ``.pt`` file of samples and labels,
             instead of ``sample``.
         limit: samples kept from ``data``.
+        trusted: a ``.pt``/``.pt2`` MODEL file you trust: loaded without vetting (it may run
+            code; see :mod:`convdoctor.capture.archive`).
 
     Returns:
         The report: findings, and one record per check with its evidence.
@@ -227,7 +235,7 @@ def audit(
     specs = select_checks(checks)
     sizes = parse_batch_sizes(batch_sizes)
     dev = torch.device(parse_device(device))
-    loaded = prepare_model(model, weights=weights, mode=mode)
+    loaded = prepare_model(model, weights=weights, mode=mode, trusted=trusted)
     given = audit_inputs(
         sample=sample,
         example_input=example_input,

@@ -47,6 +47,7 @@ _import_benchmark()
 from torch.utils.benchmark import set_torch_threads  # noqa: E402
 
 from .._guard import preserve_model_state
+from ..capture.footprint import ensure_fits, meta_call
 from ..capture.inputs import (
     DEFAULT_INPUT_SIZE,
     InputForm,
@@ -87,10 +88,12 @@ class _Target:
     rebuild: Callable[[], nn.Module] | None = None
 
 
-def _target(model: nn.Module | str, name: str | None, weights: Any, input_size: Any, example_input: Any) -> _Target:
+def _target(
+    model: nn.Module | str, name: str | None, weights: Any, input_size: Any, example_input: Any, trusted: bool
+) -> _Target:
     if not isinstance(model, (nn.Module, str)):
         raise UsageError(f"model must be an nn.Module or a MODEL spec string, got {type(model).__name__}")
-    loaded = prepare_model(model, weights=weights)
+    loaded = prepare_model(model, weights=weights, trusted=trusted)
     call = model_input(loaded, input_size, example_input, fallback=DEFAULT_INPUT_SIZE)
     call.batched(require_one="bench")  # one batched tensor, images of one size: checked before any timing
     spec = model if isinstance(model, str) else None
@@ -217,7 +220,13 @@ def _cold(target: _Target, batch_size: int, opts: BenchOptions) -> Any:
             None, reason=f"the fresh process calls model(x); a {target.call.form.value} input is not replayed there"
         )
     return cold_start(
-        target.spec, shape, device=opts.device, threads=opts.threads, dtype=opts.dtype.value, weights=target.weights
+        target.spec,
+        shape,
+        device=opts.device,
+        threads=opts.threads,
+        dtype=opts.dtype.value,
+        weights=target.weights,
+        trusted=opts.trusted,
     )
 
 
@@ -280,6 +289,8 @@ def _peaks(opts: BenchOptions) -> tuple[MachinePeaks | None, dict[str, Any]]:
 def _run(
     targets: list[_Target], opts: BenchOptions, progress: Progress | None
 ) -> tuple[list[BenchRow], dict[str, Any]]:
+    for t in targets:  # before the first allocation: a size that cannot fit is refused with the numbers
+        ensure_fits(t.module, *meta_call(t.call, max(opts.batch_sizes)), device=opts.device)
     peaks, machine = _peaks(opts)
     rows = []
     total = len(targets) * len(opts.batch_sizes)
@@ -331,7 +342,7 @@ def bench(
             each batch size.
         **options: ``warmup`` (10), ``min_samples`` (100), ``min_run_time`` (1.0 s),
             ``max_run_time`` (30 s), ``cold_start`` (True), ``profile`` (True), ``probe``
-            (True), ``top`` (10): see :class:`~convdoctor.bench.BenchOptions`.
+            (True), ``top`` (10), ``trusted`` (False): see :class:`~convdoctor.bench.BenchOptions`.
 
     Returns:
         The report: one row per batch size, findings BENCH_NOISY and COLD_START_SLOW.
@@ -343,7 +354,7 @@ def bench(
     """
     opts = bench_options(batch_sizes, device, threads, dtype, **options)
     validate_input(input_size, example_input)  # before loading anything
-    target = _target(model, name, weights, input_size, example_input)
+    target = _target(model, name, weights, input_size, example_input, opts.trusted)
     rows, machine = _run([target], opts, progress)
     return BenchReport(
         model=target.name,
@@ -392,7 +403,7 @@ def compare(
         **bench_kwargs,
     )
     validate_input(input_size, example_input)
-    targets = [_target(m, str(n), None, input_size, example_input) for n, m in models.items()]
+    targets = [_target(m, str(n), None, input_size, example_input, opts.trusted) for n, m in models.items()]
     rows, machine = _run(targets, opts, progress)
     report = BenchReport(
         model=" vs ".join(t.name for t in targets), rows=tuple(rows), machine=machine, method=opts.method()

@@ -48,6 +48,8 @@ class BenchOptions:
         profile: profile per-module time and peak memory.
         probe: measure (or read the cached) machine peaks for the roofline labels.
         top: modules listed per row.
+        trusted: a ``.pt``/``.pt2`` MODEL file is trusted: loaded without vetting (here and
+            in the cold-start process; see :mod:`convdoctor.capture.archive`).
     """
 
     batch_sizes: tuple[int, ...]
@@ -62,6 +64,7 @@ class BenchOptions:
     profile: bool = True
     probe: bool = True
     top: int = 10
+    trusted: bool = False
 
     @property
     def device_type(self) -> str:

@@ -53,7 +53,14 @@ class ColdStart:
 
 
 def _command(
-    spec: str, shape: Sequence[int], device: str, threads: int, dtype: str, weights: str | None, out: Path
+    spec: str,
+    shape: Sequence[int],
+    device: str,
+    threads: int,
+    dtype: str,
+    weights: str | None,
+    out: Path,
+    trusted: bool = False,
 ) -> list[str]:
     cmd = [
         sys.executable,
@@ -76,6 +83,8 @@ def _command(
     ]
     if weights is not None:
         cmd += ["--weights", str(weights)]
+    if trusted:
+        cmd.append("--trusted")
     return cmd
 
 
@@ -96,6 +105,7 @@ def cold_start(
     dtype: str = "float32",
     weights: str | None = None,
     timeout: float = COLD_TIMEOUT_S,
+    trusted: bool = False,
 ) -> ColdStart:
     """Measure the cold start of a MODEL spec in a fresh Python process.
 
@@ -107,6 +117,7 @@ def cold_start(
         dtype: dtype name (``float32``, ``float16``, ``bfloat16``).
         weights: optional state_dict checkpoint to load (``weights_only=True``).
         timeout: seconds before the child is abandoned.
+        trusted: the child loads a ``.pt``/``.pt2`` spec without vetting it (as the parent did).
 
     Returns:
         The figures; on any failure ``cold_start_ms`` is None and ``reason`` says why.
@@ -116,7 +127,7 @@ def cold_start(
         start = time.perf_counter()
         try:
             proc = subprocess.run(
-                _command(spec, shape, device, threads, dtype, weights, out),
+                _command(spec, shape, device, threads, dtype, weights, out, trusted),
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -170,7 +181,7 @@ def _child(args: argparse.Namespace) -> dict[str, float]:
     shape = parse_input_spec(args.input)
     assert shape is not None
     t0 = time.perf_counter()
-    loaded = load_model(args.spec)
+    loaded = load_model(args.spec, trusted=args.trusted)
     if args.weights:
         loaded = load_weights(loaded, args.weights)
     model = loaded.module.eval().to(device=device, dtype=dtype)
@@ -202,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--weights", default=None)
+    parser.add_argument("--trusted", action="store_true")
     parser.add_argument("--t0", type=float, default=time.time())
     args = parser.parse_args(argv)
     try:

@@ -2,7 +2,8 @@
 
 Specs: ``torchvision:NAME[?key=value,...]``, ``pkg.module:factory[?kw=v]``,
 ``path/to/file.py:factory[?kw=v]``, a TorchScript ``.pt`` file, or an exported ``.pt2``.
-Checkpoints (``--weights``) load with ``weights_only=True``.
+Checkpoints (``--weights``) load with ``weights_only=True``; ``.pt2`` files are vetted before
+torch reads them and TorchScript files load only when trusted (:mod:`.archive`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import inspect
 import os
 import re
 import sys
-import warnings
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelLoadError, UsageError
+from .archive import load_exported, load_torchscript
 from .inputs import DEFAULT_INPUT_SIZE
-
-#: ``torch.jit.load`` with the type it has (torch leaves it unannotated).
-_jit_load: Callable[..., nn.Module] = torch.jit.load
 
 
 @dataclass
@@ -119,6 +116,11 @@ def _params_on_meta() -> Iterator[None]:
         nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
 
 
+def _exited(exc: SystemExit, what: str) -> ModelLoadError:
+    """A user's ``sys.exit``/``exit()`` as a load error: never the process's (silent) exit status."""
+    return ModelLoadError(f"{what} called sys.exit({exc.code!r}) instead of returning a torch.nn.Module")
+
+
 def _call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], spec: str, meta: bool) -> nn.Module:
     if meta:
         # cheapest first: a meta default device; then meta-on-registration; then real
@@ -128,10 +130,14 @@ def _call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], spec: str
                     return _check_module(factory(**kwargs), spec)
             except ModelLoadError:
                 raise
+            except SystemExit as exc:
+                raise _exited(exc, f"the factory in {spec!r}") from None
             except Exception:  # retried below, and reported from the real build if that fails too
                 continue
     try:
         obj = factory(**kwargs)
+    except SystemExit as exc:
+        raise _exited(exc, f"the factory in {spec!r}") from None
     except Exception as exc:  # a user factory can raise anything; report it in one line
         first = (str(exc).strip().splitlines() or [""])[0]
         raise ModelLoadError(f"factory in {spec!r} raised {type(exc).__name__}: {first}") from exc
@@ -228,6 +234,8 @@ def _import_factory(target: str, attr: str, spec: str) -> Callable[..., Any]:
         sys.path.insert(0, str(path.resolve().parent))
         try:
             mod_spec.loader.exec_module(module)
+        except SystemExit as exc:
+            raise _exited(exc, f"importing {target}") from None
         except Exception as exc:
             raise ModelLoadError(f"importing {target} raised {type(exc).__name__}: {exc}") from exc
         finally:
@@ -237,6 +245,8 @@ def _import_factory(target: str, attr: str, spec: str) -> Callable[..., Any]:
             sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(target)
+        except SystemExit as exc:
+            raise _exited(exc, f"importing {target!r}") from None
         except ImportError as exc:
             raise ModelLoadError(f"cannot import module {target!r}: {exc}") from exc
         except Exception as exc:
@@ -249,29 +259,17 @@ def _import_factory(target: str, attr: str, spec: str) -> Callable[..., Any]:
     return getattr(module, attr)  # type: ignore[no-any-return]
 
 
-def _load_file(path: Path, spec: str) -> LoadedModel:
+def _load_file(path: Path, spec: str, trusted: bool) -> LoadedModel:
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     if path.suffix == ".pt2":
-        try:
-            program = torch.export.load(str(path))
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load exported program {path}: {type(exc).__name__}: {exc}") from exc
+        program = load_exported(path, trusted=trusted)
         exported: nn.Module = program.module()
-        return LoadedModel(exported, spec, _example_size(program), lambda: torch.export.load(str(path)).module())
-    if not zipfile.is_zipfile(path):
-        raise ModelLoadError(f"{path} is not a TorchScript archive (use pkg.module:factory for Python models)")
-    try:
-        with warnings.catch_warnings():
-            # torch deprecates TorchScript; users with .pt artefacts still need them read
-            warnings.simplefilter("ignore", FutureWarning)
-            module = _jit_load(str(path), map_location="cpu")
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{path} is not a TorchScript model ({type(exc).__name__}); "
-            "for a state_dict checkpoint use MODEL --weights CKPT"
-        ) from exc
-    return LoadedModel(module, spec, None, lambda: _jit_load(str(path), map_location="cpu"))
+        return LoadedModel(
+            exported, spec, _example_size(program), lambda: load_exported(path, trusted=trusted).module()
+        )
+    module = load_torchscript(path, trusted=trusted)
+    return LoadedModel(module, spec, None, lambda: load_torchscript(path, trusted=trusted))
 
 
 def _example_size(program: Any) -> tuple[int, ...] | None:
@@ -284,13 +282,16 @@ def _example_size(program: Any) -> tuple[int, ...] | None:
     return None
 
 
-def load_model(spec: str, *, meta: bool = False) -> LoadedModel:
+def load_model(spec: str, *, meta: bool = False, trusted: bool = False) -> LoadedModel:
     """Build the module a MODEL spec names.
 
     Args:
         spec: the MODEL spec (see module docstring).
         meta: build Python models on the meta device (no weights allocated). Files
             (``.pt``/``.pt2``) always load real.
+        trusted: load a ``.pt``/``.pt2`` file without vetting it (see
+            :mod:`convdoctor.capture.archive`): only for a file you trust. Python specs run
+            the code they name whatever this says.
 
     Returns:
         The loaded model.
@@ -309,7 +310,7 @@ def load_model(spec: str, *, meta: bool = False) -> LoadedModel:
     if base.startswith("torchvision:"):
         return _torchvision(base.split(":", 1)[1], kwargs, spec, meta)
     if base.endswith((".pt", ".pt2", ".pth", ".ts")) and ":" not in base.replace(":\\", ""):
-        return _load_file(Path(base), spec)
+        return _load_file(Path(base), spec, trusted)
     if ":" not in base:
         raise UsageError(
             f"cannot read MODEL {spec!r}: expected torchvision:NAME, pkg.module:factory, "

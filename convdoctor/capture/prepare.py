@@ -30,6 +30,7 @@ def prepare_model(
     weights: str | os.PathLike[str] | None = None,
     mode: ModelMode | str = ModelMode.AS_IS,
     meta: bool = False,
+    trusted: bool = False,
 ) -> LoadedModel:
     """A loaded model, its checkpoint applied and its mode set, never touching the caller's module.
 
@@ -38,6 +39,8 @@ def prepare_model(
         weights: a state_dict checkpoint for a MODEL spec (read with ``weights_only=True``).
         mode: see :class:`ModelMode`. ``eval`` on a caller's module works on a deep copy.
         meta: build a spec on the meta device (analysis verbs); ignored when ``weights`` is given.
+        trusted: a ``.pt``/``.pt2`` spec is a file you trust: load it without vetting
+            (see :mod:`convdoctor.capture.archive`).
 
     Returns:
         The model to work on.
@@ -48,7 +51,7 @@ def prepare_model(
     """
     run_mode = parse_mode(mode)
     if isinstance(model, str):
-        loaded = load_model(model, meta=meta and weights is None)
+        loaded = load_model(model, meta=meta and weights is None, trusted=trusted)
     elif isinstance(model, LoadedModel):
         loaded = model
     elif isinstance(model, nn.Module):
@@ -96,6 +99,7 @@ def prepare(
     weights: str | os.PathLike[str] | None = None,
     mode: ModelMode | str = ModelMode.AS_IS,
     meta: bool = False,
+    trusted: bool = False,
 ) -> tuple[LoadedModel, ModelInput]:
     """:func:`prepare_model` then :func:`model_input`: everything a verb needs before it runs.
 
@@ -104,5 +108,5 @@ def prepare(
     if example_input is not None and input_size is not None:
         raise UsageError("give input_size or example_input, not both")
     normalize_input(input_size, example_input, default_size=(1, 1))  # syntax only; the model decides the rest
-    loaded = prepare_model(model, weights=weights, mode=mode, meta=meta)
+    loaded = prepare_model(model, weights=weights, mode=mode, meta=meta, trusted=trusted)
     return loaded, model_input(loaded, input_size, example_input)

@@ -9,9 +9,12 @@ help: ``convdoctor --help`` and ``--version`` import click and nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -21,6 +24,7 @@ from .. import __version__
 #: The line is the command's own short help (``tests/cli/test_lazy_cli.py`` keeps them equal):
 #: written here so that listing the verbs imports none of them.
 VERBS: dict[str, tuple[str, str]] = {
+    "cache": ("._cache", "Show (info) or empty (clear) the folder of compiled int8 packages and measurements."),
     "audit": ("._audit", "Will this checkpoint behave the same in production? Modes, batch dependence, export parity."),
     "bench": (
         "._bench",
@@ -40,8 +44,42 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineError(click.ClickException):
+    """click's own parse error (a bad option value, a missing argument) as one line and exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        """``convdoctor: error: MESSAGE; see 'CMD --help'`` (click would print its usage block)."""
+        click.echo(f"convdoctor: error: {self.format_message()}", err=True)
+
+
+@contextlib.contextmanager
+def _one_line_usage() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # `convdoctor` alone prints the help, as asked
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "convdoctor"
+        raise OneLineError(f"{exc.format_message().rstrip('.')}; see '{where} --help'") from None
+
+
 class LazyGroup(click.Group):
-    """A group whose commands are imported when they are called, not when they are listed."""
+    """A group whose commands are imported when they are called, not when they are listed.
+
+    Parse errors, its own and its verbs', are one line (see :class:`OneLineError`).
+    """
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        with _one_line_usage():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(VERBS)

@@ -15,6 +15,7 @@ from ._options import (
     mode_option,
     output_options,
     progress_bar,
+    trust_option,
     weights_option,
 )
 
@@ -25,6 +26,7 @@ CHECKS = ("modes", "batch", "determinism", "bn_stats", "export", "fusion", "quan
 @click.command("audit")
 @click.argument("model")
 @weights_option
+@trust_option
 @click.option("--data", type=click.Path(path_type=Path), help="ImageFolder directory, .npz (x[, y]) or .pt tensors.")
 @input_option
 @batch_sizes_option("1,8,32")
@@ -37,6 +39,7 @@ CHECKS = ("modes", "batch", "determinism", "bn_stats", "export", "fusion", "quan
 def command(
     model: str,
     weights: Path | None,
+    trusted: bool,
     data: Path | None,
     input_size: str | tuple[str, ...] | None,
     batch_sizes: str,
@@ -46,6 +49,7 @@ def command(
     limit: int,
     as_json: bool,
     html_file: Path | None,
+    force: bool,
     fail_on: str,
     width: int | None,
 ) -> None:
@@ -64,5 +68,6 @@ def command(
             mode=mode,
             data=data,
             limit=limit,
+            trusted=trusted,
         )
-    emit(report, as_json=as_json, html_file=html_file, fail_on=fail_on, width=width)
+    emit(report, as_json=as_json, html_file=html_file, force=force, fail_on=fail_on, width=width)

@@ -17,6 +17,8 @@ from ._options import (
     input_option,
     output_options,
     progress_bar,
+    report_file_option,
+    trust_option,
     weights_option,
 )
 
@@ -29,14 +31,10 @@ from ._options import (
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: torch's count); always recorded.")
 @dtype_option(Dtype.FLOAT32, "Weight and input dtype.")
 @weights_option
+@trust_option
 @click.option("--min-run-time", type=float, default=1.0, show_default=True, help="Seconds of warm samples per row.")
 @click.option("--no-cold-start", is_flag=True, help="Skip the fresh-process cold start.")
-@click.option(
-    "--plot",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write a PNG of latency vs batch size per model to FILE.",
-)
+@report_file_option("--plot", help_text="Write a PNG of latency vs batch size per model to FILE.")
 @output_options
 @guarded
 def command(
@@ -47,12 +45,14 @@ def command(
     no_cold_start: bool,
     as_json: bool,
     html_file: Path | None,
+    force: bool,
     fail_on: str,
     width: int | None,
     **kwargs: Any,
 ) -> None:
     """Latency the way production sees it: warm p50/p90/p99, cold start, throughput, where the time goes."""
     from ..bench import bench, compare
+    from ..report.files import write_report
     from ..report.plot import latency_plot
 
     kwargs["cold_start"] = not no_cold_start
@@ -62,6 +62,6 @@ def command(
         else:
             report = compare({m: m for m in models}, input_size, weights=weights, progress=progress, **kwargs)
     if plot is not None:
-        plot.write_bytes(latency_plot(report))
+        write_report(plot, latency_plot(report), force=force)
         click.echo(f"latency plot written to {plot}", err=True)
-    emit(report, as_json=as_json, html_file=html_file, fail_on=fail_on, width=width)
+    emit(report, as_json=as_json, html_file=html_file, force=force, fail_on=fail_on, width=width)

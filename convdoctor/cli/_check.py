@@ -15,6 +15,7 @@ from ._options import (
     input_option,
     mode_option,
     output_options,
+    trust_option,
     weights_option,
 )
 
@@ -23,6 +24,7 @@ from ._options import (
 @click.argument("model")
 @input_option
 @weights_option
+@trust_option
 @click.option("--data", type=click.Path(path_type=Path), help="ImageFolder directory, .npz (x[, y]) or .pt tensors.")
 @click.option("--object-size", default=None, help="Object size in pixels (e.g. 64 or 64x32) for the RF findings.")
 @batch_sizes_option("1,8")
@@ -41,6 +43,7 @@ def command(
     model: str,
     input_size: str | tuple[str, ...] | None,
     weights: Path | None,
+    trusted: bool,
     data: Path | None,
     object_size: str | None,
     batch_sizes: str,
@@ -50,6 +53,7 @@ def command(
     monitor_json: Path | None,
     as_json: bool,
     html_file: Path | None,
+    force: bool,
     fail_on: str,
     width: int | None,
 ) -> None:
@@ -68,6 +72,7 @@ def command(
         weights=weights,
         mode=mode,
         data=data,
+        trusted=trusted,
     )
     if monitor_json is not None:
         from ..monitor import report_from_json
@@ -76,4 +81,4 @@ def command(
             report,
             parts={**report.parts, "monitor": report_from_json(json.loads(monitor_json.read_text(encoding="utf-8")))},
         )
-    emit(report, as_json=as_json, html_file=html_file, fail_on=fail_on, width=width)
+    emit(report, as_json=as_json, html_file=html_file, force=force, fail_on=fail_on, width=width)

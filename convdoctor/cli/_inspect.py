@@ -15,6 +15,7 @@ from ._options import (
     input_option,
     output_options,
     parse_bytes,
+    trust_option,
     weights_option,
 )
 
@@ -26,6 +27,7 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "sgd_momentum")
 @click.argument("model")
 @input_option
 @weights_option
+@trust_option
 @click.option("--depth", type=click.IntRange(1, 20), default=2, show_default=True, help="Module depth of the table.")
 @click.option(
     "--mode",
@@ -45,6 +47,7 @@ def command(
     model: str,
     input_size: str | tuple[str, ...] | None,
     weights: Path | None,
+    trusted: bool,
     depth: int,
     mode: str,
     dtype: str | None,
@@ -54,6 +57,7 @@ def command(
     target_batch: int | None,
     as_json: bool,
     html_file: Path | None,
+    force: bool,
     fail_on: str,
     width: int | None,
 ) -> None:
@@ -63,7 +67,7 @@ def command(
     from ..advice import training_memory
     from ..api import inspect
 
-    report = inspect(model, input_size, mode=mode, dtype=dtype, weights=weights)
+    report = inspect(model, input_size, mode=mode, dtype=dtype, weights=weights, trusted=trusted)
     if train_memory or budget or target_batch:  # memory depends on shapes only, not on the weights' values
         tm = training_memory(
             model,
@@ -71,6 +75,7 @@ def command(
             optimizer=optimizer,
             budget_bytes=parse_bytes(budget),
             target_batch=target_batch,
+            trusted=trusted,
         )
         report = dataclasses.replace(report, training_memory=tm.to_dict())
-    emit(report, as_json=as_json, html_file=html_file, fail_on=fail_on, width=width, depth=depth)
+    emit(report, as_json=as_json, html_file=html_file, force=force, fail_on=fail_on, width=width, depth=depth)

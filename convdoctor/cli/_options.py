@@ -12,7 +12,9 @@ from typing import Any
 import click
 
 from ..capture.choices import Choice, Device, Dtype, ModelMode, either
+from ..errors import UsageError
 from ..report import Format, render
+from ..report.files import check_target, write_report
 from ..results.base import ReportBase
 from ._exit import EXIT_USAGE, FailOn, exit_code
 
@@ -128,16 +130,53 @@ def batch_sizes_option(default: str) -> Callable[[Callable[..., Any]], Callable[
     )
 
 
-def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--json``, ``--html FILE``, ``--fail-on``, ``--width``."""
-    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")(fn)
-    fn = click.option(
-        "--html",
-        "html_file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Also write a self-contained HTML report to FILE.",
+def trust_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--trust-file``: the API's ``trusted=True`` (see ``convdoctor.capture.archive``)."""
+    return click.option(
+        "--trust-file",
+        "trusted",
+        is_flag=True,
+        help="MODEL is a .pt/.pt2 file you trust: load it without vetting (it may run code in it).",
     )(fn)
+
+
+def _report_target(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Refuse a report path that writing would clobber before any work runs (``--force`` is eager)."""
+    if value is not None:
+        try:
+            check_target(value, force=bool(ctx.params.get("force")))
+        except UsageError as exc:
+            raise OneLineUsage(str(exc)) from None
+    return value
+
+
+def report_file_option(*names: str, help_text: str, default: Path | None = None) -> Callable[..., Any]:
+    """A FILE a report is written to (``--html``, ``--plot``): checked at parse time, see ``report.files``."""
+    return click.option(
+        *names,
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=default,
+        show_default=default is not None,
+        callback=_report_target,
+        help=help_text,
+    )
+
+
+def force_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--force``: overwrite a report FILE that is not a previous report of ours."""
+    return click.option(
+        "--force",
+        is_flag=True,
+        is_eager=True,  # read by the report-file callbacks, whatever the order on the command line
+        help="Overwrite the report FILE even when it is not a previous convdoctor report (a link is replaced).",
+    )(fn)
+
+
+def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``, ``--html FILE``, ``--force``, ``--fail-on``, ``--width``."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")(fn)
+    fn = report_file_option("--html", "html_file", help_text="Also write a self-contained HTML report to FILE.")(fn)
+    fn = force_option(fn)
     fn = click.option(
         "--fail-on",
         type=click.Choice([f.value for f in FailOn]),
@@ -150,11 +189,18 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def emit(
-    report: ReportBase, *, as_json: bool, html_file: Path | None, fail_on: str, width: int | None, **options: Any
+    report: ReportBase,
+    *,
+    as_json: bool,
+    html_file: Path | None,
+    fail_on: str,
+    width: int | None,
+    force: bool = False,
+    **options: Any,
 ) -> None:
     """Print the report, write the HTML file if asked, and exit with the policy's code."""
     if html_file is not None:
-        html_file.write_text(render(report, Format.HTML), encoding="utf-8")
+        write_report(html_file, render(report, Format.HTML), force=force)
     if as_json:
         click.echo(render(report, Format.JSON))
     else:
@@ -163,7 +209,7 @@ def emit(
         click.echo(render(report, Format.TERMINAL, width=width, color=color, **options), nl=False)
         if html_file is not None:
             click.echo(f"HTML report written to {html_file}")
-    sys.exit(exit_code(report.findings, FailOn(fail_on)))
+    raise click.exceptions.Exit(exit_code(report.findings, FailOn(fail_on)))
 
 
 _UNITS = {

@@ -7,14 +7,16 @@ from pathlib import Path
 import click
 
 from ..capture.choices import RFMethod
+from ..report.files import write_report
 from ._exit import guarded
-from ._options import EnumChoice, emit, input_option, output_options, weights_option
+from ._options import EnumChoice, emit, input_option, output_options, report_file_option, trust_option, weights_option
 
 
 @click.command("rf")
 @click.argument("model")
 @input_option
 @weights_option
+@trust_option
 @click.option("--layer", default=None, help="Module path the findings are about (default: last feature layer).")
 @click.option("--object-size", default=None, metavar="PX", help="Object size in input pixels (64 or 64x32).")
 @click.option(
@@ -24,13 +26,7 @@ from ._options import EnumChoice, emit, input_option, output_options, weights_op
     show_default=True,
     help="analytic: every layer from the graph; gradient: autograd check of one layer.",
 )
-@click.option(
-    "--plot",
-    "plot_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write a PNG of field size by depth to FILE.",
-)
+@report_file_option("--plot", "plot_file", help_text="Write a PNG of field size by depth to FILE.")
 @click.option("--depth", type=click.IntRange(1, 20), default=2, show_default=True, help="Module depth of the table.")
 @output_options
 @guarded
@@ -38,6 +34,7 @@ def command(
     model: str,
     input_size: str | tuple[str, ...] | None,
     weights: Path | None,
+    trusted: bool,
     layer: str | None,
     object_size: str | None,
     method: str,
@@ -45,6 +42,7 @@ def command(
     depth: int,
     as_json: bool,
     html_file: Path | None,
+    force: bool,
     fail_on: str,
     width: int | None,
 ) -> None:
@@ -52,7 +50,9 @@ def command(
     from ..report.rf_plot import rf_depth_plot
     from ..rf_api import receptive_field
 
-    report = receptive_field(model, input_size, method=method, layer=layer, object_size=object_size, weights=weights)
+    report = receptive_field(
+        model, input_size, method=method, layer=layer, object_size=object_size, weights=weights, trusted=trusted
+    )
     if plot_file is not None:
-        plot_file.write_bytes(rf_depth_plot(report))
-    emit(report, as_json=as_json, html_file=html_file, fail_on=fail_on, width=width, depth=depth)
+        write_report(plot_file, rf_depth_plot(report), force=force)
+    emit(report, as_json=as_json, html_file=html_file, force=force, fail_on=fail_on, width=width, depth=depth)

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UsageError, one_line
+from ..capture.archive import load_exported
+from ..errors import ConvDoctorError, UsageError, one_line
 from ._graph import export_model, lower_x86
 from ._torchao import import_torchao
 from .isa import Int8Path, warn_if_saturates
@@ -170,7 +171,9 @@ def serving_model(reference: nn.Module, lowered: nn.Module | None, compile: bool
     return CompiledInt8(reference, lowered) if compile else lowered
 
 
-def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = True, compile: bool = True) -> nn.Module:
+def load_int8(
+    path: str | Path, example_input: torch.Tensor, *, lower: bool = True, compile: bool = True, trusted: bool = False
+) -> nn.Module:
     """Load a program written by :meth:`QuantResult.save` and make it fast on this machine.
 
     The ``.pt2`` holds the reference model (int8 weights, fp32 compute). Here it is lowered
@@ -185,24 +188,29 @@ def load_int8(path: str | Path, example_input: torch.Tensor, *, lower: bool = Tr
         example_input: one input batch (its non-batch dims must match the model's).
         lower: False returns the reference model as loaded.
         compile: False returns the lowered graph (no compilation, any batch size).
+        trusted: load the file without vetting it. By default the archive is checked before
+            torch reads any of it (no pickled entry, no code in its shape expressions, only
+            operator calls: :func:`convdoctor.capture.archive.vet_exported`); what
+            :meth:`QuantResult.save` writes always passes.
 
     Returns:
         A :class:`CompiledInt8`, the lowered ``torch.fx.GraphModule``, or the reference model.
 
     Raises:
-        UsageError: the file does not exist or is not a loadable exported program.
+        UsageError: the file does not exist, is not a loadable exported program, or is
+            refused as untrusted (the message says why and how to opt in).
     """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such file: {path}; write one with quantize_int8(...).save(path)")
     import_torchao()  # registers the quantized_decomposed ops the program uses, and the int8 fusion passes
     try:
-        reference = torch.export.load(path).module()
-    except Exception as exc:  # noqa: BLE001 - a foreign or truncated file, or a torch that reads it differently
+        reference = load_exported(path, trusted=trusted).module()
+    except ConvDoctorError as exc:  # refused, truncated, foreign: one line, the payload never ran
         raise UsageError(
-            f"cannot load {path} as an int8 program ({one_line(exc)[:160]}); "
+            f"cannot load {path} as an int8 program ({one_line(exc)[:240]}); "
             f"write it with quantize_int8(...).save(path) under torch {torch.__version__}"
-        ) from exc
+        ) from None
     if not lower:
         return reference
     warn_if_saturates(reference, path)

@@ -23,8 +23,14 @@ generated code depends on: the program's graph and every tensor byte in it, the 
 the torch and torchao versions, the CPU's instruction set and the settings below. A later
 call with the same key, in this process or another, loads it in milliseconds instead of
 compiling. ``CONVDOCTOR_CACHE_DIR`` moves the cache; ``CONVDOCTOR_CACHE_DIR=off`` compiles
-into a temporary folder that is removed after loading. A package that fails to load (a
-truncated file) is compiled again and replaced.
+into a temporary folder that is removed after loading.
+
+**A package is code, so the cache is trusted no further than it is checked**
+(:class:`convdoctor._cache.Store`): the folder must be yours and not writable by others (else
+a private folder of this run is used, with a warning); each package's SHA-256 is recorded
+when it is written, and a package is loaded only from a private copy of bytes that match
+that record. A package with no record (planted), another digest (swapped, truncated) or a
+link is never loaded: a warning names it and why, and it is compiled again and replaced.
 
 :class:`CompiledInt8` never fails where the lowered graph works: when compiling fails (no
 C++ compiler, a torch API that moved) or more than :data:`MAX_COMPILED_SHAPES` shapes
@@ -49,7 +55,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._cache import CACHE_ENV, cache_root
+from .._cache import CACHE_ENV, Store
 from .._compat import INDUCTOR_LOGGER, aoti_compile, aoti_load
 from .._native import capture_native
 from ..errors import one_line
@@ -75,11 +81,16 @@ INDUCTOR_SETTINGS: dict[str, Any] = {"freezing": True}
 MAX_COMPILED_SHAPES = 8
 
 
+#: The cache store of compiled packages (``int8/`` in the cache folder).
+STORE = "int8"
+
+
 def cache_dir() -> Path | None:
     """Where compiled int8 packages are kept: ``int8/`` in convdoctor's cache folder
-    (``$CONVDOCTOR_CACHE_DIR``, else ``~/.cache/convdoctor``); None when the cache is off."""
-    root = cache_root()
-    return None if root is None else root / "int8"
+    (``$CONVDOCTOR_CACHE_DIR``, else ``~/.cache/convdoctor``), or in this run's private folder when
+    that one is not trusted (created, with a warning, here); None when the cache is off."""
+    store = Store.open(STORE)
+    return None if store is None else store.folder
 
 
 @dataclass(frozen=True)
@@ -187,15 +198,6 @@ def _package_name(digest: str, key: tuple[Any, ...]) -> str:
     return hashlib.sha256(f"{digest}|{key}|{_environment()}".encode()).hexdigest()[:32] + ".pt2"
 
 
-def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        log.info("int8 package cache %s unusable (%s): compiling without it", folder, exc)
-        return False
-    return os.access(folder, os.W_OK)
-
-
 class CompiledInt8(nn.Module):
     """The reference int8 program compiled by AOTInductor, one package per input shape.
 
@@ -255,9 +257,14 @@ class CompiledInt8(nn.Module):
         state = self.__dict__["_state"]
         start = time.perf_counter()
         try:
-            with _quiet_compile():
-                runner, package, cached = self._runner(key, args)
-                out = runner(*args)
+            with contextlib.ExitStack() as stack:
+                # the cache's checks run outside the quiet block: a refused package is a visible warning
+                store = Store.open(STORE)
+                name = None if store is None else _package_name(self._digest(), key)
+                copy = None if store is None or name is None else stack.enter_context(store.verified(name))
+                with _quiet_compile():
+                    runner, package, cached = self._runner(args, store, name, copy)
+                    out = runner(*args)
         except Exception as exc:  # noqa: BLE001 - no C++ compiler, an inductor change...: the lowered graph is int8 too
             out = self.lowered(*args)  # the input's own fault raises here, with its own message
             state.note = f"Inductor compilation failed ({one_line(exc)[:160]}); running the lowered graph"
@@ -268,28 +275,34 @@ class CompiledInt8(nn.Module):
         state.runners[key] = runner
         return out
 
-    def _runner(self, key: tuple[Any, ...], args: tuple[Any, ...]) -> tuple[Callable[..., Any], str, bool]:
-        """The loaded package for ``key``: from the cache when there, else compiled (and cached)."""
+    def _digest(self) -> str:
         state = self.__dict__["_state"]
-        folder = cache_dir()
-        if folder is None or not _writable(folder):
-            with tempfile.TemporaryDirectory(prefix="convdoctor-int8-") as tmp:
-                return aoti_load(self._compile(args, str(Path(tmp) / "int8.pt2"))), "", False
         if state.digest is None:
             state.digest = program_digest(self.reference)
-        path = folder / _package_name(state.digest, key)
-        if path.is_file():
+        digest: str = state.digest
+        return digest
+
+    def _runner(
+        self, args: tuple[Any, ...], store: Store | None, name: str | None, copy: Path | None
+    ) -> tuple[Callable[..., Any], str, bool]:
+        """The package for this shape: ``copy`` (verified bytes of the cached one) when given,
+        else compiled now (and stored, with its digest, when the cache is on)."""
+        if store is None or name is None:
+            with tempfile.TemporaryDirectory(prefix="convdoctor-int8-") as tmp:
+                return aoti_load(self._compile(args, str(Path(tmp) / "int8.pt2"))), "", False
+        path = store.path(name)
+        if copy is not None:
             try:
-                return aoti_load(str(path)), str(path), True
-            except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: compile it again
+                return aoti_load(str(copy)), str(path), True
+            except Exception as exc:  # noqa: BLE001 - verified bytes this torch cannot load: compile again
                 log.info("cached int8 package %s does not load (%s): compiling again", path, one_line(exc)[:160])
-        partial = folder / f".{os.getpid()}.partial.{path.name}"  # AOTInductor wants a .pt2 name
+        partial = store.folder / f".{os.getpid()}.partial.{name}"  # AOTInductor wants a .pt2 name
         try:
-            self._compile(args, str(partial))
-            os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the whole new one
+            runner = aoti_load(self._compile(args, str(partial)))  # loaded from what we just wrote
+            store.put(name, partial)
         finally:
             partial.unlink(missing_ok=True)
-        return aoti_load(str(path)), str(path), False
+        return runner, str(path), False
 
     def _compile(self, args: tuple[Any, ...], path: str) -> str:
         program = torch.export.export(self.reference, args)  # static shapes: see the module docstring

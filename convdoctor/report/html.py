@@ -12,9 +12,12 @@ import html
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .. import __version__
 from ..findings import Finding
 from ..results.base import ReportBase
 
+#: The page's ``<meta name="generator">``: how a later run knows the file is a report of ours.
+HTML_GENERATOR = f"convdoctor {__version__}"
 #: kind -> function(report) -> HTML fragment (already escaped).
 HTML_SECTIONS: dict[str, Callable[[Any], str]] = {}
 
@@ -117,6 +120,7 @@ def page(title: str, subtitle: str, sections: list[str]) -> str:
     """A complete document around the given section fragments."""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="generator" content="{HTML_GENERATOR}">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
         f"<style>{CSS}</style></head><body><header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>"
         f"<main>{''.join(sections)}</main></body></html>"
@@ -125,8 +129,6 @@ def page(title: str, subtitle: str, sections: list[str]) -> str:
 
 def render(report: ReportBase) -> str:
     """One self-contained page: findings first, then the report's section."""
-    from .. import __version__
-
     return page(
         f"convdoctor {report.kind}: {report.model}",
         f"convdoctor {__version__}",

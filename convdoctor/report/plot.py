@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from .. import __version__
 from ..results.bench import BenchReport
+
+#: The PNG ``Software`` text of every chart we draw: how a later run knows the file is ours.
+PNG_SOFTWARE = f"convdoctor {__version__}"
 
 
 def new_figure(width: float, height: float, dpi: int, what: str) -> Any:
@@ -22,9 +26,9 @@ def new_figure(width: float, height: float, dpi: int, what: str) -> Any:
 
 
 def to_png(fig: Any) -> bytes:
-    """The figure as PNG bytes."""
+    """The figure as PNG bytes, signed ``Software: convdoctor ...`` (what :mod:`.files` recognises)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", metadata={"Software": PNG_SOFTWARE})
     return buf.getvalue()
 
 

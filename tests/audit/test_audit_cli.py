@@ -99,7 +99,7 @@ def test_as_is_keeps_the_factory_train_mode(files: dict[str, str]) -> None:
 def test_torchscript_file_keeps_its_saved_training_mode(files: dict[str, str], tmp_path: Path) -> None:
     scripted = torch.jit.script(zoo.bn_net(channels=1).train())
     scripted.save(str(tmp_path / "train_mode.pt"))
-    result = _run(str(tmp_path / "train_mode.pt"), "--input", "1x1x6x6", "--checks", "batch", "--json")
+    result = _run(str(tmp_path / "train_mode.pt"), "--trust-file", "--input", "1x1x6x6", "--checks", "batch", "--json")
     assert result.exit_code == 1, result.output
     doc = json.loads(result.stdout)
     (batch,) = doc["checks"]

@@ -112,7 +112,12 @@ def _stand_in_compiler(
 
 
 def test_a_package_that_does_not_load_is_compiled_again(
-    compiled: CompiledInt8, int8: QuantResult, digits: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    compiled: CompiledInt8,
+    int8: QuantResult,
+    digits: Split,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     x, expected, good, calls = _stand_in_compiler(compiled, digits, tmp_path, monkeypatch, str(tmp_path / "cache"))
     first = CompiledInt8(int8.reference, int8.lowered_graph)
@@ -122,8 +127,10 @@ def test_a_package_that_does_not_load_is_compiled_again(
     assert len(calls) == 1 and package.parent == tmp_path / "cache" / "int8"
     package.write_bytes(package.read_bytes()[:1000])  # truncated, as by a full disk
     again = CompiledInt8(int8.reference, int8.lowered_graph)
-    with torch.no_grad():
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="convdoctor"):
         assert torch.equal(again(x), expected)
+    # refused on its digest before AOTInductor saw a byte of it (test_cache_trust.py: planted, linked)
+    assert f"{package} does not match the digest recorded" in caplog.text
     assert len(calls) == 2 and not again.records[0].cached and again.note == ""
     assert package.read_bytes() == Path(good).read_bytes()  # replaced whole
     assert sorted(p.name for p in package.parent.iterdir()) == [package.name]  # no partial file left
