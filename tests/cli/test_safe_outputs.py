@@ -71,7 +71,6 @@ def test_the_check_is_made_before_any_work(tmp_path: Path) -> None:
 
 
 def test_plot_refuses_a_file_that_is_not_our_png_and_overwrites_its_own(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     plot = tmp_path / "rf.png"
     plot.write_bytes(b"\x89PNG\r\n\x1a\nsomeone else's picture")
     _one_line_exit_2(run("rf", *MODEL, "--plot", str(plot)), "not a convdoctor report")
