@@ -53,6 +53,9 @@ BN_CONFIDENT = 0.5
 BN_TOP_SHARE = 0.5
 #: ...and the fewest samples that can show all of it.
 BN_MIN_SAMPLES = 16
+#: With targets, McNemar's tail is 0.5**k at best (every changed sample went wrong -> right), so
+#: fewer samples than this can never reach ``BN_P_VALUE``.
+BN_MIN_SAMPLES_WITH_TARGETS = math.ceil(math.log2(1 / BN_P_VALUE))
 #: Samples per forward pass (recalibration averages the statistics of these batches).
 RECAL_BATCH = 32
 #: Layers listed in the evidence.
@@ -119,9 +122,12 @@ def recalibration_evidence(ctx: CheckContext, names: set[str]) -> dict[str, Any]
 
     Returns:
         ``{"proven": bool, "recalibration": {...numbers...}, "layers": [...]}``, or None for a
-        synthetic sample, outputs without class scores, keyword/image-list inputs, or fewer than 2 samples.
+        synthetic sample, outputs without class scores, keyword/image-list inputs, or fewer samples than
+        could prove anything (``BN_MIN_SAMPLES``; ``BN_MIN_SAMPLES_WITH_TARGETS`` with targets): the
+        copy and its forwards are skipped then (seconds on a large model).
     """
-    if ctx.synthetic or ctx.scores is None or ctx.call is not None or ctx.n < 2:
+    fewest = BN_MIN_SAMPLES_WITH_TARGETS if ctx.targets is not None else BN_MIN_SAMPLES
+    if ctx.synthetic or ctx.scores is None or ctx.call is not None or ctx.n < fewest:
         return None
     try:
         before = ctx.eval_model()  # the model itself when in eval mode: only read, under no_grad

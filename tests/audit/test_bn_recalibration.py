@@ -176,3 +176,24 @@ def test_the_users_model_is_left_bit_identical() -> None:
 def test_mcnemar_tail_matches_scipy(k: int, n: int) -> None:
     want = binomtest(k, n, 0.5, alternative="greater").pvalue if n else 1.0
     assert _binomial_tail(k, n) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("targets", [True, False], ids=["targets", "no-targets"])
+def test_a_sample_too_small_to_prove_anything_skips_the_copy(targets: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convdoctor.audit import bn_recalibration as recal
+
+    fewest = recal.BN_MIN_SAMPLES_WITH_TARGETS if targets else recal.BN_MIN_SAMPLES
+    if targets:  # one sample fewer cannot reach the p-value even if every changed sample went wrong -> right
+        k = fewest - 1
+        assert binomtest(k, k, 0.5, alternative="greater").pvalue >= recal.BN_P_VALUE
+        assert binomtest(fewest, fewest, 0.5, alternative="greater").pvalue < recal.BN_P_VALUE
+    calls: list[int] = []
+    real = recal.recalibrate_bn
+    monkeypatch.setattr(recal, "recalibrate_bn", lambda *a, **k: calls.append(1) or real(*a, **k))
+    xv, yv = _val()
+    for n, runs in ((fewest - 1, False), (fewest, True)):
+        calls.clear()
+        f = _finding(audit(converted(), xv[:n], targets=yv[:n] if targets else None, checks="bn_stats"))
+        assert bool(calls) == runs and ("recalibration" in f.evidence) == runs, (n, f.evidence)
+        if not runs:
+            assert f.severity is not Severity.ERROR  # not proven: never an error
