@@ -14,10 +14,10 @@ from .analysis.lints import run_lints
 from .analysis.memory import activation_memory
 from .analysis.params import count_params
 from .capture.choices import Mode, either, parse_dtype
-from .capture.inputs import InputSize
+from .capture.inputs import InputSize, ModelInput
 from .capture.load import LoadedModel
+from .capture.once import Captures, capture_with
 from .capture.prepare import ModelLike, model_input, prepare, prepare_model
-from .capture.trace import capture
 from .errors import UsageError
 from .results.base import sort_findings
 from .results.inspect import ModelReport
@@ -79,7 +79,35 @@ def inspect(
     mode = _mode(mode)
     run_dtype = None if dtype is None else parse_dtype(dtype).torch
     loaded, call = prepare(model, input_size, example_input, weights=weights, meta=True, trusted=trusted)
-    graph = capture(loaded.module, call.args, call.kwargs, mode=mode.value, dtype=run_dtype, rebuild=loaded.rebuild)
+    return inspect_prepared(loaded, call, mode=mode, dtype=run_dtype, extra_rules=extra_rules)
+
+
+def inspect_prepared(
+    loaded: LoadedModel,
+    call: ModelInput,
+    *,
+    mode: Mode | str = Mode.EVAL,
+    dtype: torch.dtype | None = None,
+    extra_rules: dict[OpOverloadPacket, FlopRule] | None = None,
+    captures: Captures | None = None,
+) -> ModelReport:
+    """:func:`inspect` of a model and input already prepared (:func:`~convdoctor.capture.prepare.prepare`).
+
+    Args:
+        loaded: the model.
+        call: its input.
+        mode: as for :func:`inspect`.
+        dtype: a floating ``torch.dtype`` to analyse in, or None.
+        extra_rules: as for :func:`inspect`.
+        captures: graphs already captured of this model (``check`` shares one with rf and bench).
+
+    Returns:
+        The report.
+    """
+    mode = _mode(mode)
+    graph = capture_with(
+        captures, loaded.module, call.args, call.kwargs, mode=mode.value, dtype=dtype, rebuild=loaded.rebuild
+    )
     flops = count_flops(graph, extra_rules)
     memory = activation_memory(graph)
     params = count_params(graph)

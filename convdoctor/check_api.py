@@ -11,11 +11,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .api import inspect
+from .api import inspect_prepared
 from .capture.choices import ModelMode, parse_batch_sizes, parse_device
-from .capture.inputs import InputSize, parse_input_spec
+from .capture.inputs import InputSize, ModelInput, parse_input_spec
 from .capture.load import LoadedModel
-from .capture.prepare import ModelLike, prepare_model
+from .capture.once import Captures
+from .capture.prepare import ModelLike, prepare, prepare_model
 from .errors import ConvDoctorError, UsageError, one_line
 from .findings import Finding
 from .results.base import ReportBase, sort_findings
@@ -38,6 +39,21 @@ def _real(loaded: LoadedModel) -> nn.Module:
             raise UsageError("this model lives on the meta device; pass one with real weights")
         return loaded.rebuild()
     return loaded.module
+
+
+class _Prepared:
+    """The model and input inspect and rf analyse, prepared once, on first use (inside a step, so
+    a failure skips the steps that need it, each with the reason)."""
+
+    def __init__(self, loaded: LoadedModel, size: Any, given: Any) -> None:
+        self._args = (loaded, size, given)
+        self._done: tuple[LoadedModel, ModelInput] | None = None
+
+    def get(self) -> tuple[LoadedModel, ModelInput]:
+        if self._done is None:
+            loaded, size, given = self._args
+            self._done = prepare(loaded, size, given, meta=True)
+        return self._done
 
 
 def _merge(parts: dict[str, ReportBase]) -> tuple[Finding, ...]:
@@ -95,7 +111,7 @@ def check(
     """
     from .audit import audit
     from .bench import bench as run_bench
-    from .rf_api import receptive_field
+    from .rf_api import rf_prepared
 
     sizes = parse_batch_sizes(batch_sizes)
     device = parse_device(device)
@@ -108,9 +124,12 @@ def check(
         given, targets = _load_data(loaded, data, input_size, given, targets)
     real = _real(loaded)
     size = None if given is not None else input_size
+    # one capture per distinct call serves inspect, rf and bench's batch of the same shape
+    captures = Captures()
+    analysed = _Prepared(loaded, size, given)
     steps: dict[str, Callable[[], ReportBase]] = {
-        "inspect": lambda: inspect(loaded, size, example_input=given),
-        "rf": lambda: receptive_field(loaded, size, example_input=given, object_size=object_size),
+        "inspect": lambda: inspect_prepared(*analysed.get(), captures=captures),
+        "rf": lambda: rf_prepared(*analysed.get(), object_size=object_size, captures=captures),
         "audit": lambda: audit(
             real,
             given,
@@ -130,6 +149,7 @@ def check(
             batch_sizes=sizes[:2],
             device=device,
             trusted=trusted,
+            captures=captures,
             **CHECK_BENCH,
         )
     parts, skipped, seconds = _run_steps(steps, progress)

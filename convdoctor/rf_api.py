@@ -14,9 +14,10 @@ from .analysis.rf.findings import input_findings, level_findings, object_finding
 from .analysis.rf.gradient import GradientField, gradient_field
 from .analysis.rf.pyramid import pyramid_levels
 from .capture.choices import RFMethod, either
-from .capture.inputs import InputForm, InputSize
+from .capture.inputs import InputForm, InputSize, ModelInput
+from .capture.load import LoadedModel
+from .capture.once import Captures, capture_with
 from .capture.prepare import ModelLike, prepare
-from .capture.trace import capture
 from .errors import UsageError
 from .findings import Finding, make_finding
 from .results.base import sort_findings
@@ -146,6 +147,37 @@ def receptive_field(
     """
     rf_method = _method(method)
     loaded, call = prepare(model, input_size, example_input, weights=weights, meta=True, trusted=trusted)
+    return rf_prepared(loaded, call, method=rf_method, layer=layer, object_size=object_size, extra_rules=extra_rules)
+
+
+def rf_prepared(
+    loaded: LoadedModel,
+    call: ModelInput,
+    *,
+    method: RFMethod | str = RFMethod.ANALYTIC,
+    layer: str | None = None,
+    object_size: int | str | Sequence[int] | None = None,
+    extra_rules: dict[OpOverloadPacket, Any] | None = None,
+    captures: Captures | None = None,
+) -> RFReport:
+    """:func:`receptive_field` of a model and input already prepared (:func:`~convdoctor.capture.prepare.prepare`).
+
+    Args:
+        loaded: the model.
+        call: its input.
+        method: as for :func:`receptive_field`.
+        layer: as for :func:`receptive_field`.
+        object_size: as for :func:`receptive_field`.
+        extra_rules: as for :func:`receptive_field`.
+        captures: graphs already captured of this model (``check`` shares one with inspect and bench).
+
+    Returns:
+        The report.
+
+    Raises:
+        UsageError: as :func:`receptive_field`.
+    """
+    rf_method = _method(method)
     shape = call.primary_shape
     if shape is None or len(shape) < 3:
         raise UsageError("the first input has no spatial dims: give an input like 1x3x224x224")
@@ -155,7 +187,7 @@ def receptive_field(
             "form: use method='analytic'"
         )
     objects = parse_object_size(object_size, len(shape) - 2)
-    graph = capture(loaded.module, call.args, call.kwargs, mode="eval", rebuild=loaded.rebuild)
+    graph = capture_with(captures, loaded.module, call.args, call.kwargs, mode="eval", rebuild=loaded.rebuild)
     analysis = analyze(graph, extra_rules=extra_rules, input_shape=shape)
     if analysis.spatial_ops == 0 and not analysis.uncounted_ops:
         # with uncounted ops the spatial ops may sit behind them: report "unknown", named, instead

@@ -198,7 +198,10 @@ def _measure_call(
 def _costs(target: _Target, batch_size: int, opts: BenchOptions) -> tuple[ModelCosts | None, str | None]:
     try:
         args, kwargs = batch_call(target.call, batch_size, "meta", torch.float32)
-        return model_costs(target.module, None, opts.dtype.torch, target.rebuild, args=args, kwargs=kwargs), None
+        costs = model_costs(
+            target.module, None, opts.dtype.torch, target.rebuild, args=args, kwargs=kwargs, captures=opts.captures
+        )
+        return costs, None
     except ConvDoctorError as exc:
         return None, f"MACs unavailable: {exc}"
 
@@ -342,7 +345,8 @@ def bench(
             each batch size.
         **options: ``warmup`` (10), ``min_samples`` (100), ``min_run_time`` (1.0 s),
             ``max_run_time`` (30 s), ``cold_start`` (True), ``profile`` (True), ``probe``
-            (True), ``top`` (10), ``trusted`` (False): see :class:`~convdoctor.bench.BenchOptions`.
+            (True), ``top`` (10), ``trusted`` (False), ``captures`` (None): see
+            :class:`~convdoctor.bench.BenchOptions`.
 
     Returns:
         The report: one row per batch size, findings BENCH_NOISY and COLD_START_SLOW.
@@ -391,7 +395,7 @@ def compare(
     """
     if not models:
         raise UsageError("compare needs at least one model, e.g. {'resnet18': 'torchvision:resnet18'}")
-    for key in ("name", "weights"):
+    for key in ("name", "weights", "captures"):
         if bench_kwargs.pop(key, None) is not None:
             raise UsageError(f"{key}= applies to one model; use bench() for it")
     example_input = bench_kwargs.pop("example_input", None)
