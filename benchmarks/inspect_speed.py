@@ -34,9 +34,9 @@ def build(meta=False):
     return torchvision.models.resnet50().eval()
 
 if tool == "convdoctor":
-    import convdoctor.api as api
+    from convdoctor.inspect import inspect as inspect_model
     model = build(meta=True)
-    call = lambda: api.inspect(model, shape).totals["macs"]
+    call = lambda: inspect_model(model, shape).totals["macs"]
 elif tool == "torchinfo":
     import torchinfo
     model = build()

@@ -12,13 +12,13 @@ it into its section of docs/performance.md.
 
 from __future__ import annotations
 
-from _bench_fragment import update_section  # noqa: E402  (benchmarks/ is the script dir)
 import json
 import os
 import subprocess
 import sys
 import time
 
+from _bench_fragment import update_section  # noqa: E402  (benchmarks/ is the script dir)
 
 CHILD = r"""
 import json, time, warnings
@@ -28,7 +28,7 @@ torch.set_num_threads(1)
 from convdoctor.analysis.rf.core import analyze
 from convdoctor.analysis.rf.gradient import gradient_field
 from convdoctor.capture.trace import capture
-from convdoctor.rf_api import receptive_field
+from convdoctor.rf import receptive_field
 with torch.device("meta"):
     model = torchvision.models.resnet152()
 shape = (1, 3, 224, 224)

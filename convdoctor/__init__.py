@@ -31,25 +31,25 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what a type checker and an IDE see: the same names, imported eagerly
-    from .api import inspect
     from .audit import audit
     from .bench import bench, compare
-    from .check_api import check
+    from .check import check
     from .findings import Finding, Severity
+    from .inspect import inspect
     from .monitor import Monitor
-    from .rf_api import receptive_field
+    from .rf import receptive_field
 
 #: public name -> the module that defines it.
 _HOMES = {
-    "inspect": ".api",
+    "inspect": ".inspect",
     "audit": ".audit",
     "bench": ".bench",
     "compare": ".bench",
-    "check": ".check_api",
+    "check": ".check",
     "Finding": ".findings",
     "Severity": ".findings",
     "Monitor": ".monitor",
-    "receptive_field": ".rf_api",
+    "receptive_field": ".rf",
 }
 
 
@@ -67,11 +67,11 @@ def __dir__() -> list[str]:
 
 
 #: subpackages named like the public function they define.
-_SHADOWED = frozenset({"audit", "bench"})
+_SHADOWED = frozenset({"audit", "bench", "check", "inspect"})
 
 
 class _Package(types.ModuleType):
-    """Keeps ``convdoctor.audit`` and ``convdoctor.bench`` the functions, not the subpackages.
+    """Keeps ``convdoctor.audit``, ``.bench``, ``.check`` and ``.inspect`` the functions, not the subpackages.
 
     Importing a submodule sets it as an attribute of its parent. The eager ``from .audit
     import audit`` used to overwrite that right away; lazily, any ``import convdoctor.audit.x``

@@ -42,10 +42,29 @@ def test_cli_help_and_version_import_no_torch(flag: str) -> None:
 def test_public_names_are_the_functions_even_after_a_subpackage_import() -> None:
     # importing convdoctor.audit.export sets the subpackage on the parent; the function must win
     code = (
-        "import convdoctor.audit.export, convdoctor.bench.timing, convdoctor\n"
-        "assert callable(convdoctor.audit) and convdoctor.audit.__module__ == 'convdoctor.audit'\n"
-        "assert callable(convdoctor.bench) and convdoctor.bench.__module__ == 'convdoctor.bench'\n"
-        "from convdoctor import audit, bench, inspect\nassert callable(audit) and callable(bench)"
+        "import types, convdoctor.audit.export, convdoctor.bench.timing, convdoctor.check.pipeline\n"
+        "import convdoctor.inspect.pipeline, convdoctor\n"
+        "for n in ('audit', 'bench', 'check', 'inspect'):\n"
+        "    f = getattr(convdoctor, n)\n"
+        "    assert isinstance(f, types.FunctionType) and f.__module__.startswith('convdoctor.' + n), (n, f)\n"
+        "from convdoctor import audit, bench, check, inspect\nassert callable(audit) and callable(bench)\n"
+        "assert callable(check) and callable(inspect)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "name"),
+    [("api", "inspect", "inspect"), ("rf_api", "rf", "receptive_field"), ("check_api", "check", "check")],
+)
+def test_old_pipeline_paths_still_import_and_name_the_new_home(old: str, new: str, name: str) -> None:
+    code = (
+        "import importlib, warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    old = importlib.import_module('convdoctor.{old}')\n"
+        f"assert getattr(old, {name!r}) is getattr(importlib.import_module('convdoctor.{new}'), {name!r})\n"
+        f"assert any('convdoctor.{new}' in str(w.message) for w in caught), [str(w.message) for w in caught]"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

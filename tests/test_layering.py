@@ -10,7 +10,8 @@ The layers: ``capture -> graph -> analysis -> findings/results -> report -> cli`
 ``graph``, ``findings`` and ``results`` are data: they import no behaviour. ``analysis``
 produces findings and result rows; ``audit``, ``bench``, ``monitor``, ``fix`` and
 ``quant`` run models, use the lower layers and each other's public modules, never
-``report`` or ``cli``; the ``*api`` modules are the pipelines behind the public verbs;
+``report`` or ``cli``; ``inspect``, ``rf``, ``check`` and ``advice`` are the pipelines behind
+the public verbs (``api``, ``rf_api`` and ``check_api`` are the old paths, re-exporting them);
 ``report`` sees only results and findings; ``cli`` sees the public verbs and ``report``.
 """
 
@@ -31,7 +32,7 @@ LOWER = BASE | DATA | {"capture", "analysis"}
 #: Units that run models; each may use the others' public modules.
 ROLES = {"audit", "bench", "monitor", "fix", "quant"}
 #: The pipelines behind the public verbs.
-PIPELINES = {"api", "rf_api", "check_api", "advice"}
+PIPELINES = {"inspect", "rf", "check", "advice"}
 
 #: unit -> the units it may import. ``"pkg.module"`` entries allow one module of a unit.
 ALLOWED: dict[str, set[str]] = {
@@ -45,15 +46,19 @@ ALLOWED: dict[str, set[str]] = {
     "results": {"findings", "errors", "__version__"},
     "capture": BASE | {"graph"},
     "analysis": LOWER,
-    "api": LOWER,
-    "rf_api": LOWER,
-    "advice": LOWER | {"api"},
+    "inspect": LOWER,
+    "rf": LOWER,
+    "advice": LOWER | {"inspect"},
     "audit": LOWER | ROLES,
     "bench": LOWER | ROLES,
     "monitor": LOWER | ROLES,
     "fix": LOWER | ROLES,
     "quant": LOWER | ROLES,
-    "check_api": LOWER | ROLES | PIPELINES,
+    "check": LOWER | ROLES | PIPELINES,
+    # the old module paths of the pipelines: each re-exports its new home, nothing else
+    "api": {"inspect"},
+    "rf_api": {"rf"},
+    "check_api": {"check"},
     "demo": LOWER | ROLES | PIPELINES,
     "report": {"results", "findings", "errors", "__version__"},
     # `convdoctor cache info|clear` reads and empties the cache through _cache's own functions

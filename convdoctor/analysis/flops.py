@@ -15,14 +15,14 @@ Conventions (they match torchvision's published ``_ops`` and fvcore):
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch._ops import OpOverloadPacket, ops
 
 from ..graph import Graph, OpNode, TensorInfo
 from ._registry import RuleTable
+from .flop_formulas import adaptive_pool_reads, attention_macs, bmm_macs, conv_macs, mm_macs, prod
 from .zero_cost import ZERO_COST
 
 aten = ops.aten
@@ -46,56 +46,6 @@ class Uncounted:
 FlopRule = Callable[[OpNode], OpCost]
 FLOP_RULES: RuleTable[FlopRule] = RuleTable("FLOP_RULES")
 flop_rule = FLOP_RULES.register
-
-
-def _prod(xs: Sequence[int]) -> int:
-    return math.prod(int(x) for x in xs)
-
-
-# ---- formulas on shapes (unit-testable without a model) ------------------------------
-def conv_macs(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequence[int], transposed: bool) -> int:
-    """MACs of an N-d convolution.
-
-    Forward: every output element of every output channel accumulates ``Cin/groups * prod(k)``
-    products, and the weight holds ``Cout * Cin/groups * prod(k)`` elements, so
-    ``MACs = N * prod(out_spatial) * weight.numel()``. Transposed: every *input* element
-    scatters into ``Cout/groups * prod(k)`` outputs, so ``N * prod(in_spatial) * weight.numel()``.
-    """
-    spatial = x_shape[2:] if transposed else out_shape[2:]
-    return int(x_shape[0]) * _prod(spatial) * _prod(w_shape)
-
-
-def mm_macs(a_shape: Sequence[int], b_shape: Sequence[int]) -> int:
-    """``[n, k] @ [k, m]``: ``n * k * m`` MACs."""
-    return int(a_shape[0]) * int(a_shape[1]) * int(b_shape[1])
-
-
-def bmm_macs(a_shape: Sequence[int], b_shape: Sequence[int]) -> int:
-    """``[b, n, k] @ [b, k, m]``: ``b * n * k * m`` MACs."""
-    return int(a_shape[0]) * int(a_shape[1]) * int(a_shape[2]) * int(b_shape[2])
-
-
-def attention_macs(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int]) -> int:
-    """Scaled dot-product attention: ``Q K^T`` then ``softmax(.) V``.
-
-    ``[..., L, E] x [..., S, E]`` gives ``batch * L * S * E`` MACs, then ``[..., L, S] x
-    [..., S, Ev]`` gives ``batch * L * S * Ev``. ``batch`` is the product of leading dims.
-    """
-    batch = _prod(q_shape[:-2])
-    length, e = int(q_shape[-2]), int(q_shape[-1])
-    s, ev = int(k_shape[-2]), int(v_shape[-1])
-    return batch * length * s * (e + ev)
-
-
-def adaptive_pool_reads(in_size: Sequence[int], out_size: Sequence[int]) -> int:
-    """Input elements read per channel by adaptive pooling (windows may overlap).
-
-    Window ``i`` on an axis spans ``[floor(i*In/Out), ceil((i+1)*In/Out))``.
-    """
-    total = 1
-    for n_in, n_out in zip(in_size, out_size):
-        total *= sum(-(-(i + 1) * n_in // n_out) - (i * n_in // n_out) for i in range(n_out))
-    return total
 
 
 # ---- rules ---------------------------------------------------------------------------
@@ -169,7 +119,7 @@ SOFTMAX_FLOPS_PER_ELEMENT = 5
 def _sdpa(node: OpNode) -> OpCost:
     """Fused attention kernels; softmax over the ``L x S`` scores is other-FLOPs."""
     q, k, v = (node.arg(i, n) for i, n in enumerate(("query", "key", "value")))
-    scores = _prod(q.shape[:-1]) * int(k.shape[-2])
+    scores = prod(q.shape[:-1]) * int(k.shape[-2])
     return OpCost(attention_macs(q.shape, k.shape, v.shape), SOFTMAX_FLOPS_PER_ELEMENT * scores)
 
 
@@ -323,7 +273,7 @@ def _pool(node: OpNode) -> OpCost:
     dims = len(_out(node).shape) - 2
     if len(k) == 1:
         k = k * max(dims, 1)
-    return OpCost(0, _out(node).numel * _prod(k))
+    return OpCost(0, _out(node).numel * prod(k))
 
 
 @flop_rule(
@@ -337,7 +287,7 @@ def _adaptive_pool(node: OpNode) -> OpCost:
     """Adaptive pooling: every element of every (possibly overlapping) window once."""
     x, out = _t(node, 0), _out(node)
     dims = len(out.shape) - 2
-    channels = _prod(x.shape[:-dims])
+    channels = prod(x.shape[:-dims])
     return OpCost(0, channels * adaptive_pool_reads(x.shape[-dims:], out.shape[-dims:]))
 
 

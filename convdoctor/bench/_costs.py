@@ -23,7 +23,7 @@ from torch import nn
 
 from ..analysis.flops import OpCost, Uncounted, count_flops
 from ..capture.inputs import make_input
-from ..capture.trace import capture
+from ..capture.once import Captures, capture_with
 from ..graph import OpNode
 
 
@@ -72,6 +72,7 @@ def model_costs(
     *,
     args: tuple[Any, ...] | None = None,
     kwargs: dict[str, Any] | None = None,
+    captures: Captures | None = None,
 ) -> ModelCosts:
     """Capture ``model`` on a meta input of ``shape`` (or on ``args``/``kwargs``) and cost it.
 
@@ -82,6 +83,7 @@ def model_costs(
         rebuild: real-weight factory for models that cannot run on meta tensors.
         args: the call's positional arguments (keyword inputs, image lists), instead of ``shape``.
         kwargs: the call's keyword arguments.
+        captures: graphs already captured of this model; a call among them is not captured again.
 
     Returns:
         The costs.
@@ -93,7 +95,7 @@ def model_costs(
     floats = [t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()]
     if dtype is not None and all(t.dtype == dtype for t in floats):
         dtype = None  # already in that dtype: no cast, so a real-tensor fallback needs no copy
-    graph = capture(model, args, kwargs, mode="eval", dtype=dtype, rebuild=rebuild)
+    graph = capture_with(captures, model, args, kwargs, mode="eval", dtype=dtype, rebuild=rebuild)
     flops = count_flops(graph)
     layer_macs: dict[str, int | None] = {}
     layer_bytes: dict[str, int] = {}

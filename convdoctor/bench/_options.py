@@ -16,6 +16,7 @@ from ..capture.choices import (
     parse_threads,
 )
 from ..capture.inputs import DEFAULT_INPUT_SIZE, normalize_input
+from ..capture.once import Captures
 from ..errors import UsageError
 
 __all__ = [
@@ -50,6 +51,9 @@ class BenchOptions:
         top: modules listed per row.
         trusted: a ``.pt``/``.pt2`` MODEL file is trusted: loaded without vetting (here and
             in the cold-start process; see :mod:`convdoctor.capture.archive`).
+        captures: graphs already captured of this one model (``check`` hands over the one
+            inspect and rf analysed): a batch whose meta call is among them is costed from
+            it, not captured again. Not part of the report.
     """
 
     batch_sizes: tuple[int, ...]
@@ -65,6 +69,7 @@ class BenchOptions:
     probe: bool = True
     top: int = 10
     trusted: bool = False
+    captures: Captures | None = None
 
     @property
     def device_type(self) -> str:
@@ -101,6 +106,8 @@ def bench_options(batch_sizes: Any, device: Any, threads: Any, dtype: Any, **kwa
     for name in ("min_run_time", "max_run_time"):
         if name in kwargs and not (isinstance(kwargs[name], (int, float)) and kwargs[name] >= 0):
             raise UsageError(f"{name} must be a number of seconds >= 0, got {kwargs[name]!r}")
+    if kwargs.get("captures") is not None and not isinstance(kwargs["captures"], Captures):
+        raise UsageError("captures must be a convdoctor.capture.once.Captures of this model")
     unknown = set(kwargs) - set(BenchOptions.__dataclass_fields__)
     if unknown:
         raise UsageError(f"unknown bench option(s): {', '.join(sorted(unknown))}")

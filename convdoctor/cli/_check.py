@@ -60,7 +60,7 @@ def command(
     """inspect + rf + audit (+ bench): exit 1 on an error finding (--fail-on widens it), 2 on bad input."""
     import dataclasses
 
-    from ..check_api import check
+    from ..check import check
 
     report = check(
         model,

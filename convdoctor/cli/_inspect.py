@@ -65,7 +65,7 @@ def command(
     import dataclasses
 
     from ..advice import training_memory
-    from ..api import inspect
+    from ..inspect import inspect
 
     report = inspect(model, input_size, mode=mode, dtype=dtype, weights=weights, trusted=trusted)
     if train_memory or budget or target_batch:  # memory depends on shapes only, not on the weights' values

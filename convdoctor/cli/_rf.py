@@ -48,7 +48,7 @@ def command(
 ) -> None:
     """Receptive field (size, jump, start) of every layer, in input pixels."""
     from ..report.rf_plot import rf_depth_plot
-    from ..rf_api import receptive_field
+    from ..rf import receptive_field
 
     report = receptive_field(
         model, input_size, method=method, layer=layer, object_size=object_size, weights=weights, trusted=trusted

@@ -55,7 +55,7 @@ def _timed(seconds: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
 
 def _int8_one(model: torch.nn.Module, split: Split) -> dict[str, Any]:
     """Static INT8 of one trained model, measured the way the audit's ``quantization`` check does."""
-    from ..api import inspect
+    from ..inspect import inspect
     from ..quant import compare_int8, quantize_int8
 
     start = time.perf_counter()
@@ -140,10 +140,10 @@ def run_story(progress: Callable[[str], None] | None = None) -> Story:
 
 
 def _story(progress: Callable[[str], None] | None) -> Story:
-    from ..api import inspect
     from ..audit import audit
     from ..bench import bench
-    from ..rf_api import receptive_field
+    from ..inspect import inspect
+    from ..rf import receptive_field
     from .training import train_digits as monitored_run
 
     say = progress or (lambda _: None)

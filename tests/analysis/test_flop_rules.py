@@ -18,8 +18,8 @@ from convdoctor.analysis.flops import (
     mm_macs,
 )
 from convdoctor.analysis.zero_cost import ZERO_COST
-from convdoctor.api import inspect
 from convdoctor.capture.trace import capture
+from convdoctor.inspect import inspect
 
 aten = ops.aten
 

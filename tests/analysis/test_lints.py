@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convdoctor.api import inspect
 from convdoctor.capture.load import load_model
+from convdoctor.inspect import inspect
 from tests.fixtures import models as Z
 
 

@@ -22,8 +22,8 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from convdoctor.analysis.memory import activation_memory
-from convdoctor.api import inspect
 from convdoctor.capture.trace import capture
+from convdoctor.inspect import inspect
 
 
 def measured_peak_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:

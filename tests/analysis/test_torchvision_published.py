@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torchvision.models as tvm
 
-from convdoctor.api import inspect
 from convdoctor.capture.load import load_model
+from convdoctor.inspect import inspect
 
 
 def _cases() -> list[tuple[str, str]]:

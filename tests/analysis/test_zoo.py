@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from convdoctor.api import inspect
+from convdoctor.inspect import inspect
 from tests.fixtures import models as Z
 
 

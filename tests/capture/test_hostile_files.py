@@ -12,11 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from convdoctor.api import inspect
 from convdoctor.capture.archive import vet_exported
 from convdoctor.capture.load import load_model
 from convdoctor.cli import main
 from convdoctor.errors import ModelLoadError, UsageError
+from convdoctor.inspect import inspect
 from tests.capture import hostile
 from tests.fixtures.user_models import tiny
 

@@ -7,7 +7,7 @@ import torch
 import torchvision.models as tvm
 
 from convdoctor._guard import preserve_model_state, state_dict_digest, training_flags
-from convdoctor.api import inspect
+from convdoctor.inspect import inspect
 from tests.fixtures import models as Z
 
 

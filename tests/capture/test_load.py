@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from convdoctor.api import inspect
 from convdoctor.capture.inputs import parse_input_spec
 from convdoctor.capture.load import load_model, load_weights
 from convdoctor.errors import ModelLoadError, UsageError
+from convdoctor.inspect import inspect
 from tests.fixtures.user_models import tiny
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from convdoctor.check_api import check
+from convdoctor.check import check
 from convdoctor.monitor import report_from_json
 from convdoctor.report import Format, render
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from convdoctor.api import inspect
+from convdoctor.inspect import inspect
 from convdoctor.report import Format, render
 from tests.fixtures import models as Z
 

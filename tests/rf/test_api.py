@@ -14,7 +14,7 @@ from convdoctor._guard import state_dict_digest, training_flags
 from convdoctor.analysis.rf.findings import RF_MAX_RATIO
 from convdoctor.errors import UsageError
 from convdoctor.report import Format, render
-from convdoctor.rf_api import receptive_field
+from convdoctor.rf import receptive_field
 from tests.fixtures import models as Z
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from torch import nn
 
 from convdoctor.report import Format, render
-from convdoctor.rf_api import receptive_field
+from convdoctor.rf import receptive_field
 
 
 def _model() -> nn.Module:

@@ -224,7 +224,7 @@ def test_op_without_rule_is_uncounted_not_passed_through() -> None:
 
 
 def test_extra_rules_fill_the_gap() -> None:
-    from convdoctor.analysis.rf.shape_rules import reduction_rule
+    from convdoctor.analysis.rf.reduction_rules import reduction_rule
 
     model = Fn(lambda x, m: m["c"](x).cumsum(dim=2), c=conv(padding=1))
     graph = capture(model, (torch.empty(1, 2, 16, 16),))

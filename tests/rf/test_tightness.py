@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from convdoctor.rf_api import receptive_field
+from convdoctor.rf import receptive_field
 
 J = 2  #: jump at the inexact op's input, in pixels (the stride-2 conv in front)
 SIDE = 32

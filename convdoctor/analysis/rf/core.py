@@ -27,7 +27,7 @@ from torch._ops import OpOverloadPacket
 
 from ...graph import Graph, ModuleCall, TensorInfo
 from ...results.rf import Coord, RFLayer
-from . import shape_rules, window_rules
+from . import reduction_rules, shape_rules, window_rules  # noqa: F401  (reduction_rules registers its rules)
 from ._alias import Aliases
 from ._field import (
     Field,
