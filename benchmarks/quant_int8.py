@@ -18,7 +18,8 @@ the anchor). Interleaving puts the noise of a shared machine on every model alik
 average is printed before and after.
 
 Digits ResNet (``tests/quant/digits_resnet.py``, trained a few epochs on scikit-learn's digits
-at 32x32) also gets test accuracy; torchvision models have random weights and random
+at 32x32) and ``digits_cnn64`` (the demo's 4x wider DigitsCNN, width 64 at 8x8, trained as the
+demo trains it: the demo's "width 64, batch 64" row) also get test accuracy; torchvision models have random weights and random
 calibration (speed and size only).
 
 Run: ``.venv/bin/python benchmarks/quant_int8.py [--models digits,resnet18] [--batch-sizes 1,32]
@@ -47,6 +48,7 @@ from convdoctor.quant.serve import CACHE_ENV  # noqa: E402
 
 SHAPES = {
     "digits": (1, 32, 32),
+    "digits_cnn64": (1, 8, 8),
     "resnet18": (3, 224, 224),
     "mobilenet_v2": (3, 224, 224),
     "efficientnet_b0": (3, 224, 224),
@@ -97,6 +99,13 @@ def build(name: str) -> tuple[nn.Module, torch.Tensor, tuple[torch.Tensor, torch
 
         split = digits32()
         return trained_resnet(split, epochs=6), split.x_train[:256], (split.x_test, split.y_test)
+    if name == "digits_cnn64":
+        from convdoctor.demo.digits import load_digits_split, train_digits
+        from convdoctor.demo.story import INT8_WIDE_EPOCHS, INT8_WIDE_WIDTH
+
+        split = load_digits_split()
+        model = train_digits(split, epochs=INT8_WIDE_EPOCHS, width=INT8_WIDE_WIDTH).model
+        return model, split.x_train[:256], (split.x_test, split.y_test)
     import torchvision
 
     model = getattr(torchvision.models, name)(weights=None).eval()
@@ -160,12 +169,13 @@ def measure(name: str, models: dict[str, Callable[..., object]], batch: int, rou
 def run_model(name: str, batch_sizes: list[int], rounds: int, calls: int, with_compile: bool) -> tuple[list[str], str]:
     """Rows of the latency table and one line of sizes, times and accuracies."""
     model, calib, test = build(name)
-    batches = list(calib.split(32 if name == "digits" else 8))
+    digits = name.startswith("digits")
+    batches = list(calib.split(32 if digits else 8))
     start = time.perf_counter()
     fx = fx_anchor(model, batches)
     fx_s = time.perf_counter() - start
     start = time.perf_counter()
-    q = quantize_int8(model, calib, batch_size=32 if name == "digits" else 8)
+    q = quantize_int8(model, calib, batch_size=32 if digits else 8)
     q_s = time.perf_counter() - start
     models: dict[str, Callable[..., object]] = {
         "fp32": model,
@@ -180,7 +190,8 @@ def run_model(name: str, batch_sizes: list[int], rounds: int, calls: int, with_c
     info = (
         f"{name}: state_dict bytes fp32 {fp32_bytes:,}, FX {serialized_bytes(fx) / fp32_bytes:.3f}x, "
         f"convdoctor {serialized_bytes(q.model) / fp32_bytes:.3f}x; quantize: FX {fx_s:.1f} s, "
-        f"convdoctor {q_s:.1f} s (lowering included)"
+        f"convdoctor {q_s:.1f} s (lowering included); int8 path: "
+        f"{q.int8_path.description if q.int8_path else 'not measured'}"
     )
     if test is not None:
         acc = {k: _accuracy(m, test) for k, m in models.items() if k != "compile"}
@@ -200,8 +211,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="quant-int8-bench-")  # a cold package cache
+    isa = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
     print(
-        f"threads {args.threads}, torch {torch.__version__}, load average before {os.getloadavg()[0]:.2f}, "
+        f"threads {args.threads}, torch {torch.__version__}, CPU caps {isa or 'none (native)'}, "
+        f"load average before {os.getloadavg()[0]:.2f}, "
         f"package cache {os.environ[CACHE_ENV]} (empty at start)\n"
     )
     print(

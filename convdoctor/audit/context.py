@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from .._compat import BatchNormBase, DropoutBase
+from ..capture.once import Captures
+from ..graph import Graph
 from ._tensors import Scores
 
 #: Base of the dropout classes whose ``training`` flag turns random masking on.
@@ -47,6 +49,8 @@ class CheckContext:
         scores: where the class scores sit in the output (``_tensors.Scores``), or None.
         call: how a slice of ``sample`` becomes the model's arguments (keyword inputs, a
             detector's image list); None for a plain ``model(x)``.
+        captures: graphs of this model its caller already captured (``check`` shares
+            inspect's), for the checks that read the graph's structure; None to capture afresh.
         evidence: the running check's numbers (the runner gives each check a fresh dict).
     """
 
@@ -59,6 +63,7 @@ class CheckContext:
     num_classes: int | None = None
     scores: Scores | None = None
     call: Callable[[torch.Tensor], tuple[tuple[Any, ...], dict[str, Any]]] | None = None
+    captures: Captures | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     _eval_copy: nn.Module | None = field(default=None, repr=False)
 
@@ -111,6 +116,17 @@ class CheckContext:
         if self._eval_copy is None:
             self._eval_copy = copy.deepcopy(self.model).eval()
         return self._eval_copy
+
+    def structure(self, x: torch.Tensor, model: nn.Module | None = None) -> Graph:
+        """The op graph of the model (or ``model``) called on ``x``, for its data flow only.
+
+        With ``captures``, a graph already captured at another batch size or on another device
+        serves (see :meth:`~convdoctor.capture.once.Captures.structure`); else ``x`` is captured.
+        """
+        args, kwargs = ((x,), {}) if self.call is None else self.call(x)
+        if self.captures is None:
+            self.captures = Captures()
+        return self.captures.structure(model or self.model, args, kwargs, mode="eval")
 
     def skip(self, reason: str) -> NoReturn:
         """Stop the running check with status ``skipped``."""

@@ -33,7 +33,7 @@ def check_fusion(ctx: CheckContext) -> list[Finding]:
     """Fold every provable Conv-BN pair of the eval-mode model and compare outputs."""
     model = ctx.eval_model()
     x = ctx.take(min(FUSION_BATCH, ctx.n))
-    pairs = find_conv_bn_pairs(model, example_input=x)
+    pairs = find_conv_bn_pairs(model, graph=ctx.structure(x, model))
     total_bn = sum(isinstance(m, BN_TYPES) for m in model.modules())
     skipped = unfoldable_batchnorms(model)
     ctx.evidence.update(pairs=len(pairs), batchnorm_total=total_bn)
@@ -41,7 +41,7 @@ def check_fusion(ctx: CheckContext) -> list[Finding]:
         ctx.evidence["not_folded"] = dict(list(skipped.items())[:MAX_LISTED])
     if not pairs:
         ctx.skip("no Conv-BatchNorm pair to fold" if total_bn else "no BatchNorm layer")
-    fused = fuse_conv_bn(model, example_input=x)
+    fused = fuse_conv_bn(model, pairs=pairs)
     d = diff(leaves(ctx.forward(x, fused)), leaves(ctx.forward(x, model)))
     ctx.evidence.update(samples=int(x.shape[0]), rtol=FUSION_RTOL, **d.as_dict())
     if not d.exceeds(FUSION_RTOL):

@@ -30,6 +30,7 @@ from ..capture.inputs import (
     takes_image_list,
 )
 from ..capture.load import LoadedModel
+from ..capture.once import Captures
 from ..capture.prepare import ModelLike, prepare_model
 from ..errors import UsageError, one_line
 from ..findings import Finding, Severity, make_finding
@@ -84,6 +85,7 @@ def _context(
     dev: torch.device,
     scores_key: str | int | None,
     call: Call | None = None,
+    captures: Captures | None = None,
 ) -> tuple[CheckContext, str]:
     """Validate the inputs once, run the model once, and build the checks' context."""
     shape = parse_input_spec(input_size)
@@ -119,7 +121,16 @@ def _context(
             )
         y = y.to(dev)
     ctx = CheckContext(
-        work, x, y, sizes, dev, synthetic=sample is None, num_classes=num_classes, scores=where, call=call
+        work,
+        x,
+        y,
+        sizes,
+        dev,
+        synthetic=sample is None,
+        num_classes=num_classes,
+        scores=where,
+        call=call,
+        captures=captures,
     )
     return ctx, reason
 
@@ -185,6 +196,7 @@ def audit(
     data: str | os.PathLike[str] | None = None,
     limit: int = 256,
     trusted: bool = False,
+    captures: Captures | None = None,
 ) -> AuditReport:
     """Check that a model behaves the same at inference as it should: modes, batch, export.
 
@@ -216,6 +228,8 @@ def audit(
         limit: samples kept from ``data``.
         trusted: a ``.pt``/``.pt2`` MODEL file you trust: loaded without vetting (it may run
             code; see :mod:`convdoctor.capture.archive`).
+        captures: graphs already captured of this one model (``check`` hands over inspect's):
+            the checks that read only the graph's structure use them instead of capturing.
 
     Returns:
         The report: findings, and one record per check with its evidence.
@@ -242,7 +256,11 @@ def audit(
     )
     with preserve_model_state(loaded.module, verify=True), rng_guard(dev):
         work = _working_model(loaded.module, dev)
-        ctx, no_scores = _context(work, given.sample, given.input_size, given.targets, sizes, dev, scores, given.call)
+        if captures is not None and not isinstance(captures, Captures):
+            raise UsageError("captures must be a convdoctor.capture.once.Captures of this model")
+        ctx, no_scores = _context(
+            work, given.sample, given.input_size, given.targets, sizes, dev, scores, given.call, captures
+        )
         records = []
         for i, spec in enumerate(specs):
             if progress is not None:

@@ -12,6 +12,13 @@ copies of it, such as bench's own load of the same spec): the graph's ops, shape
 parameters are a function of the architecture and the call, which is what the analyses
 read. A call holding an object whose ``repr`` is not a plain value (an arbitrary user object)
 has no key and is captured every time: a miss costs time, a wrong hit would cost truth.
+
+Some analyses read only the graph's structure: which module's output feeds which (audit's
+Conv-BatchNorm folding). They ask :meth:`Captures.structure`, whose key leaves out the batch
+size and the device: the per-sample shapes, dtypes and other arguments still decide. So
+``check``'s audit, which runs a real batch of four on the CPU, finds its pairs in the graph
+inspect captured on the meta device at batch 1. What a check then computes from the real
+model (the folded copy's outputs against the original's) is run on real tensors, as before.
 """
 
 from __future__ import annotations
@@ -47,11 +54,28 @@ def call_key(args: Sequence[Any], kwargs: dict[str, Any] | None, mode: str, dtyp
     return (str(spec), tuple(parts), mode, str(dtype))
 
 
+def structure_key(
+    args: Sequence[Any], kwargs: dict[str, Any] | None, mode: str, dtype: torch.dtype | None
+) -> Key | None:
+    """:func:`call_key` without the batch size (each tensor's first dimension) and the device."""
+    leaves, spec = tree_flatten((tuple(args), dict(kwargs or {})))
+    parts: list[Any] = []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            parts.append((tuple(leaf.shape[1:]), leaf.dim(), str(leaf.dtype)))
+        elif isinstance(leaf, _PLAIN) and not isinstance(leaf, torch.device):
+            parts.append(repr(leaf))
+        elif not isinstance(leaf, torch.device):
+            return None
+    return ("structure", str(spec), tuple(parts), mode, str(dtype))
+
+
 class Captures:
     """The graphs captured of one model, one per distinct call (see the module docstring)."""
 
     def __init__(self) -> None:
         self._graphs: dict[Key, Graph] = {}
+        self._structures: dict[Key, Graph] = {}
 
     def __len__(self) -> int:
         return len(self._graphs)
@@ -77,7 +101,29 @@ class Captures:
             graph = trace.capture(model, args, kwargs, mode=mode, dtype=dtype, rebuild=rebuild)
             if key is not None:
                 self._graphs[key] = graph
+            shape_key = structure_key(args, kwargs, mode, dtype)
+            if shape_key is not None:
+                self._structures.setdefault(shape_key, graph)
         return graph
+
+    def structure(
+        self,
+        model: nn.Module,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None = None,
+        *,
+        mode: str = "eval",
+        dtype: torch.dtype | None = None,
+    ) -> Graph:
+        """A graph of this call at any batch size on any device, for analyses of its data flow only.
+
+        The ops, shapes and values of the graph returned may be another batch's; the modules
+        it runs and which output feeds which input are the call's. Captures the call when no
+        graph of the same per-sample shapes is held.
+        """
+        key = structure_key(args, kwargs, mode, dtype)
+        graph = None if key is None else self._structures.get(key)
+        return graph if graph is not None else self.capture(model, args, kwargs, mode=mode, dtype=dtype)
 
 
 def capture_with(

@@ -124,7 +124,8 @@ def check(
         given, targets = _load_data(loaded, data, input_size, given, targets)
     real = _real(loaded)
     size = None if given is not None else input_size
-    # one capture per distinct call serves inspect, rf and bench's batch of the same shape
+    # one capture per distinct call serves inspect, rf, bench's batch of the same shape and the
+    # audit's structural reads (which convolution feeds which BatchNorm)
     captures = Captures()
     analysed = _Prepared(loaded, size, given)
     steps: dict[str, Callable[[], ReportBase]] = {
@@ -139,6 +140,7 @@ def check(
             checks=audit_checks,
             device=device,
             mode=ModelMode.AS_IS,
+            captures=captures,
         ),
     }
     if bench:

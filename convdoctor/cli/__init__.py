@@ -4,102 +4,22 @@ The CLI only parses arguments, calls the public API and renders; every error bec
 one line on stderr and exit code 2 (see ``_exit.py``).
 
 A verb's module (and with it torch) is imported only when that verb runs or prints its own
-help: ``convdoctor --help`` and ``--version`` import click and nothing heavy.
+help: ``convdoctor --help`` and ``--version`` import click and nothing heavy. The verbs, the
+group that imports them on demand and its one-line parse errors live in ``_group.py``; each
+verb's options and rendering in ``_<verb>.py``; shared option types in ``_options.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import logging
 import os
-from collections.abc import Iterator
-from typing import Any
 
 import click
 
 from .. import __version__
+from ._group import VERBS, LazyGroup, OneLineError
 
-#: verb -> (module that defines its ``command``, the one-line help ``convdoctor --help`` lists).
-#: The line is the command's own short help (``tests/cli/test_lazy_cli.py`` keeps them equal):
-#: written here so that listing the verbs imports none of them.
-VERBS: dict[str, tuple[str, str]] = {
-    "cache": ("._cache", "Show (info) or empty (clear) the folder of compiled int8 packages and measurements."),
-    "audit": ("._audit", "Will this checkpoint behave the same in production? Modes, batch dependence, export parity."),
-    "bench": (
-        "._bench",
-        "Latency the way production sees it: warm p50/p90/p99, cold start, throughput, where the time goes.",
-    ),
-    "check": (
-        "._check",
-        "inspect + rf + audit (+ bench): exit 1 on an error finding (--fail-on widens it), 2 on bad input.",
-    ),
-    "demo": ("._demo", "Train, monitor, audit, quantize and bench a small CNN on scikit-learn's digits."),
-    "inspect": ("._inspect", "Shapes, parameters, MACs, memory and lints, without running the model."),
-    "layers": (
-        "._layers",
-        "Compare standard, depthwise-separable, strided and pooled layers (and 3x3 stacks for k>=5).",
-    ),
-    "rf": ("._rf", "Receptive field (size, jump, start) of every layer, in input pixels."),
-}
-
-
-class OneLineError(click.ClickException):
-    """click's own parse error (a bad option value, a missing argument) as one line and exit 2."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        """``convdoctor: error: MESSAGE; see 'CMD --help'`` (click would print its usage block)."""
-        click.echo(f"convdoctor: error: {self.format_message()}", err=True)
-
-
-@contextlib.contextmanager
-def _one_line_usage() -> Iterator[None]:
-    try:
-        yield
-    except click.exceptions.NoArgsIsHelpError:
-        raise  # `convdoctor` alone prints the help, as asked
-    except click.UsageError as exc:
-        where = exc.ctx.command_path if exc.ctx is not None else "convdoctor"
-        raise OneLineError(f"{exc.format_message().rstrip('.')}; see '{where} --help'") from None
-
-
-class LazyGroup(click.Group):
-    """A group whose commands are imported when they are called, not when they are listed.
-
-    Parse errors, its own and its verbs', are one line (see :class:`OneLineError`).
-    """
-
-    def make_context(
-        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
-    ) -> click.Context:
-        with _one_line_usage():
-            return super().make_context(info_name, args, parent, **extra)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        with _one_line_usage():
-            return super().invoke(ctx)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(VERBS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in VERBS:
-            return None
-        command: click.Command = importlib.import_module(VERBS[cmd_name][0], __name__).command
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        width = max(formatter.width - 6 - max(len(name) for name in VERBS), 20)
-        rows = [(name, _fit(VERBS[name][1], width)) for name in sorted(VERBS)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-
-def _fit(text: str, limit: int) -> str:
-    """``text`` cut at a word to at most ``limit`` characters, ``...`` marking the cut."""
-    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
+__all__ = ["VERBS", "LazyGroup", "OneLineError", "main"]
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

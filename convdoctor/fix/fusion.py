@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from .._compat import BatchNormBase, ConvBase, child_names
+from ..graph import Graph
 
 __all__ = ["find_conv_bn_pairs", "fuse_conv_bn", "unfoldable_batchnorms"]
 
@@ -103,11 +105,12 @@ def _fx_graph(model: nn.Module) -> Any:
     return Tracer().trace(model)
 
 
-def _pairs_from_graph(model: nn.Module, example_input: Any) -> list[Pair]:
+def _pairs_from_graph(model: nn.Module, example_input: Any, graph: Graph | None = None) -> list[Pair]:
     from ..capture.inputs import as_args
     from ..capture.trace import capture
 
-    graph = capture(model, as_args(example_input), mode="eval")
+    if graph is None:
+        graph = capture(model, as_args(example_input), mode="eval")
     calls: dict[str, list[Any]] = {}
     for call in graph.calls:
         calls.setdefault(call.path, []).append(call)
@@ -162,7 +165,7 @@ def _pairs_from_sequential(model: nn.Module) -> list[Pair]:
     return pairs
 
 
-def find_conv_bn_pairs(model: nn.Module, example_input: Any = None) -> list[Pair]:
+def find_conv_bn_pairs(model: nn.Module, example_input: Any = None, *, graph: Graph | None = None) -> list[Pair]:
     """The ``(conv_path, batchnorm_path)`` pairs that can be folded.
 
     Args:
@@ -170,22 +173,29 @@ def find_conv_bn_pairs(model: nn.Module, example_input: Any = None) -> list[Pair
         example_input: an input the model accepts; with it the data flow comes from
             convdoctor's op graph (works for any model that runs), without it from
             ``torch.fx`` (fails on data-dependent control flow) or ``nn.Sequential`` order.
+        graph: the op graph of ``model`` already captured (any batch size, any device: only
+            which module feeds which is read), instead of capturing ``example_input``.
 
     Returns:
         Pairs in model order; each convolution's only reader is its BatchNorm.
     """
     try:
-        if example_input is not None:
-            found = _pairs_from_graph(model, example_input)
+        if graph is not None or example_input is not None:
+            found = _pairs_from_graph(model, example_input, graph)
         else:
             found = _pairs_from_fx(model)
     except Exception:  # fx cannot trace every model, capture every input: fall back to containers
         found = _pairs_from_sequential(model)
+    return _foldable_pairs(model, found)
+
+
+def _foldable_pairs(model: nn.Module, pairs: Iterable[Pair]) -> list[Pair]:
+    """The pairs that name a convolution and a BatchNorm of ``model`` that can be folded."""
     modules = dict(model.named_modules())
-    return [(c, b) for c, b in found if c in modules and b in modules and _foldable(modules[c], modules[b])]
+    return [(c, b) for c, b in pairs if c in modules and b in modules and _foldable(modules[c], modules[b])]
 
 
-def fuse_conv_bn(model: nn.Module, example_input: Any = None) -> nn.Module:
+def fuse_conv_bn(model: nn.Module, example_input: Any = None, *, pairs: Sequence[Pair] | None = None) -> nn.Module:
     """A copy of ``model`` in eval mode with every foldable BatchNorm folded into its convolution.
 
     Answers ``BN_TRAIN_MODE`` (a folded BatchNorm has no training mode left) and
@@ -197,13 +207,16 @@ def fuse_conv_bn(model: nn.Module, example_input: Any = None) -> nn.Module:
         model: any module.
         example_input: optional input; lets convdoctor find pairs in models ``torch.fx``
             cannot trace (see :func:`find_conv_bn_pairs`).
+        pairs: the pairs :func:`find_conv_bn_pairs` returned for this model, instead of
+            finding them again. Each must still name a convolution and a BatchNorm that can
+            be folded; that the convolution's only reader is its BatchNorm is taken as given.
 
     Returns:
         The fused copy; folded BatchNorms are replaced by ``nn.Identity`` (a norm-act
         layer by ``Sequential(drop, act)``). Layers left unfolded, and why:
         :func:`unfoldable_batchnorms`.
     """
-    pairs = find_conv_bn_pairs(model, example_input)
+    pairs = find_conv_bn_pairs(model, example_input) if pairs is None else _foldable_pairs(model, pairs)
     fused = copy.deepcopy(model).eval()
     with torch.no_grad():
         for conv_path, bn_path in pairs:

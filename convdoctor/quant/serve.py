@@ -267,7 +267,13 @@ class CompiledInt8(nn.Module):
                     out = runner(*args)
         except Exception as exc:  # noqa: BLE001 - no C++ compiler, an inductor change...: the lowered graph is int8 too
             out = self.lowered(*args)  # the input's own fault raises here, with its own message
-            state.note = f"Inductor compilation failed ({one_line(exc)[:160]}); running the lowered graph"
+            # a full disk or an unreadable cache folder is not the compiler's fault: say which failed
+            what = (
+                "the int8 package could not be written or read"
+                if isinstance(exc, OSError)
+                else "Inductor compilation failed"
+            )
+            state.note = f"{what} ({one_line(exc)[:160]}); running the lowered graph"
             log.info("%s", state.note)
             return out
         shape = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))

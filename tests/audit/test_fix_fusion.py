@@ -64,6 +64,28 @@ def test_conv_output_read_twice_is_not_folded() -> None:
     assert fix.find_conv_bn_pairs(model, example_input=torch.randn(1, 3, 8, 8)) == []
 
 
+def test_pairs_from_a_graph_at_another_batch_on_meta_are_the_pairs_of_the_call() -> None:
+    from convdoctor.capture.trace import capture
+
+    model = _resnet().eval()
+    graph = capture(copy.deepcopy(model).to("meta"), (torch.empty(1, 3, 32, 32, device="meta"),))
+    x = torch.randn(4, 3, 32, 32)
+    assert fix.find_conv_bn_pairs(model, graph=graph) == fix.find_conv_bn_pairs(model, example_input=x)
+    assert len(fix.find_conv_bn_pairs(model, graph=graph)) == 20
+
+
+def test_given_pairs_are_checked_again_before_folding() -> None:
+    model = zoo.trained_like(SharedOutput()).eval()
+    fused = fix.fuse_conv_bn(model, pairs=[("bn", "conv"), ("nope", "bn")])  # not a conv-BN pair, no module
+    assert isinstance(fused.bn, nn.BatchNorm2d) and isinstance(fused.conv, nn.Conv2d)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(fused(x), model(x))
+    resnet = _resnet().eval()
+    pairs = fix.find_conv_bn_pairs(resnet)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in fix.fuse_conv_bn(resnet, pairs=pairs[:3]).modules()) == 17
+
+
 class BranchyBN(nn.Module):
     """Data-dependent control flow (fx cannot trace) around a Sequential conv-BN block."""
 
@@ -99,7 +121,7 @@ def test_fusion_check_passes_and_reports_pairs() -> None:
 
 
 def test_fusion_check_flags_a_fold_that_changes_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    def bad_fuse(model: nn.Module, example_input=None) -> nn.Module:
+    def bad_fuse(model: nn.Module, example_input=None, *, pairs=None) -> nn.Module:
         broken = copy.deepcopy(model).eval()
         with torch.no_grad():
             broken[0].weight.mul_(1.5)  # a wrong scale, as a buggy fold would produce

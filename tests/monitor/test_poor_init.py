@@ -24,6 +24,8 @@ from convdoctor.monitor.rules.init import INIT_DEPTH_RATIO, SCALE_KEPT
 from convdoctor.monitor.window import InitLayer, InitRecord, Window
 
 UNIT = (nn.Conv2d, nn.Linear)
+#: Accuracy of a guess among the 10 digits.
+CHANCE = 0.1
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +115,10 @@ def test_bad_init_is_named_first_with_its_consequences_attached(name: str) -> No
 def test_healthy_inits_raise_no_poor_init(name: str) -> None:
     mon, _ = train(HEALTHY[name])
     assert "POOR_INIT" not in [f.code for f in mon.findings]
-    assert mon.report().epochs[-1]["val_acc"] > 0.75  # the run learned: the init really was fine
+    # the run learned, so the init really was fine: five times chance (1 in 10), where every poor
+    # init above stays at chance (0.087). Not a tighter bar: the 20-layer plain stack's 150 steps
+    # are chaotic in float rounding and end at 0.79 on AVX-512 kernels, 0.73 on AVX2 ones.
+    assert mon.report().epochs[-1]["val_acc"] > 5 * CHANCE
 
 
 def test_the_fix_it_names_cures_it() -> None:

@@ -188,6 +188,22 @@ def test_compile_failure_serves_the_lowered_graph(
         model(torch.rand(2, 3, 32, 32))
 
 
+def test_a_disk_error_is_not_called_a_compiler_failure(
+    int8: QuantResult, digits: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv(serve.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(serve, "aoti_compile", full_disk)
+    model = CompiledInt8(int8.reference, int8.lowered_graph)
+    x = digits.x_test[:3]
+    with torch.no_grad():
+        assert torch.equal(model(x), int8.lowered_graph(x))
+    assert model.note.startswith("the int8 package could not be written or read (")
+    assert "No space left on device" in model.note and "Inductor" not in model.note
+
+
 def test_shapes_past_the_limit_run_the_lowered_graph(
     int8: QuantResult, digits: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
