@@ -160,6 +160,10 @@ def ddp_worker(
             },
             f"{out}/rank{rank}.pt",
         )
+        # both ranks done with every collective before either tears gloo down: one rank's
+        # teardown while the other still had FSDP2 traffic aborted it once (SIGABRT,
+        # "terminate called without an active exception"; 1 in 2 full runs, not reproduced in 4)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
