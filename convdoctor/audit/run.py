@@ -30,7 +30,7 @@ from ..capture.inputs import (
     takes_image_list,
 )
 from ..capture.load import LoadedModel
-from ..capture.once import Captures
+from ..capture.once import Captures, shared_captures
 from ..capture.prepare import ModelLike, prepare_model
 from ..errors import UsageError, one_line
 from ..findings import Finding, Severity, make_finding
@@ -242,6 +242,7 @@ def audit(
         raise UsageError(f"audit needs a torch.nn.Module or a MODEL spec, got {type(model).__name__}")
     specs = select_checks(checks)
     sizes = parse_batch_sizes(batch_sizes)
+    captures = shared_captures(captures)
     dev = torch.device(parse_device(device))
     loaded = prepare_model(model, weights=weights, mode=mode, trusted=trusted)
     given = audit_inputs(
@@ -256,8 +257,6 @@ def audit(
     )
     with preserve_model_state(loaded.module, verify=True), rng_guard(dev):
         work = _working_model(loaded.module, dev)
-        if captures is not None and not isinstance(captures, Captures):
-            raise UsageError("captures must be a convdoctor.capture.once.Captures of this model")
         ctx, no_scores = _context(
             work, given.sample, given.input_size, given.targets, sizes, dev, scores, given.call, captures
         )

@@ -16,7 +16,7 @@ from ..capture.choices import (
     parse_threads,
 )
 from ..capture.inputs import DEFAULT_INPUT_SIZE, normalize_input
-from ..capture.once import Captures
+from ..capture.once import Captures, shared_captures
 from ..errors import UsageError
 
 __all__ = [
@@ -106,8 +106,7 @@ def bench_options(batch_sizes: Any, device: Any, threads: Any, dtype: Any, **kwa
     for name in ("min_run_time", "max_run_time"):
         if name in kwargs and not (isinstance(kwargs[name], (int, float)) and kwargs[name] >= 0):
             raise UsageError(f"{name} must be a number of seconds >= 0, got {kwargs[name]!r}")
-    if kwargs.get("captures") is not None and not isinstance(kwargs["captures"], Captures):
-        raise UsageError("captures must be a convdoctor.capture.once.Captures of this model")
+    shared_captures(kwargs.get("captures"))
     unknown = set(kwargs) - set(BenchOptions.__dataclass_fields__)
     if unknown:
         raise UsageError(f"unknown bench option(s): {', '.join(sorted(unknown))}")

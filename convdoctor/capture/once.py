@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .._compat import tree_flatten
+from ..errors import UsageError
 from ..graph import Graph
 from . import trace
 
@@ -40,13 +41,24 @@ _PLAIN = (bool, int, float, str, bytes, type(None), torch.dtype, torch.device)
 Key = tuple[Any, ...]
 
 
-def call_key(args: Sequence[Any], kwargs: dict[str, Any] | None, mode: str, dtype: torch.dtype | None) -> Key | None:
-    """The key of one capture, or None when the call holds a value that cannot be keyed."""
+def _key(
+    args: Sequence[Any], kwargs: dict[str, Any] | None, mode: str, dtype: torch.dtype | None, *, per_sample: bool
+) -> Key | None:
+    """What identifies a call: per leaf, a tensor's shape, dtype and device, or a plain value's repr.
+
+    ``per_sample`` leaves out what a graph's data flow does not depend on: each tensor's first
+    (batch) dimension and every device.
+    """
     leaves, spec = tree_flatten((tuple(args), dict(kwargs or {})))
     parts: list[Any] = []
     for leaf in leaves:
         if isinstance(leaf, torch.Tensor):
-            parts.append((tuple(leaf.shape), str(leaf.dtype), leaf.device.type))
+            shape = tuple(leaf.shape)
+            parts.append(
+                (leaf.dim(), shape[1:], str(leaf.dtype)) if per_sample else (shape, str(leaf.dtype), leaf.device.type)
+            )
+        elif per_sample and isinstance(leaf, torch.device):
+            continue
         elif isinstance(leaf, _PLAIN):
             parts.append(repr(leaf))
         else:
@@ -54,20 +66,27 @@ def call_key(args: Sequence[Any], kwargs: dict[str, Any] | None, mode: str, dtyp
     return (str(spec), tuple(parts), mode, str(dtype))
 
 
+def call_key(args: Sequence[Any], kwargs: dict[str, Any] | None, mode: str, dtype: torch.dtype | None) -> Key | None:
+    """The key of one capture, or None when the call holds a value that cannot be keyed."""
+    return _key(args, kwargs, mode, dtype, per_sample=False)
+
+
 def structure_key(
     args: Sequence[Any], kwargs: dict[str, Any] | None, mode: str, dtype: torch.dtype | None
 ) -> Key | None:
     """:func:`call_key` without the batch size (each tensor's first dimension) and the device."""
-    leaves, spec = tree_flatten((tuple(args), dict(kwargs or {})))
-    parts: list[Any] = []
-    for leaf in leaves:
-        if isinstance(leaf, torch.Tensor):
-            parts.append((tuple(leaf.shape[1:]), leaf.dim(), str(leaf.dtype)))
-        elif isinstance(leaf, _PLAIN) and not isinstance(leaf, torch.device):
-            parts.append(repr(leaf))
-        elif not isinstance(leaf, torch.device):
-            return None
-    return ("structure", str(spec), tuple(parts), mode, str(dtype))
+    return _key(args, kwargs, mode, dtype, per_sample=True)
+
+
+def shared_captures(value: object) -> Captures | None:
+    """``value`` checked as the ``captures`` argument of a verb: a :class:`Captures` or None.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if value is not None and not isinstance(value, Captures):
+        raise UsageError("captures must be a convdoctor.capture.once.Captures of this model")
+    return value
 
 
 class Captures:

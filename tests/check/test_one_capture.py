@@ -102,3 +102,14 @@ def test_a_structure_is_shared_across_batch_and_device_only() -> None:
     other = captures.structure(model, (make_input((4, 3, 20, 20)),))  # another image size: captured
     assert other is not first and len(captures) == 2
     assert captures.structure(model, (make_input((4, 3, 16, 16)),), mode="train") is not first
+
+
+@pytest.mark.parametrize("verb", ["audit", "bench"])
+def test_a_captures_argument_of_another_type_is_refused(verb: str) -> None:
+    from convdoctor.errors import UsageError
+
+    with pytest.raises(UsageError, match="captures must be a convdoctor.capture.once.Captures"):
+        if verb == "audit":
+            convdoctor.audit(_tiny(), input_size=(1, 3, 8, 8), captures={"graph": None})  # type: ignore[arg-type]
+        else:
+            convdoctor.bench(_tiny(), (1, 3, 8, 8), captures={"graph": None})
