@@ -101,9 +101,8 @@ def child(name: str, weights: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     out: dict[str, Any] = {
         "model": name,
-        "int8_path": result.int8_path.description if result.int8_path else None,
-        "reduce_range": result.reduce_range,
-        "attempts": [a["reduce_range"] for a in result.attempts],
+        "int8_path": result.path_note,
+        "attempts": [a["activation_bits"] for a in result.attempts],
         "quantize_s": round(seconds, 1),
     }
     for part, x, y in (("calibration", calib, split.y_train[:CALIBRATION]), ("test", split.x_test, split.y_test)):
@@ -147,7 +146,7 @@ def main() -> None:
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, threads {args.threads}, load average {os.getloadavg()[0]:.2f}\n")
     print(
-        "| model | CPU setting | int8 path | attempts (7-bit?) | calibration agreement (flips / n) | "
+        "| model | CPU setting | int8 path | attempts (activation bits) | calibration agreement (flips / n) | "
         "test agreement (flips / n) | test top-1 fp32 → int8 |"
     )
     print("|---|---|---|---|---:|---:|---:|")

@@ -191,7 +191,7 @@ def run_model(name: str, batch_sizes: list[int], rounds: int, calls: int, with_c
         f"{name}: state_dict bytes fp32 {fp32_bytes:,}, FX {serialized_bytes(fx) / fp32_bytes:.3f}x, "
         f"convdoctor {serialized_bytes(q.model) / fp32_bytes:.3f}x; quantize: FX {fx_s:.1f} s, "
         f"convdoctor {q_s:.1f} s (lowering included); int8 path: "
-        f"{q.int8_path.description if q.int8_path else 'not measured'}"
+        f"{q.path_note}"
     )
     if test is not None:
         acc = {k: _accuracy(m, test) for k, m in models.items() if k != "compile"}

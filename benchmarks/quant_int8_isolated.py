@@ -115,7 +115,9 @@ def row(name: str, batch: int, rounds: int, calls: int, work: Path, threads: int
     cold = [m["first_s"] for m in per["convdoctor"] if not m["cached"]]
     warm = [m["first_s"] for m in per["convdoctor"] if m["cached"]]
     cells = " | ".join(f"{ms[c]:.2f} ({ms['fp32'] / ms[c]:.2f}x)" for c in CONTENDERS)
-    spread = " / ".join(f"{min(m['ms'] for m in per[c]):.2f}-{max(m['ms'] for m in per[c]):.2f}" for c in ("convdoctor", "fx"))
+    spread = " / ".join(
+        f"{min(m['ms'] for m in per[c]):.2f}-{max(m['ms'] for m in per[c]):.2f}" for c in ("convdoctor", "fx")
+    )
     first = f"{cold[0]:.1f} s" if cold else "-"
     first += f" / {1e3 * statistics.median(warm):.0f} ms" if warm else ""
     return (

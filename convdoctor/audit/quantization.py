@@ -55,5 +55,6 @@ def check_quantization(ctx: CheckContext) -> list[Finding]:
         ctx.evidence["quantized"] = record.get("quantized")
         ctx.evidence["left_float"] = record.get("left_float")
         ctx.evidence["int8_path"] = record.get("int8_path")  # the CPU's int8 kernels, measured
+        ctx.evidence["activations"] = record.get("activations")  # 7 or 8 bits, per layer where measured
         ctx.evidence["verification"] = record.get("verification")
     return quantization_findings(metrics)

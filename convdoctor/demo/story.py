@@ -74,7 +74,7 @@ def _int8_one(model: torch.nn.Module, split: Split) -> dict[str, Any]:
         "quantize_seconds": quantize_s,
         "lowered": result.lowered,
         "compiled": result.compiled,
-        "int8_path": result.int8_path.description if result.int8_path else "",
+        "int8_path": result.path_note if result.int8_path else "",
         "packages": [
             {"batch": r.shape[0][0], "seconds": r.seconds, "cached": r.cached}
             for r in getattr(result.model, "records", ())

@@ -133,6 +133,8 @@ def _drop_finding(
     record = metrics.get("record") or {}
     if record.get("int8_path"):  # which kernels ran, and what the held-out check blamed
         evidence["int8_path"] = record["int8_path"]["description"]
+        if record.get("activations"):
+            evidence["activations"] = record["activations"]
         cause = (record.get("verification") or {}).get("likely_cause")
         if cause:
             reasons.append(f"likely cause: {cause}")

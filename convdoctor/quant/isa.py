@@ -6,7 +6,8 @@ Alder Lake, Skylake's AVX-512), the kernels use ``vpmaddubsw``, which adds *pair
 into int16 and saturates: a pair like 255 x 127 + 255 x 127 = 64,770 does not fit in 32,767. On
 such a CPU, activations that use the full u8 range lose accuracy without any warning.
 Quantizing activations to 7 bits (``reduce_range=True``, 0..127) keeps every pair sum below
-127 x 128 x 2 = 32,512, so the kernel is exact again.
+127 x 128 x 2 = 32,512, so the kernel is exact again; :mod:`.bits` chooses, layer by layer, where
+that is worth the coarser grid.
 
 The cap that ``ONEDNN_MAX_CPU_ISA`` sets is honoured only by oneDNN itself, and torch 2.14 no
 longer reports VNNI. So :func:`int8_path` asks the kernel: it runs one 3x3 int8 convolution
@@ -52,7 +53,8 @@ class Int8Path:
         isa: the ISA part of ``kernel`` (``"avx512_core_vnni"``, ``"avx2"``), or ``"unknown"``.
         saturates: whether the probe convolution lost precision on full-range u8 inputs (measured).
         exact_ratio: the probe's output divided by the exact int32 sum (1.0 when exact).
-        reduce_range: whether activations are quantized to 7 bits (follows ``saturates``).
+        reduce_range: whether activations may need 7 bits here (follows ``saturates``); which
+            layers take them is measured per layer by :func:`convdoctor.quant.quantize_int8`.
     """
 
     kernel: str
@@ -67,8 +69,9 @@ class Int8Path:
         name = self.isa.upper() if self.isa != "unknown" else "this CPU"
         if self.saturates:
             return (
-                f"{name} without VNNI: 7-bit activations (u8 x s8 pair sums saturate int16 here: "
-                f"a full-range probe came out at {self.exact_ratio:.3f} of the exact sum)"
+                f"{name} without VNNI: 7-bit activations where a layer measures closer to fp32 with them "
+                f"(u8 x s8 pair sums saturate int16 here: a full-range probe came out at "
+                f"{self.exact_ratio:.3f} of the exact sum)"
             )
         return f"{name}: 8-bit activations (int8 products summed exactly into int32)"
 
@@ -147,13 +150,13 @@ def int8_path() -> Int8Path:
     return path
 
 
-def activation_bits(program: torch.nn.Module) -> int | None:
-    """7 or 8: the widest unsigned activation grid a quantized program uses; None without one.
+def _widths(program: torch.nn.Module) -> set[int]:
+    """The widths (7, 8) of the unsigned activation grids a quantized program's ``quantize_per_tensor`` calls use.
 
-    Read from the program's ``quantize_per_tensor`` calls (``quant_max`` 127 is 7 bits, 255 is 8),
-    which is what :meth:`QuantResult.save` writes whatever CPU quantized it.
+    ``quant_max`` 127 is 7 bits, 255 is 8: what :meth:`QuantResult.save` writes whatever CPU
+    quantized it.
     """
-    widest = None
+    widths: set[int] = set()
     graph = getattr(program, "graph", None)
     for node in graph.nodes if isinstance(graph, torch.fx.Graph) else ():
         if node.op != "call_function" or "quantize_per_tensor" not in str(node.target):
@@ -161,18 +164,25 @@ def activation_bits(program: torch.nn.Module) -> int | None:
         dtype = node.args[5] if len(node.args) > 5 else node.kwargs.get("dtype")
         quant_max = node.args[4] if len(node.args) > 4 else node.kwargs.get("quant_max")
         if dtype == torch.uint8 and isinstance(quant_max, int):
-            bits = 8 if quant_max > 127 else 7
-            widest = bits if widest is None else max(widest, bits)
-    return widest
+            widths.add(8 if quant_max > 127 else 7)
+    return widths
+
+
+def activation_bits(program: torch.nn.Module) -> int | None:
+    """7 or 8: the widest unsigned activation grid a quantized program uses; None without one."""
+    widths = _widths(program)
+    return max(widths) if widths else None
 
 
 def warn_if_saturates(program: torch.nn.Module, source: object) -> bool:
-    """Warn (and return True) when an 8-bit-activation program will run on saturating kernels here.
+    """Warn (and return True) when an all-8-bit-activation program will run on saturating kernels here.
 
-    A program quantized on a VNNI/AMX CPU keeps 8-bit activations; served on a CPU without VNNI,
-    its u8 x s8 pair sums can saturate int16 and the int8 model silently loses accuracy.
+    A program quantized on a VNNI/AMX CPU keeps 8-bit activations on every layer; served on a CPU
+    without VNNI, its u8 x s8 pair sums can saturate int16 and the int8 model silently loses
+    accuracy. A program with some 7-bit layers was quantized on saturating kernels, which chose
+    each layer's width by measurement (:mod:`.bits`): it is not warned about.
     """
-    if activation_bits(program) != 8:
+    if _widths(program) != {8}:
         return False
     try:
         path = int8_path()
@@ -181,9 +191,9 @@ def warn_if_saturates(program: torch.nn.Module, source: object) -> bool:
     if not path.saturates:
         return False
     log.warning(
-        "%s has 8-bit activations, but this CPU's int8 kernels (%s) saturate them (measured %.2f of the exact "
+        "%s has 8-bit activations on every layer, but this CPU's int8 kernels (%s) saturate them (measured %.2f of the exact "
         "sum): its outputs may be wrong here; quantize it again on this machine (convdoctor picks 7-bit "
-        "activations) or with quantize_int8(..., reduce_range=True) for every CPU",
+        "activations where they measure better) or with quantize_int8(..., reduce_range=True) for every CPU",
         source,
         path.description,
         path.exact_ratio,

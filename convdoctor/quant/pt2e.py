@@ -51,6 +51,7 @@ from ._graph import (
     module_paths,
 )
 from ._torchao import import_torchao
+from .bits import LayerBits, activation_bits_by_layer, measure_layer_bits, with_7bit_inputs
 from .isa import int8_path
 from .result import QuantizedLayer, QuantResult, serving_model
 from .serve import CompiledInt8
@@ -125,6 +126,7 @@ def _layer_row(
     after: set[str],
     kernels: dict[str, str],
     lowered: bool,
+    bits: dict[str, int],
 ) -> QuantizedLayer | None:
     kind = type(module).__name__
     if isinstance(module, BatchNormBase):
@@ -142,7 +144,7 @@ def _layer_row(
         return QuantizedLayer(path, kind, "float", reason="not annotated by the x86 quantizer: runs in fp32")
     kernel = kernels.get(scale, "")
     reason = "" if kernel or not lowered else "int8 weights but no int8 kernel after lowering: fp32 compute"
-    return QuantizedLayer(path, kind, "int8", kernel=kernel, reason=reason)
+    return QuantizedLayer(path, kind, "int8", kernel=kernel, reason=reason, activation_bits=bits.get(path))
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:
@@ -208,11 +210,11 @@ def _verify(
         return None
 
 
-def _convert(
-    work: nn.Module, batches: list[torch.Tensor], example: tuple[torch.Tensor, ...], qpt2e: Any, reduce_range: bool
+def _prepare(
+    work: nn.Module, batches: list[torch.Tensor], example: tuple[torch.Tensor, ...], qpt2e: Any
 ) -> tuple[torch.fx.GraphModule, set[str], bool, list[torch.Tensor]]:
-    """Export, prepare, calibrate, convert: the reference model, the module paths export saw,
-    whether the batch is dynamic, and the calibration batches used."""
+    """Export, prepare with 8-bit activations, calibrate: the calibrated model, the module paths
+    export saw, whether the batch is dynamic, and the calibration batches used."""
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq  # type: ignore[import-untyped]
 
     try:
@@ -228,13 +230,38 @@ def _convert(
         batches = [data[i : i + n] for i in range(0, data.shape[0] - n + 1, n)] or [example[0]]
     exported = program.module()
     before = module_paths(exported)
-    config = xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
-    quantizer = xiq.X86InductorQuantizer().set_global(config)
-    prepared = qpt2e.prepare_pt2e(exported, quantizer)
+    config = xiq.get_default_x86_inductor_quantization_config(reduce_range=False)
+    prepared = qpt2e.prepare_pt2e(exported, xiq.X86InductorQuantizer().set_global(config))
     _calibrate(prepared, batches)
-    reference = qpt2e.convert_pt2e(prepared)
+    return prepared, before, dynamic, batches
+
+
+def _reference(prepared: torch.fx.GraphModule, qpt2e: Any, seven: frozenset[str] | None) -> torch.fx.GraphModule:
+    """``convert_pt2e`` of a copy, with 7-bit inputs for the ``seven`` layers (None: all of them)."""
+    reference: torch.fx.GraphModule = qpt2e.convert_pt2e(with_7bit_inputs(prepared, seven))
     drop_unused_attrs(reference)
-    return reference, before, dynamic, batches
+    return reference
+
+
+def _choose_bits(
+    prepared: torch.fx.GraphModule, qpt2e: Any, batch: torch.Tensor
+) -> tuple[frozenset[str] | None, tuple[LayerBits, ...], torch.fx.GraphModule]:
+    """On saturating kernels: the layers that measure better with 7-bit input, the measurement,
+    and the all-8-bit reference it ran on."""
+    reference8 = _reference(prepared, qpt2e, frozenset())
+    try:
+        measured = measure_layer_bits(prepared, reference8, batch)
+    except Exception as exc:  # noqa: BLE001 - a graph the probe cannot walk: 7 bits everywhere cannot saturate
+        log.info("per-layer activation bits not measured (%s): 7-bit activations everywhere", exc)
+        return None, (), reference8
+    return frozenset(r.node for r in measured if r.bits == 7), measured, reference8
+
+
+def _bits_label(seven: int, total: int) -> str:
+    """``"7"``, ``"8"`` or ``"mixed"``: the activation widths of a reference's int8 layers."""
+    if total and seven >= total:
+        return "7"
+    return "mixed" if seven else "8"
 
 
 def quantize_int8(
@@ -268,9 +295,11 @@ def quantize_int8(
             then the fastest int8 on x86); False serves the lowered graph, which needs no
             compilation.
         reduce_range: quantize activations to 7 bits. None (the default) measures this CPU's
-            int8 kernels (:func:`convdoctor.quant.isa.int8_path`): 7 bits where u8 x s8 pair sums
-            saturate (no VNNI), 8 bits elsewhere; and retries with 7 bits when the int8 model
-            disagrees with fp32 on the held-out batch. True or False forces it, without retry.
+            int8 kernels (:func:`convdoctor.quant.isa.int8_path`): where u8 x s8 pair sums
+            saturate (no VNNI), each layer takes the width (7 or 8 bits) whose output is closer
+            to fp32 on this CPU's kernel (:mod:`convdoctor.quant.bits`); elsewhere 8 bits. It
+            retries with 7 bits everywhere when the int8 model disagrees with fp32 on the
+            held-out batch. True or False forces every layer, without retry.
 
     Returns:
         The quantized model and the per-layer record.
@@ -292,21 +321,31 @@ def quantize_int8(
     example = _prepare_input(batches)
     path = int8_path()
     calib, check_batch, held_out = _hold_out(batches)
+    prepared, before, dynamic, batches = _prepare(work, calib, example, qpt2e)
+    measured: tuple[LayerBits, ...] = ()
+    reference8 = None
+    seven: frozenset[str] | None = frozenset() if not reduce_range else None
+    if reduce_range is None and path.saturates:
+        seven, measured, reference8 = _choose_bits(prepared, qpt2e, batches[0])
     attempts: list[dict[str, Any]] = []
-    narrow = path.reduce_range if reduce_range is None else reduce_range
     while True:
-        reference, before, dynamic, used = _convert(work, calib, example, qpt2e, narrow)
+        reference = (
+            reference8 if reference8 is not None and seven == frozenset() else _reference(prepared, qpt2e, seven)
+        )
+        bits = activation_bits_by_layer(reference)
         lowered, note = _try_lower(reference, example, dynamic, lower)
         check = _verify(work, reference, lowered, check_batch, held_out, dynamic, example)
-        attempts.append({"reduce_range": narrow, **(check.to_dict() if check else {})})
-        if check is None or not check.poor or narrow or reduce_range is not None:
+        label = _bits_label(sum(b == 7 for b in bits.values()), len(bits))
+        attempts.append({"activation_bits": label, **(check.to_dict() if check else {})})
+        if check is None or not check.poor or label == "7" or seven is None or reduce_range is not None:
             break
-        log.info("int8 agreement poor with 8-bit activations (%s): retrying with 7-bit", check.likely_cause)
-        narrow = True  # the safer setting before giving up: 7-bit activations cannot saturate
-    batches = used
+        log.info("int8 agreement poor with %s-bit activations (%s): retrying with 7-bit", label, check.likely_cause)
+        seven = None  # the safer setting before giving up: 7-bit activations cannot saturate
     weighted, after = converted_layers(reference)
     kernels, int8_ops, float_ops = lowered_ops(lowered)
-    rows = (_layer_row(p, m, weighted, before, after, kernels, lowered is not None) for p, m in work.named_modules())
+    rows = (
+        _layer_row(p, m, weighted, before, after, kernels, lowered is not None, bits) for p, m in work.named_modules()
+    )
     served = serving_model(reference, lowered, compile)
     return QuantResult(
         model=served,
@@ -324,7 +363,8 @@ def quantize_int8(
         calibration_samples=sum(int(b.shape[0]) for b in batches),
         torchao_version=str(torchao.__version__),
         int8_path=path,
-        reduce_range=narrow,
+        reduce_range=bool(bits) and all(b == 7 for b in bits.values()),
+        layer_bits=measured,
         verification=check,
         attempts=tuple(attempts),
         _example=example,

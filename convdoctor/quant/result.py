@@ -19,6 +19,7 @@ from ..capture.archive import load_exported
 from ..errors import ConvDoctorError, UsageError, one_line
 from ._graph import export_model, lower_x86
 from ._torchao import import_torchao
+from .bits import LayerBits
 from .isa import Int8Path, warn_if_saturates
 from .serve import CompiledInt8
 from .verify import Verification
@@ -40,6 +41,8 @@ class QuantizedLayer:
         kernel: the op that runs it after lowering (``"onednn.qconv_pointwise"``...), or
             ``""`` when not lowered or folded.
         reason: why it is not int8 compute, ``""`` when it is.
+        activation_bits: 7 or 8, the width of its input activation's uint8 grid (read from the
+            converted graph), None when it is not int8.
     """
 
     name: str
@@ -47,8 +50,9 @@ class QuantizedLayer:
     status: str
     kernel: str = ""
     reason: str = ""
+    activation_bits: int | None = None
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | int | None]:
         """JSON-ready row."""
         return {
             "name": self.name,
@@ -56,6 +60,7 @@ class QuantizedLayer:
             "status": self.status,
             "kernel": self.kernel,
             "reason": self.reason,
+            "activation_bits": self.activation_bits,
         }
 
 
@@ -85,7 +90,10 @@ class QuantResult:
         calibration_samples: samples the observers saw.
         torchao_version: the torchao version that did the work.
         int8_path: the int8 kernel path this CPU runs (measured; names the ISA), None if unknown.
-        reduce_range: whether activations were quantized to 7 bits (see :mod:`convdoctor.quant.isa`).
+        reduce_range: whether every int8 layer's activations are 7-bit (see :mod:`convdoctor.quant.isa`;
+            each layer's width is in ``layers``).
+        layer_bits: the per-layer measurement that chose 7 or 8 bits on a CPU whose kernels
+            saturate (:mod:`convdoctor.quant.bits`); empty where nothing was measured.
         verification: the result against fp32 on the held-out batch, None when it could not be compared.
         attempts: one verification record per quantization tried (a retry with 7-bit
             activations follows a poor 8-bit result).
@@ -107,6 +115,7 @@ class QuantResult:
     torchao_version: str
     int8_path: Int8Path | None = None
     reduce_range: bool = False
+    layer_bits: tuple[LayerBits, ...] = ()
     verification: Verification | None = None
     attempts: tuple[dict[str, Any], ...] = ()
     _example: tuple[torch.Tensor, ...] = field(repr=False, default=())
@@ -115,6 +124,27 @@ class QuantResult:
     def quantized(self) -> tuple[str, ...]:
         """Paths of the layers with int8 weights."""
         return tuple(r.name for r in self.layers if r.status == "int8")
+
+    @property
+    def activations(self) -> str:
+        """The activation widths in words: ``"8-bit activations"``, or how many layers took 7 bits and why."""
+        bits = [r.activation_bits for r in self.layers if r.activation_bits is not None]
+        seven = bits.count(7)
+        if not seven:
+            return "8-bit activations" if bits else "no int8 activations"
+        why = " (measured closer to fp32 on this CPU's kernels)" if self.layer_bits else ""
+        if seven == len(bits):
+            return f"7-bit activations on every int8 layer{why}"
+        return f"7-bit activations on {seven} of {len(bits)} int8 layers{why}, 8-bit on the rest"
+
+    @property
+    def path_note(self) -> str:
+        """The int8 path and, where any layer took 7 bits, how many: one line for reports."""
+        if self.int8_path is None:
+            return f"int8 path not measured; {self.activations}"
+        path = self.int8_path.description
+        plain = not self.int8_path.saturates and self.activations.startswith(("8-bit", "no int8"))
+        return path if plain else f"{path}; {self.activations}"
 
     @property
     def left_float(self) -> tuple[str, ...]:
@@ -134,6 +164,8 @@ class QuantResult:
             "torchao_version": self.torchao_version,
             "int8_path": self.int8_path.to_dict() if self.int8_path else None,
             "reduce_range": self.reduce_range,
+            "activations": self.activations,
+            "layer_bits": [r.to_dict() for r in self.layer_bits],
             "verification": self.verification.to_dict() if self.verification else None,
             "attempts": [dict(a) for a in self.attempts],
             "layers": [r.to_dict() for r in self.layers],

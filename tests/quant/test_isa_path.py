@@ -3,7 +3,9 @@
 oneDNN reads ``ONEDNN_MAX_CPU_ISA`` once per process, so each capped case runs in a child
 process. ``AVX2`` and ``AVX512_CORE`` (Skylake) have no VNNI: their u8 x s8 pair sums saturate
 int16 unless activations are 7-bit. The model below is built to saturate: inputs near the top
-of their range and equal positive weights make every pair 2 x ~240 x 127 > 32,767.
+of their range and equal positive weights make every pair 2 x ~240 x 127 > 32,767. The
+"mixed" model puts a depthwise conv (no pair sums across channels: exact at 8 bits) after such
+a conv, so the per-layer choice has one layer of each kind to tell apart.
 """
 
 from __future__ import annotations
@@ -21,35 +23,55 @@ from convdoctor.quant.isa import Int8Path, _kernel_name, int8_path
 #: Child process: quantize the saturating conv and report the lowered graph's error against the
 #: int8 reference (same int8 grids, fp32 arithmetic: an exact kernel matches it to float rounding).
 _CHILD = r"""
-import json, sys, torch
+import json, sys, tempfile, torch
 from torch import nn
 import convdoctor.quant.pt2e as pt2e
 from convdoctor.quant import isa
 from convdoctor.quant.isa import Int8Path
 
-torch.manual_seed(0)
-conv = nn.Conv2d(16, 8, 3)
-with torch.no_grad():
-    conv.weight.uniform_(0.5, 1.0)  # above the observer's scale floor (2**-12): int8 weights 64..127
-    conv.bias.zero_()
-model = nn.Sequential(conv).eval()
-x = 0.9 + 0.1 * torch.rand(96, 16, 8, 8)
+def saturating_conv(out_channels):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, out_channels, 3)
+    with torch.no_grad():
+        conv.weight.uniform_(0.5, 1.0)  # above the observer's scale floor (2**-12): int8 weights 64..127
+        conv.bias.zero_()
+    return conv
+
+def mixed_model():
+    # saturating conv -> BatchNorm (folded) -> ReLU -> depthwise conv; inputs over the whole u8 range
+    stem, bn = saturating_conv(16), nn.BatchNorm2d(16)
+    x = torch.rand(96, 16, 10, 10)
+    with torch.no_grad():
+        y = stem(x)
+        bn.running_mean.copy_(y.mean((0, 2, 3)))
+        bn.running_var.copy_(y.var((0, 2, 3)))
+    return nn.Sequential(stem, bn, nn.ReLU(), nn.Conv2d(16, 16, 3, groups=16)).eval(), x
+
+single = nn.Sequential(saturating_conv(8)).eval(), 0.9 + 0.1 * torch.rand(96, 16, 8, 8)
+mixed = mixed_model()
 results = []
 for mode in sys.argv[1:]:  # one process per cap: oneDNN reads ONEDNN_MAX_CPU_ISA once
     kwargs = {}
-    if mode == "forced-8bit":
-        kwargs["reduce_range"] = False
+    model, x = mixed if mode.startswith("mixed") else single
+    if mode in ("forced-8bit", "mixed-7bit"):
+        kwargs["reduce_range"] = mode == "mixed-7bit"
     elif mode == "probe-wrong":  # a probe that misses the saturation: the verification must catch it
         pt2e.int8_path = lambda: Int8Path("probe", "unknown", False, 1.0, False)
     r = pt2e.quantize_int8(model, x, compile=False, **kwargs)
     with torch.no_grad():
-        lowered, ref = r.model(x[:32]), r.reference(x[:32])
+        fp32, lowered, ref = model(x[:32]), r.model(x[:32]), r.reference(x[:32])
+    with tempfile.TemporaryDirectory() as folder:  # would load_int8 warn about this program here?
+        warns = isa.warn_if_saturates(torch.export.load(r.save(folder + "/m.pt2")).module(), "m.pt2")
     results.append({
+        "warns_on_load": warns,
         "kernel_error": float((lowered - ref).norm() / ref.norm()),
+        "error": float((lowered - fp32).norm() / fp32.norm()),
         "reduce_range": r.reduce_range,
+        "bits": [row.activation_bits for row in r.layers if row.status == "int8"],
         "path": isa.int8_path().to_dict(),
         "attempts": list(r.attempts),
         "record": r.to_dict()["int8_path"],
+        "note": r.path_note,
     })
 print(json.dumps(results))
 """
@@ -112,6 +134,7 @@ def test_no_vnni_cpu_gets_7bit_activations_and_exact_kernels(cap: str) -> None:
     # the capped CPU reproduces the saturation: 8-bit activations forced, the kernels lose half
     forced, chosen = _child(cap, "forced-8bit", "default")
     assert forced["kernel_error"] > SATURATED, forced  # type: ignore[operator]
+    assert forced["warns_on_load"] and not chosen["warns_on_load"]  # loading it back here warns only for 8 bits
     # the default measures the CPU, picks 7-bit activations, and the kernels are exact again
     path = chosen["path"]
     assert isinstance(path, dict)
@@ -119,8 +142,23 @@ def test_no_vnni_cpu_gets_7bit_activations_and_exact_kernels(cap: str) -> None:
     assert path["isa"] == cap.lower() and "without VNNI" in str(path["description"])
     assert chosen["record"] == path  # the result's record names the path that ran
     # the ISA choice went straight to 7 bits: no poor 8-bit attempt, no retry needed
-    assert [a["reduce_range"] for a in chosen["attempts"]] == [True]  # type: ignore[union-attr]
+    assert [a["activation_bits"] for a in chosen["attempts"]] == ["7"]  # type: ignore[union-attr]
     assert chosen["kernel_error"] < EXACT, chosen  # type: ignore[operator]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cap", ["AVX2", "AVX512_CORE"])
+def test_no_vnni_cpu_keeps_8_bits_where_the_kernel_is_exact(cap: str) -> None:
+    # the stem saturates at 8 bits, the depthwise conv after it cannot: one layer of each
+    chosen, seven = _child(cap, "mixed", "mixed-7bit")
+    assert chosen["bits"] == [7, 8] and seven["bits"] == [7, 7], (chosen, seven)
+    assert [a["activation_bits"] for a in chosen["attempts"]] == ["mixed"]  # type: ignore[union-attr]
+    assert "1 of 2 int8 layers" in str(chosen["note"])
+    assert not chosen["warns_on_load"]  # its 8-bit layer was measured on these kernels: no warning
+    # the 8-bit depthwise conv is exact on these kernels (served model against its own reference) ...
+    assert chosen["kernel_error"] < EXACT, chosen  # type: ignore[operator]
+    # ... and its finer grid brings the served model closer to fp32 than 7 bits everywhere (real runs)
+    assert chosen["error"] < seven["error"], (chosen, seven)  # type: ignore[operator]
 
 
 @pytest.mark.slow
@@ -128,7 +166,7 @@ def test_poor_agreement_retries_with_7bit_activations() -> None:
     # a probe that wrongly says "exact": the held-out verification sees the kernels disagree and retries
     (got,) = _child("AVX2", "probe-wrong")
     attempts = got["attempts"]
-    assert isinstance(attempts, list) and [a["reduce_range"] for a in attempts] == [False, True]
+    assert isinstance(attempts, list) and [a["activation_bits"] for a in attempts] == ["8", "7"]
     assert attempts[0]["poor"] and "kernels disagree" in attempts[0]["likely_cause"]
     assert attempts[0]["kernel_error"] > attempts[0]["reference_error"]
     assert not attempts[1]["poor"] and got["reduce_range"]
@@ -164,6 +202,31 @@ def saved_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, str]:
         assert r.reduce_range == reduce_range
         out[reduce_range] = str(r.save(tmp_path_factory.mktemp("prog") / "m.pt2"))
     return out
+
+
+def _seven_bit_inputs(program: torch.nn.Module) -> tuple[int, int]:
+    """(7-bit, all) activation quantize calls feeding a conv, read from the graph by hand."""
+    calls = [
+        n
+        for n in program.graph.nodes  # type: ignore[union-attr]
+        if "quantize_per_tensor" in str(n.target) and "dequantize" not in str(n.target)
+    ]
+    return sum(n.args[4] == 127 for n in calls), len(calls)
+
+
+def test_record_states_each_layers_activation_bits(saved_programs: dict[bool, str]) -> None:
+    from convdoctor.quant import quantize_int8
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3)).eval()
+    x = torch.rand(8, 3, 10, 10)
+    for reduce_range, bits, words in ((False, 8, "8-bit activations"), (True, 7, "7-bit activations on every")):
+        r = quantize_int8(model, [x[:4], x[4:]], compile=False, reduce_range=reduce_range)
+        seven, calls = _seven_bit_inputs(r.reference)
+        assert calls == 2 and seven == (2 if reduce_range else 0)
+        assert [row["activation_bits"] for row in r.to_dict()["layers"]] == [bits, bits]
+        assert r.activations.startswith(words) and r.to_dict()["activations"] == r.activations
+        assert r.layer_bits == ()  # forced: nothing measured
 
 
 def test_saved_program_tells_its_activation_bits(saved_programs: dict[bool, str]) -> None:
