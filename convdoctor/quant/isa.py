@@ -6,8 +6,8 @@ Alder Lake, Skylake's AVX-512), the kernels use ``vpmaddubsw``, which adds *pair
 into int16 and saturates: a pair like 255 x 127 + 255 x 127 = 64,770 does not fit in 32,767. On
 such a CPU, activations that use the full u8 range lose accuracy without any warning.
 Quantizing activations to 7 bits (``reduce_range=True``, 0..127) keeps every pair sum below
-127 x 128 x 2 = 32,512, so the kernel is exact again; :mod:`.bits` chooses, layer by layer, where
-that is worth the coarser grid.
+127 x 128 x 2 = 32,512, so the kernel is exact again, and so does quantizing weights to 7 bits
+(255 x 64 x 2 = 32,640); :mod:`.bits` chooses, layer by layer, which one is worth its coarser grid.
 
 The cap that ``ONEDNN_MAX_CPU_ISA`` sets is honoured only by oneDNN itself, and torch 2.14 no
 longer reports VNNI. So :func:`int8_path` asks the kernel: it runs one 3x3 int8 convolution
@@ -69,7 +69,7 @@ class Int8Path:
         name = self.isa.upper() if self.isa != "unknown" else "this CPU"
         if self.saturates:
             return (
-                f"{name} without VNNI: 7-bit activations where a layer measures closer to fp32 with them "
+                f"{name} without VNNI: 7-bit activations or weights where a layer measures closer to fp32 with them "
                 f"(u8 x s8 pair sums saturate int16 here: a full-range probe came out at "
                 f"{self.exact_ratio:.3f} of the exact sum)"
             )
@@ -168,6 +168,19 @@ def _widths(program: torch.nn.Module) -> set[int]:
     return widths
 
 
+def _has_7bit_weights(program: torch.nn.Module) -> bool:
+    """Whether any int8 weight of the program is dequantized from a 7-bit grid (-64..63)."""
+    graph = getattr(program, "graph", None)
+    return any(
+        node.op == "call_function"
+        and "dequantize_per_channel" in str(node.target)
+        and len(node.args) > 5
+        and isinstance(node.args[5], int)
+        and node.args[5] <= 63
+        for node in (graph.nodes if isinstance(graph, torch.fx.Graph) else ())
+    )
+
+
 def activation_bits(program: torch.nn.Module) -> int | None:
     """7 or 8: the widest unsigned activation grid a quantized program uses; None without one."""
     widths = _widths(program)
@@ -175,14 +188,14 @@ def activation_bits(program: torch.nn.Module) -> int | None:
 
 
 def warn_if_saturates(program: torch.nn.Module, source: object) -> bool:
-    """Warn (and return True) when an all-8-bit-activation program will run on saturating kernels here.
+    """Warn (and return True) when an all-8-bit program will run on saturating kernels here.
 
-    A program quantized on a VNNI/AMX CPU keeps 8-bit activations on every layer; served on a CPU
-    without VNNI, its u8 x s8 pair sums can saturate int16 and the int8 model silently loses
-    accuracy. A program with some 7-bit layers was quantized on saturating kernels, which chose
-    each layer's width by measurement (:mod:`.bits`): it is not warned about.
+    A program quantized on a VNNI/AMX CPU keeps 8-bit activations and weights on every layer;
+    served on a CPU without VNNI, its u8 x s8 pair sums can saturate int16 and the int8 model
+    silently loses accuracy. A program with some 7-bit grid was quantized on saturating kernels,
+    which chose each layer's grids by measurement (:mod:`.bits`): it is not warned about.
     """
-    if _widths(program) != {8}:
+    if _widths(program) != {8} or _has_7bit_weights(program):
         return False
     try:
         path = int8_path()

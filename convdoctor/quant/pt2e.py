@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -51,7 +51,7 @@ from ._graph import (
     module_paths,
 )
 from ._torchao import import_torchao
-from .bits import LayerBits, activation_bits_by_layer, measure_layer_bits, with_7bit_inputs
+from .bits import Grid, LayerBits, grids_by_layer, measure_layer_bits, measurement_batch, narrowed
 from .isa import int8_path
 from .result import QuantizedLayer, QuantResult, serving_model
 from .serve import CompiledInt8
@@ -126,7 +126,7 @@ def _layer_row(
     after: set[str],
     kernels: dict[str, str],
     lowered: bool,
-    bits: dict[str, int],
+    bits: dict[str, tuple[int, int]],
 ) -> QuantizedLayer | None:
     kind = type(module).__name__
     if isinstance(module, BatchNormBase):
@@ -144,7 +144,8 @@ def _layer_row(
         return QuantizedLayer(path, kind, "float", reason="not annotated by the x86 quantizer: runs in fp32")
     kernel = kernels.get(scale, "")
     reason = "" if kernel or not lowered else "int8 weights but no int8 kernel after lowering: fp32 compute"
-    return QuantizedLayer(path, kind, "int8", kernel=kernel, reason=reason, activation_bits=bits.get(path))
+    a_bits, w_bits = bits.get(path, (None, None))
+    return QuantizedLayer(path, kind, "int8", kernel=kernel, reason=reason, activation_bits=a_bits, weight_bits=w_bits)
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:
@@ -236,32 +237,30 @@ def _prepare(
     return prepared, before, dynamic, batches
 
 
-def _reference(prepared: torch.fx.GraphModule, qpt2e: Any, seven: frozenset[str] | None) -> torch.fx.GraphModule:
-    """``convert_pt2e`` of a copy, with 7-bit inputs for the ``seven`` layers (None: all of them)."""
-    reference: torch.fx.GraphModule = qpt2e.convert_pt2e(with_7bit_inputs(prepared, seven))
+def _reference(prepared: torch.fx.GraphModule, qpt2e: Any, grids: Mapping[str, Grid] | None) -> torch.fx.GraphModule:
+    """``convert_pt2e`` of a copy with each layer's grid (None: 7-bit activations everywhere)."""
+    reference: torch.fx.GraphModule = qpt2e.convert_pt2e(narrowed(prepared, grids))
     drop_unused_attrs(reference)
     return reference
 
 
-def _choose_bits(
-    prepared: torch.fx.GraphModule, qpt2e: Any, batch: torch.Tensor
-) -> tuple[frozenset[str] | None, tuple[LayerBits, ...], torch.fx.GraphModule]:
-    """On saturating kernels: the layers that measure better with 7-bit input, the measurement,
-    and the all-8-bit reference it ran on."""
-    reference8 = _reference(prepared, qpt2e, frozenset())
+def _choose_grids(
+    prepared: torch.fx.GraphModule, batch: torch.Tensor
+) -> tuple[dict[str, Grid] | None, tuple[LayerBits, ...]]:
+    """On saturating kernels: each layer's measured grid (None: not measured, 7-bit activations everywhere)."""
     try:
-        measured = measure_layer_bits(prepared, reference8, batch)
+        measured = measure_layer_bits(prepared, batch)
     except Exception as exc:  # noqa: BLE001 - a graph the probe cannot walk: 7 bits everywhere cannot saturate
-        log.info("per-layer activation bits not measured (%s): 7-bit activations everywhere", exc)
-        return None, (), reference8
-    return frozenset(r.node for r in measured if r.bits == 7), measured, reference8
+        log.info("per-layer int8 grids not measured (%s): 7-bit activations everywhere", exc)
+        return None, ()
+    return {r.node: r.grid for r in measured}, measured
 
 
-def _bits_label(seven: int, total: int) -> str:
-    """``"7"``, ``"8"`` or ``"mixed"``: the activation widths of a reference's int8 layers."""
-    if total and seven >= total:
+def _bits_label(grids: dict[str, tuple[int, int]]) -> str:
+    """``"7"`` (7-bit activations everywhere), ``"8"`` (8-bit everywhere) or ``"mixed"``."""
+    if grids and all(a == 7 and w == 8 for a, w in grids.values()):
         return "7"
-    return "mixed" if seven else "8"
+    return "8" if all(g == (8, 8) for g in grids.values()) else "mixed"
 
 
 def quantize_int8(
@@ -296,10 +295,11 @@ def quantize_int8(
             compilation.
         reduce_range: quantize activations to 7 bits. None (the default) measures this CPU's
             int8 kernels (:func:`convdoctor.quant.isa.int8_path`): where u8 x s8 pair sums
-            saturate (no VNNI), each layer takes the width (7 or 8 bits) whose output is closer
-            to fp32 on this CPU's kernel (:mod:`convdoctor.quant.bits`); elsewhere 8 bits. It
-            retries with 7 bits everywhere when the int8 model disagrees with fp32 on the
-            held-out batch. True or False forces every layer, without retry.
+            saturate (no VNNI), each layer takes the grids (8-bit, 7-bit activations or 7-bit
+            weights) whose output is closest to fp32 on this CPU's kernel
+            (:mod:`convdoctor.quant.bits`); elsewhere 8 bits. It retries with 7-bit activations
+            everywhere when the int8 model disagrees with fp32 on the held-out batch. True or
+            False forces every layer's activations, without retry.
 
     Returns:
         The quantized model and the per-layer record.
@@ -323,24 +323,25 @@ def quantize_int8(
     calib, check_batch, held_out = _hold_out(batches)
     prepared, before, dynamic, batches = _prepare(work, calib, example, qpt2e)
     measured: tuple[LayerBits, ...] = ()
-    reference8 = None
-    seven: frozenset[str] | None = frozenset() if not reduce_range else None
+    grids: dict[str, Grid] | None = {} if not reduce_range else None
     if reduce_range is None and path.saturates:
-        seven, measured, reference8 = _choose_bits(prepared, qpt2e, batches[0])
+        grids, measured = _choose_grids(prepared, measurement_batch(batches[0]) if dynamic else batches[0])
     attempts: list[dict[str, Any]] = []
+    tried: list[tuple[float, torch.fx.GraphModule, nn.Module | None, str, Verification | None]] = []
     while True:
-        reference = (
-            reference8 if reference8 is not None and seven == frozenset() else _reference(prepared, qpt2e, seven)
-        )
-        bits = activation_bits_by_layer(reference)
+        reference = _reference(prepared, qpt2e, grids)
         lowered, note = _try_lower(reference, example, dynamic, lower)
         check = _verify(work, reference, lowered, check_batch, held_out, dynamic, example)
-        label = _bits_label(sum(b == 7 for b in bits.values()), len(bits))
+        label = _bits_label(grids_by_layer(reference))
         attempts.append({"activation_bits": label, **(check.to_dict() if check else {})})
-        if check is None or not check.poor or label == "7" or seven is None or reduce_range is not None:
+        tried.append((check.relative_error if check else 0.0, reference, lowered, note, check))
+        if check is None or not check.poor or label == "7" or grids is None or reduce_range is not None:
             break
-        log.info("int8 agreement poor with %s-bit activations (%s): retrying with 7-bit", label, check.likely_cause)
-        seven = None  # the safer setting before giving up: 7-bit activations cannot saturate
+        log.info("int8 agreement poor with %s grids (%s): retrying with 7-bit activations", label, check.likely_cause)
+        grids = None  # the safer setting before giving up: 7-bit activations cannot saturate
+    # the retry is kept unless the first attempt measured closer to fp32 on the held-out batch
+    _, reference, lowered, note, check = min(reversed(tried), key=lambda t: t[0])
+    bits = grids_by_layer(reference)
     weighted, after = converted_layers(reference)
     kernels, int8_ops, float_ops = lowered_ops(lowered)
     rows = (
@@ -363,7 +364,7 @@ def quantize_int8(
         calibration_samples=sum(int(b.shape[0]) for b in batches),
         torchao_version=str(torchao.__version__),
         int8_path=path,
-        reduce_range=bool(bits) and all(b == 7 for b in bits.values()),
+        reduce_range=_bits_label(bits) == "7",
         layer_bits=measured,
         verification=check,
         attempts=tuple(attempts),

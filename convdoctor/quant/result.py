@@ -43,6 +43,7 @@ class QuantizedLayer:
         reason: why it is not int8 compute, ``""`` when it is.
         activation_bits: 7 or 8, the width of its input activation's uint8 grid (read from the
             converted graph), None when it is not int8.
+        weight_bits: 7 or 8, the width of its int8 weight grid, None when it is not int8.
     """
 
     name: str
@@ -51,6 +52,7 @@ class QuantizedLayer:
     kernel: str = ""
     reason: str = ""
     activation_bits: int | None = None
+    weight_bits: int | None = None
 
     def to_dict(self) -> dict[str, str | int | None]:
         """JSON-ready row."""
@@ -61,6 +63,7 @@ class QuantizedLayer:
             "kernel": self.kernel,
             "reason": self.reason,
             "activation_bits": self.activation_bits,
+            "weight_bits": self.weight_bits,
         }
 
 
@@ -91,9 +94,9 @@ class QuantResult:
         torchao_version: the torchao version that did the work.
         int8_path: the int8 kernel path this CPU runs (measured; names the ISA), None if unknown.
         reduce_range: whether every int8 layer's activations are 7-bit (see :mod:`convdoctor.quant.isa`;
-            each layer's width is in ``layers``).
-        layer_bits: the per-layer measurement that chose 7 or 8 bits on a CPU whose kernels
-            saturate (:mod:`convdoctor.quant.bits`); empty where nothing was measured.
+            each layer's widths are in ``layers``).
+        layer_bits: the per-layer measurement that chose each layer's grids on a CPU whose
+            kernels saturate (:mod:`convdoctor.quant.bits`); empty where nothing was measured.
         verification: the result against fp32 on the held-out batch, None when it could not be compared.
         attempts: one verification record per quantization tried (a retry with 7-bit
             activations follows a poor 8-bit result).
@@ -127,15 +130,18 @@ class QuantResult:
 
     @property
     def activations(self) -> str:
-        """The activation widths in words: ``"8-bit activations"``, or how many layers took 7 bits and why."""
-        bits = [r.activation_bits for r in self.layers if r.activation_bits is not None]
-        seven = bits.count(7)
-        if not seven:
-            return "8-bit activations" if bits else "no int8 activations"
-        why = " (measured closer to fp32 on this CPU's kernels)" if self.layer_bits else ""
-        if seven == len(bits):
+        """The int8 grids in words: ``"8-bit activations"``, or how many layers took 7 bits, where, and why."""
+        rows = [(r.activation_bits, r.weight_bits) for r in self.layers if r.activation_bits is not None]
+        acts, weights = sum(a == 7 for a, _ in rows), sum(w == 7 for _, w in rows)
+        if not rows:
+            return "no int8 activations"
+        if not acts and not weights:
+            return "8-bit activations"
+        why = " (measured closest to fp32 on this CPU's kernels)" if self.layer_bits else ""
+        if acts == len(rows) and not weights:
             return f"7-bit activations on every int8 layer{why}"
-        return f"7-bit activations on {seven} of {len(bits)} int8 layers{why}, 8-bit on the rest"
+        parts = [f"7-bit activations on {acts}" if acts else "", f"7-bit weights on {weights}" if weights else ""]
+        return f"{', '.join(p for p in parts if p)} of {len(rows)} int8 layers{why}, 8-bit on the rest"
 
     @property
     def path_note(self) -> str:

@@ -1,21 +1,22 @@
-"""The per-layer activation-bit measurement runs the real kernels with the right grids.
+"""The per-layer grid measurement runs the real kernels with the grids torchao's convert would use.
 
-On this process's CPU (exact kernels where it has VNNI) each layer's 8-bit error must equal the
-error of the same grids computed in plain fp32 (``F.conv2d`` / ``F.linear`` on dequantized
-tensors, no oneDNN), and 8 bits must beat 7 (a finer grid). The saturating CPUs are covered in
-child processes by ``test_isa_path.py``.
+On this process's CPU (exact kernels where it has VNNI) each layer's error with each grid must
+equal the error of that grid computed in plain fp32: ``F.conv2d`` / ``F.linear`` on the tensors
+that torchao's ``convert_pt2e`` of :func:`narrowed` dequantizes, no oneDNN. 8-bit must beat both
+7-bit grids there. The saturating CPUs are covered in child processes by ``test_isa_path.py``.
 """
 
 from __future__ import annotations
 
-import math
+import copy
+import operator
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convdoctor.quant.bits import LayerBits, measure_layer_bits, with_7bit_inputs
+from convdoctor.quant.bits import Grid, LayerBits, grids_by_layer, measure_layer_bits, narrowed
 from convdoctor.quant.isa import int8_path
 
 pytest.importorskip("torchao")
@@ -33,18 +34,27 @@ def _model() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def calibrated() -> tuple[torch.fx.GraphModule, torch.fx.GraphModule, torch.Tensor]:
+def calibrated() -> tuple[torch.fx.GraphModule, torch.Tensor]:
     from torchao.quantization.pt2e import quantize_pt2e as qpt2e
 
-    from convdoctor.quant.pt2e import _prepare, _reference
+    from convdoctor.quant.pt2e import _prepare
 
     x = torch.randn(32, 3, 10, 10)
     prepared, _, _, _ = _prepare(_model(), [x[:16], x[16:]], (x[:16],), qpt2e)
-    return prepared, _reference(prepared, qpt2e, frozenset()), x[:16]
+    return prepared, x[:16]
 
 
-def _float_error_8bit(reference: torch.fx.GraphModule, name: str, batch: torch.Tensor) -> float:
-    """The layer's 8-bit error from the reference graph's own q/dq, computed in fp32 by hand."""
+def _float_errors(prepared: torch.fx.GraphModule, grid: Grid, batch: torch.Tensor) -> dict[str, float]:
+    """Each layer's error with ``grid`` everywhere, from torchao's own q/dq, computed in fp32 by hand."""
+    from torchao.quantization.pt2e import quantize_pt2e as qpt2e
+
+    names = [n.name for n in prepared.graph.nodes if n.name in ("conv2d", "conv2d_1", "linear")]
+    reference = qpt2e.convert_pt2e(narrowed(prepared, dict.fromkeys(names, grid)))
+    weights = {  # the fp32 weights, as the observers saw them
+        n.name: operator.attrgetter(str(n.args[1].args[0].target))(prepared)
+        for n in prepared.graph.nodes
+        if n.name in names
+    }
     seen: dict[str, torch.Tensor] = {}
 
     class Grab(torch.fx.Interpreter):
@@ -53,72 +63,92 @@ def _float_error_8bit(reference: torch.fx.GraphModule, name: str, batch: torch.T
             seen[n.name] = out
             return out
 
+    qd = torch.ops.quantized_decomposed
+    out = {}
     with torch.no_grad():
-        Grab(reference).run(batch)
-    node = next(n for n in reference.graph.nodes if n.name == name)
-    dq, wdq = node.args[0], node.args[1]
-    x_float, x_grid, w = seen[dq.args[0].args[0].name], seen[dq.name], seen[wdq.name]
-    with torch.no_grad():
-        if "linear" in str(node.target):
-            exact, grid = F.linear(x_float, w), F.linear(x_grid, w)
-        else:
-            args = {
-                "stride": node.args[3],
-                "padding": node.args[4],
-                "groups": node.args[6] if len(node.args) > 6 else 1,
-            }
-            exact, grid = F.conv2d(x_float, w, **args), F.conv2d(x_grid, w, **args)
-    return float((grid - exact).norm() / exact.norm())
+        Grab(copy.deepcopy(prepared)).run(batch)  # each layer's fp32 input, as the fp32 model computes it
+        x_float = {n.name: seen[n.args[0].name] for n in prepared.graph.nodes if n.name in names}
+        Grab(reference).run(batch)  # the int8 weights as torchao dequantizes them
+        for node in reference.graph.nodes:
+            if node.name not in names:
+                continue
+            dq, wdq, w = node.args[0], node.args[1], weights[node.name]
+            x = x_float[node.name]
+            x_grid = qd.dequantize_per_tensor(qd.quantize_per_tensor(x, *dq.args[1:]), *dq.args[1:])
+            w_grid = seen[wdq.name]
+            if "linear" in str(node.target):
+                exact, got = F.linear(x, w), F.linear(x_grid, w_grid)
+            else:
+                kw = {
+                    "stride": node.args[3],
+                    "padding": node.args[4],
+                    "groups": node.args[6] if len(node.args) > 6 else 1,
+                }
+                exact, got = F.conv2d(x, w, **kw), F.conv2d(x_grid, w_grid, **kw)
+            out[node.name] = float((got - exact).norm() / exact.norm())
+    return out
 
 
-def test_exact_kernels_measure_what_fp32_computes(
-    calibrated: tuple[torch.fx.GraphModule, torch.fx.GraphModule, torch.Tensor],
-) -> None:
+def test_exact_kernels_measure_what_fp32_computes(calibrated: tuple[torch.fx.GraphModule, torch.Tensor]) -> None:
     if int8_path().saturates:
         pytest.skip("this CPU's int8 kernels saturate: covered by test_isa_path's capped children")
-    prepared, reference, batch = calibrated
-    rows = measure_layer_bits(prepared, reference, batch)
+    prepared, batch = calibrated
+    rows = measure_layer_bits(prepared, batch)
     assert [r.node for r in rows] == ["conv2d", "conv2d_1", "linear"]
     assert [r.layer for r in rows] == ["0", "2", "4"]
-    for row in rows:
-        assert not row.reason and row.bits == 8, row
-        assert row.error_8bit < row.error_7bit, row  # the finer grid, on exact kernels
-        assert row.error_8bit == pytest.approx(_float_error_8bit(reference, row.node, batch), rel=1e-3, abs=1e-6)
+    for grid in Grid:
+        by_hand = _float_errors(prepared, grid, batch)
+        for row in rows:
+            assert row.errors[grid] == pytest.approx(by_hand[row.node], rel=1e-3, abs=1e-6), (grid, row)
+    for row in rows:  # the finest grid wins on exact kernels
+        assert not row.reason and row.grid is Grid.FULL, row
+        assert row.errors[Grid.FULL] < min(row.errors[Grid.SEVEN_BIT_ACTIVATIONS], row.errors[Grid.SEVEN_BIT_WEIGHTS])
 
 
-def test_measuring_leaves_calibration_alone(
-    calibrated: tuple[torch.fx.GraphModule, torch.fx.GraphModule, torch.Tensor],
-) -> None:
-    prepared, reference, batch = calibrated
+def test_measuring_leaves_calibration_alone(calibrated: tuple[torch.fx.GraphModule, torch.Tensor]) -> None:
+    from torchao.quantization.pt2e import quantize_pt2e as qpt2e
+
+    prepared, batch = calibrated
     before = {k: v.clone() for k, v in prepared.state_dict().items()}
-    measure_layer_bits(prepared, reference, batch)
-    narrowed = with_7bit_inputs(prepared, ["conv2d_1"])
+    measure_layer_bits(prepared, batch)
+    chosen = {"conv2d_1": Grid.SEVEN_BIT_ACTIVATIONS, "linear": Grid.SEVEN_BIT_WEIGHTS}
+    reference = qpt2e.convert_pt2e(narrowed(prepared, chosen))
     after = prepared.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    # the copy narrows exactly the chosen layer's input observer; the original keeps 8 bits
-    maxes = {
-        n.name: getattr(narrowed, str(n.args[0].target)).quant_max
-        for n in narrowed.graph.nodes
-        if n.name in ("conv2d", "conv2d_1", "linear")
-    }
-    assert maxes == {"conv2d": 255, "conv2d_1": 127, "linear": 255}
-    activations = [m for m in prepared.modules() if getattr(m, "dtype", None) == torch.uint8]
-    assert activations and all(m.quant_max == 255 for m in activations)
-    everywhere = [m for m in with_7bit_inputs(prepared, None).modules() if getattr(m, "dtype", None) == torch.uint8]
-    assert len(everywhere) == len(activations) and all(m.quant_max == 127 for m in everywhere)
+    # the copy gives exactly the chosen grids (read back from the converted graph); the original keeps 8 bits
+    assert grids_by_layer(reference) == {"0": (8, 8), "2": (7, 8), "4": (8, 7)}
+    assert grids_by_layer(qpt2e.convert_pt2e(narrowed(prepared, None))) == {"0": (7, 8), "2": (7, 8), "4": (7, 8)}
+    assert grids_by_layer(qpt2e.convert_pt2e(narrowed(prepared, {}))) == {"0": (8, 8), "2": (8, 8), "4": (8, 8)}
 
 
 @pytest.mark.parametrize(
-    ("row", "bits"),
+    ("errors", "reason", "grid"),
     [
-        (LayerBits("conv2d", "0", 0.2, 0.01), 7),
-        (LayerBits("conv2d", "0", 0.004, 0.008), 8),
-        (LayerBits("conv2d", "0", 0.01, 0.01), 8),  # a tie keeps the finer grid
-        (LayerBits("conv2d", "0", math.nan, math.nan, reason="not measured (RuntimeError)"), 7),
+        (
+            {Grid.FULL: 0.2, Grid.SEVEN_BIT_ACTIVATIONS: 0.01, Grid.SEVEN_BIT_WEIGHTS: 0.02},
+            "",
+            Grid.SEVEN_BIT_ACTIVATIONS,
+        ),
+        ({Grid.FULL: 0.2, Grid.SEVEN_BIT_ACTIVATIONS: 0.02, Grid.SEVEN_BIT_WEIGHTS: 0.01}, "", Grid.SEVEN_BIT_WEIGHTS),
+        ({Grid.FULL: 0.004, Grid.SEVEN_BIT_ACTIVATIONS: 0.008, Grid.SEVEN_BIT_WEIGHTS: 0.009}, "", Grid.FULL),
+        (
+            {Grid.FULL: 0.01, Grid.SEVEN_BIT_ACTIVATIONS: 0.01, Grid.SEVEN_BIT_WEIGHTS: 0.01},
+            "",
+            Grid.FULL,
+        ),  # tie: finest
+        ({}, "not measured (RuntimeError)", Grid.SEVEN_BIT_ACTIVATIONS),  # cannot saturate
     ],
 )
-def test_layer_takes_the_width_with_the_smaller_error(row: LayerBits, bits: int) -> None:
-    assert row.bits == bits
+def test_layer_takes_the_grid_with_the_smallest_error(errors: dict[Grid, float], reason: str, grid: Grid) -> None:
+    row = LayerBits("conv2d", "0", errors, reason=reason)
+    assert row.grid is grid
     record = row.to_dict()
-    assert record["bits"] == bits
-    assert (record["error_8bit"] is None) == bool(row.reason)
+    assert record["grid"] == str(grid) and set(record["errors"]) == {str(g) for g in errors}
+
+
+@pytest.mark.parametrize(("shape", "samples"), [((64, 3, 32, 32), 64), ((32, 3, 224, 224), 7), ((2, 3, 512, 512), 2)])
+def test_measurement_runs_on_about_a_million_input_values(shape: tuple[int, ...], samples: int) -> None:
+    from convdoctor.quant.bits import measurement_batch
+
+    # 2**20 / (3 * 224 * 224) = 6.97: seven samples; never fewer than 4 unless the batch is smaller
+    assert measurement_batch(torch.zeros(shape)).shape[0] == samples
