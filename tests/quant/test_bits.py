@@ -19,8 +19,6 @@ from torch import nn
 from convdoctor.quant.bits import Grid, LayerBits, grids_by_layer, measure_layer_bits, narrowed
 from convdoctor.quant.isa import int8_path
 
-pytest.importorskip("torchao")
-
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
