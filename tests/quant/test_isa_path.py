@@ -10,6 +10,7 @@ a conv, so the per-layer choice has one layer of each kind to tell apart.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -109,6 +110,17 @@ def _child(cap: str | None, *modes: str) -> list[dict[str, object]]:
     return result
 
 
+#: Every case, in one child per cap (a child costs seconds to start); the wrong probe patches the
+#: child's module for good, so it runs last.
+_MODES = ("forced-8bit", "default", "mixed", "mixed-7bit", "gauss", "gauss-7bit")
+
+
+@functools.cache
+def _capped(cap: str) -> dict[str, dict[str, object]]:
+    modes = (*_MODES, "probe-wrong") if cap == "AVX2" else _MODES
+    return dict(zip(modes, _child(cap, *modes)))
+
+
 @pytest.mark.parametrize(
     ("line", "kernel"),
     [
@@ -141,7 +153,7 @@ def test_this_process_path_is_consistent() -> None:
 @pytest.mark.parametrize("cap", ["AVX2", "AVX512_CORE"])
 def test_no_vnni_cpu_gets_7bit_activations_and_exact_kernels(cap: str) -> None:
     # the capped CPU reproduces the saturation: 8-bit activations forced, the kernels lose half
-    forced, chosen = _child(cap, "forced-8bit", "default")
+    forced, chosen = _capped(cap)["forced-8bit"], _capped(cap)["default"]
     assert forced["kernel_error"] > SATURATED, forced  # type: ignore[operator]
     assert forced["warns_on_load"] and not chosen["warns_on_load"]  # loading it back here warns only for 8 bits
     # the default measures the CPU and this layer's grids, picks 7-bit activations, and the kernels are exact again
@@ -159,7 +171,7 @@ def test_no_vnni_cpu_gets_7bit_activations_and_exact_kernels(cap: str) -> None:
 @pytest.mark.parametrize("cap", ["AVX2", "AVX512_CORE"])
 def test_no_vnni_cpu_keeps_8_bits_where_the_kernel_is_exact(cap: str) -> None:
     # the stem saturates at 8 bits, the depthwise conv after it cannot: one layer of each
-    chosen, seven = _child(cap, "mixed", "mixed-7bit")
+    chosen, seven = _capped(cap)["mixed"], _capped(cap)["mixed-7bit"]
     assert chosen["bits"] == [7, 8] and seven["bits"] == [7, 7], (chosen, seven)
     assert chosen["weight_bits"] == [8, 8]
     assert [a["activation_bits"] for a in chosen["attempts"]] == ["mixed"]  # type: ignore[union-attr]
@@ -176,7 +188,7 @@ def test_no_vnni_cpu_keeps_8_bits_where_the_kernel_is_exact(cap: str) -> None:
 def test_no_vnni_cpu_takes_7bit_weights_where_they_cost_less(cap: str) -> None:
     # signed inputs fill the top of the u8 range: 8 bits saturate; halving the weight grid
     # (255 x 64 x 2 = 32,640 fits int16) costs less than halving the activation grid
-    chosen, seven = _child(cap, "gauss", "gauss-7bit")
+    chosen, seven = _capped(cap)["gauss"], _capped(cap)["gauss-7bit"]
     assert (chosen["bits"], chosen["weight_bits"]) == ([8], [7]), chosen
     assert (seven["bits"], seven["weight_bits"]) == ([7], [8]), seven
     assert "7-bit weights on 1 of 1 int8 layers" in str(chosen["note"]) and not chosen["warns_on_load"]
@@ -187,7 +199,7 @@ def test_no_vnni_cpu_takes_7bit_weights_where_they_cost_less(cap: str) -> None:
 @pytest.mark.slow
 def test_poor_agreement_retries_with_7bit_activations() -> None:
     # a probe that wrongly says "exact": the held-out verification sees the kernels disagree and retries
-    (got,) = _child("AVX2", "probe-wrong")
+    got = _capped("AVX2")["probe-wrong"]
     attempts = got["attempts"]
     assert isinstance(attempts, list) and [a["activation_bits"] for a in attempts] == ["8", "7"]
     assert attempts[0]["poor"] and "kernels disagree" in attempts[0]["likely_cause"]
