@@ -232,7 +232,7 @@ def measure_layer_bits(prepared: torch.fx.GraphModule, batch: torch.Tensor) -> t
     layers = _weighted(prepared)
     run = copy.deepcopy(prepared)
     for n in run.graph.nodes:  # observers pass their input through: identities are as exact and far cheaper
-        if n.op == "call_module" and _observer(run, n) is not None and hasattr(_observer(run, n), "calculate_qparams"):
+        if hasattr(_observer(run, n), "calculate_qparams"):
             setattr(run, str(n.target), torch.nn.Identity())
     run.recompile()
     names = {n.name: n for n in run.graph.nodes}
@@ -286,10 +286,12 @@ def _is(node: Any, name: str) -> bool:
     return isinstance(node, torch.fx.Node) and node.op == "call_function" and name in str(node.target)
 
 
-def grids_by_layer(reference: torch.fx.GraphModule) -> dict[str, tuple[int, int]]:
-    """Module path -> (activation bits, weight bits), 7 or 8, of each int8 conv/linear, read from the converted graph."""
+def grids_by_layer(reference: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """Module path -> (activation bits, weight bits), 7 or 8, of each int8 conv/linear, read from the
+    converted graph (a saved program loads back with the same calls); empty for a module without a graph."""
     out: dict[str, tuple[int, int]] = {}
-    for node in reference.graph.nodes:
+    graph = getattr(reference, "graph", None)
+    for node in graph.nodes if isinstance(graph, torch.fx.Graph) else ():
         if node.op != "call_function" or (node.target not in _CONVS and node.target != _LINEAR):
             continue
         dq, wdq, path = node.args[0], node.args[1], innermost_module(node)

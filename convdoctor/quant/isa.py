@@ -27,6 +27,7 @@ import torch
 
 from .._native import capture_native
 from ..errors import UsageError, one_line
+from .bits import grids_by_layer
 
 __all__ = ["Int8Path", "UnsupportedHardware", "activation_bits", "int8_path", "warn_if_saturates"]
 
@@ -150,40 +151,13 @@ def int8_path() -> Int8Path:
     return path
 
 
-def _widths(program: torch.nn.Module) -> set[int]:
-    """The widths (7, 8) of the unsigned activation grids a quantized program's ``quantize_per_tensor`` calls use.
-
-    ``quant_max`` 127 is 7 bits, 255 is 8: what :meth:`QuantResult.save` writes whatever CPU
-    quantized it.
-    """
-    widths: set[int] = set()
-    graph = getattr(program, "graph", None)
-    for node in graph.nodes if isinstance(graph, torch.fx.Graph) else ():
-        if node.op != "call_function" or "quantize_per_tensor" not in str(node.target):
-            continue
-        dtype = node.args[5] if len(node.args) > 5 else node.kwargs.get("dtype")
-        quant_max = node.args[4] if len(node.args) > 4 else node.kwargs.get("quant_max")
-        if dtype == torch.uint8 and isinstance(quant_max, int):
-            widths.add(8 if quant_max > 127 else 7)
-    return widths
-
-
-def _has_7bit_weights(program: torch.nn.Module) -> bool:
-    """Whether any int8 weight of the program is dequantized from a 7-bit grid (-64..63)."""
-    graph = getattr(program, "graph", None)
-    return any(
-        node.op == "call_function"
-        and "dequantize_per_channel" in str(node.target)
-        and len(node.args) > 5
-        and isinstance(node.args[5], int)
-        and node.args[5] <= 63
-        for node in (graph.nodes if isinstance(graph, torch.fx.Graph) else ())
-    )
-
-
 def activation_bits(program: torch.nn.Module) -> int | None:
-    """7 or 8: the widest unsigned activation grid a quantized program uses; None without one."""
-    widths = _widths(program)
+    """7 or 8: the widest unsigned activation grid a quantized program's convs and linears use; None without one.
+
+    Read from the program's dequantize calls (:func:`convdoctor.quant.bits.grids_by_layer`), which
+    is what :meth:`QuantResult.save` writes whatever CPU quantized it.
+    """
+    widths = [a for a, _ in grids_by_layer(program).values()]
     return max(widths) if widths else None
 
 
@@ -195,7 +169,8 @@ def warn_if_saturates(program: torch.nn.Module, source: object) -> bool:
     silently loses accuracy. A program with some 7-bit grid was quantized on saturating kernels,
     which chose each layer's grids by measurement (:mod:`.bits`): it is not warned about.
     """
-    if _widths(program) != {8} or _has_7bit_weights(program):
+    grids = set(grids_by_layer(program).values())
+    if grids != {(8, 8)}:  # no int8 layer, or some 7-bit grid: chosen by measurement on saturating kernels
         return False
     try:
         path = int8_path()

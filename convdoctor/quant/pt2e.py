@@ -327,21 +327,23 @@ def quantize_int8(
     if reduce_range is None and path.saturates:
         grids, measured = _choose_grids(prepared, measurement_batch(batches[0]) if dynamic else batches[0])
     attempts: list[dict[str, Any]] = []
-    tried: list[tuple[float, torch.fx.GraphModule, nn.Module | None, str, Verification | None]] = []
+    tried: list[
+        tuple[float, torch.fx.GraphModule, nn.Module | None, str, Verification | None, dict[str, tuple[int, int]]]
+    ] = []
     while True:
         reference = _reference(prepared, qpt2e, grids)
         lowered, note = _try_lower(reference, example, dynamic, lower)
         check = _verify(work, reference, lowered, check_batch, held_out, dynamic, example)
-        label = _bits_label(grids_by_layer(reference))
+        bits = grids_by_layer(reference)
+        label = _bits_label(bits)
         attempts.append({"activation_bits": label, **(check.to_dict() if check else {})})
-        tried.append((check.relative_error if check else 0.0, reference, lowered, note, check))
+        tried.append((check.relative_error if check else 0.0, reference, lowered, note, check, bits))
         if check is None or not check.poor or label == "7" or grids is None or reduce_range is not None:
             break
         log.info("int8 agreement poor with %s grids (%s): retrying with 7-bit activations", label, check.likely_cause)
         grids = None  # the safer setting before giving up: 7-bit activations cannot saturate
     # the retry is kept unless the first attempt measured closer to fp32 on the held-out batch
-    _, reference, lowered, note, check = min(reversed(tried), key=lambda t: t[0])
-    bits = grids_by_layer(reference)
+    _, reference, lowered, note, check, bits = min(reversed(tried), key=lambda t: t[0])
     weighted, after = converted_layers(reference)
     kernels, int8_ops, float_ops = lowered_ops(lowered)
     rows = (
