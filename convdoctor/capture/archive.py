@@ -265,12 +265,16 @@ def _quiet(label: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def load_exported(path: str | Path, *, trusted: bool = False) -> torch.export.ExportedProgram:
+def load_exported(
+    path: str | Path, *, trusted: bool = False, extra_files: dict[str, str] | None = None
+) -> torch.export.ExportedProgram:
     """Load a ``.pt2`` written by ``torch.export.save``, vetted first unless ``trusted``.
 
     Args:
         path: the file.
         trusted: skip the vetting (the file may run code: only for a file you trust).
+        extra_files: names of extra text entries to read (``torch.export.save(..., extra_files=)``);
+            each value is replaced with the entry's text, or left as given when the file has none.
 
     Returns:
         The exported program.
@@ -288,9 +292,17 @@ def load_exported(path: str | Path, *, trusted: bool = False) -> torch.export.Ex
         vet_exported(data, path)
     try:
         with _quiet(f"torch.export.load({path.name})"):
-            return torch.export.load(io.BytesIO(data))
+            # torch fills a non-empty map only: its own ``extra_files or {}`` drops an empty one
+            found: dict[str, str] = {name: "" for name in extra_files or ()} or {"": ""}
+            program = torch.export.load(io.BytesIO(data), extra_files=found)
     except Exception as exc:  # noqa: BLE001 - a truncated file, or one from another torch: one line
         raise ModelLoadError(f"cannot load exported program {path}: {one_line(exc)[:200]}") from None
+    if extra_files is not None:
+        for name in extra_files:
+            text = found.get(name)
+            if isinstance(text, str) and text:
+                extra_files[name] = text
+    return program
 
 
 def load_torchscript(path: str | Path, *, trusted: bool = False) -> nn.Module:

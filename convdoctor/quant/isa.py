@@ -19,6 +19,7 @@ report. oneDNN reads its ISA cap once per process, so the answer is cached for t
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import platform
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from .._native import capture_native
 from ..errors import UsageError, one_line
 from .bits import grids_by_layer
 
-__all__ = ["Int8Path", "UnsupportedHardware", "activation_bits", "int8_path", "warn_if_saturates"]
+__all__ = ["Int8Path", "SavedOrigin", "UnsupportedHardware", "activation_bits", "int8_path", "warn_if_saturates"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,39 @@ class Int8Path:
             "reduce_range": self.reduce_range,
             "description": self.description,
         }
+
+
+@dataclass(frozen=True)
+class SavedOrigin:
+    """Where a saved int8 program was quantized, read from its ``convdoctor.json`` entry.
+
+    Attributes:
+        saturates: whether the int8 kernels it was quantized on saturate (no VNNI), None if not recorded.
+        grids_measured: whether its grids were chosen per layer by running those kernels (:mod:`.bits`).
+        kernel: the oneDNN kernel it was quantized on, ``"unknown"`` if not recorded.
+    """
+
+    saturates: bool | None
+    grids_measured: bool
+    kernel: str
+
+    @classmethod
+    def parse(cls, text: str) -> SavedOrigin | None:
+        """The record in an entry's text; None for an absent or malformed one (the file is not trusted)."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        path = data.get("int8_path") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(path, (dict, type(None))):
+            return None
+        saturates = path.get("saturates") if path else None
+        kernel = path.get("kernel") if path else None
+        return cls(
+            saturates=saturates if isinstance(saturates, bool) else None,
+            grids_measured=data.get("grids_measured") is True,
+            kernel=kernel[:80] if isinstance(kernel, str) else "unknown",
+        )
 
 
 def _probe_conv() -> tuple[float, float]:
@@ -161,16 +195,24 @@ def activation_bits(program: torch.nn.Module) -> int | None:
     return max(widths) if widths else None
 
 
-def warn_if_saturates(program: torch.nn.Module, source: object) -> bool:
+def warn_if_saturates(program: torch.nn.Module, source: object, origin: SavedOrigin | None = None) -> bool:
     """Warn (and return True) when an all-8-bit program will run on saturating kernels here.
 
     A program quantized on a VNNI/AMX CPU keeps 8-bit activations and weights on every layer;
     served on a CPU without VNNI, its u8 x s8 pair sums can saturate int16 and the int8 model
-    silently loses accuracy. A program with some 7-bit grid was quantized on saturating kernels,
-    which chose each layer's grids by measurement (:mod:`.bits`): it is not warned about.
+    silently loses accuracy. A program whose grids were measured layer by layer on saturating
+    kernels (:mod:`.bits`; ``origin``, the file's record) is not warned about, even where every
+    layer measured best at 8 bits; nor is one with some 7-bit grid (quantized for saturating kernels).
+
+    Args:
+        program: the loaded reference program.
+        source: what to call it in the warning (its path).
+        origin: the file's origin record (:func:`~convdoctor.quant.result.saved_origin`), None without one.
     """
+    if origin is not None and origin.saturates and origin.grids_measured:
+        return False  # every grid was chosen by running kernels that saturate as these do
     grids = set(grids_by_layer(program).values())
-    if grids != {(8, 8)}:  # no int8 layer, or some 7-bit grid: chosen by measurement on saturating kernels
+    if grids != {(8, 8)}:  # no int8 layer, or some 7-bit grid
         return False
     try:
         path = int8_path()

@@ -7,6 +7,7 @@ kernels and, by default, compiles it with AOTInductor (:class:`~convdoctor.quant
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,16 @@ from ..errors import ConvDoctorError, UsageError, one_line
 from ._graph import export_model, lower_x86
 from ._torchao import import_torchao
 from .bits import LayerBits
-from .isa import Int8Path, warn_if_saturates
+from .isa import Int8Path, SavedOrigin, warn_if_saturates
 from .serve import CompiledInt8
 from .verify import Verification
 
-__all__ = ["QuantResult", "QuantizedLayer", "load_int8", "serving_model"]
+__all__ = ["QuantResult", "QuantizedLayer", "load_int8", "saved_origin", "serving_model"]
 
 log = logging.getLogger(__name__)
+
+#: The ``.pt2`` extra entry :meth:`QuantResult.save` writes: where and how the grids were chosen.
+ORIGIN_ENTRY = "convdoctor.json"
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,9 @@ class QuantResult:
 
         The file holds the int8 weights and the graph; :func:`load_int8` loads, lowers and
         compiles it on the serving machine (``torch.export.load(path).module()`` gives the
-        reference model).
+        reference model). A text entry, ``convdoctor.json``, records the int8 path it was
+        quantized on and whether its grids were measured there (:func:`saved_origin`), so that
+        loading it on another CPU can tell whether its kernels will saturate.
 
         Args:
             path: destination file.
@@ -198,8 +204,25 @@ class QuantResult:
         # the program stores its example inputs: two samples keep the file to the weights and graph
         example = tuple(t[:2] for t in self._example) if self.dynamic_batch else self._example
         program = export_model(self.reference, example, self.dynamic_batch)[0]
-        torch.export.save(program, path)
+        origin = {
+            "int8_path": self.int8_path.to_dict() if self.int8_path else None,
+            "grids_measured": bool(self.layer_bits),
+            "torch": torch.__version__,
+            "torchao": self.torchao_version,
+        }
+        torch.export.save(program, path, extra_files={ORIGIN_ENTRY: json.dumps(origin)})
         return path
+
+
+def saved_origin(path: str | Path, *, trusted: bool = False) -> SavedOrigin | None:
+    """The origin record of a program :meth:`QuantResult.save` wrote; None for a file without one (or a foreign one).
+
+    Raises:
+        ModelLoadError: the file cannot be loaded (see :func:`~convdoctor.capture.archive.load_exported`).
+    """
+    extra = {ORIGIN_ENTRY: ""}
+    load_exported(path, trusted=trusted, extra_files=extra)
+    return SavedOrigin.parse(extra[ORIGIN_ENTRY]) if extra[ORIGIN_ENTRY] else None
 
 
 def serving_model(reference: nn.Module, lowered: nn.Module | None, compile: bool) -> nn.Module:
@@ -242,8 +265,9 @@ def load_int8(
     if not path.is_file():
         raise UsageError(f"no such file: {path}; write one with quantize_int8(...).save(path)")
     import_torchao()  # registers the quantized_decomposed ops the program uses, and the int8 fusion passes
+    extra = {ORIGIN_ENTRY: ""}
     try:
-        reference = load_exported(path, trusted=trusted).module()
+        reference = load_exported(path, trusted=trusted, extra_files=extra).module()
     except ConvDoctorError as exc:  # refused, truncated, foreign: one line, the payload never ran
         raise UsageError(
             f"cannot load {path} as an int8 program ({one_line(exc)[:240]}); "
@@ -251,7 +275,8 @@ def load_int8(
         ) from None
     if not lower:
         return reference
-    warn_if_saturates(reference, path)
+    origin = SavedOrigin.parse(extra[ORIGIN_ENTRY]) if extra[ORIGIN_ENTRY] else None
+    warn_if_saturates(reference, path, origin)
     x = example_input.detach().cpu()
     example = (x if x.shape[0] >= 2 else torch.cat([x, x])[:2],)  # batch 1 would specialise the batch dim
     try:

@@ -29,6 +29,7 @@ from torch import nn
 import convdoctor.quant.pt2e as pt2e
 from convdoctor.quant import isa
 from convdoctor.quant.isa import Int8Path
+from convdoctor.quant.result import saved_origin
 
 def saturating_conv(out_channels):
     torch.manual_seed(0)
@@ -55,6 +56,8 @@ def gaussian_model():
 
 models = {
     "single": (nn.Sequential(saturating_conv(8)).eval(), 0.9 + 0.1 * torch.rand(96, 16, 8, 8)),
+    # a depthwise conv sums no pairs across channels: exact at 8 bits on every kernel
+    "depthwise": (nn.Sequential(nn.Conv2d(16, 16, 3, groups=16)).eval(), 0.9 + 0.1 * torch.rand(96, 16, 8, 8)),
     "mixed": mixed_model(),
     "gauss": gaussian_model(),
 }
@@ -70,7 +73,8 @@ for mode in sys.argv[1:]:  # one process per cap: oneDNN reads ONEDNN_MAX_CPU_IS
     with torch.no_grad():
         fp32, lowered, ref = model(x[:32]), r.model(x[:32]), r.reference(x[:32])
     with tempfile.TemporaryDirectory() as folder:  # would load_int8 warn about this program here?
-        warns = isa.warn_if_saturates(torch.export.load(r.save(folder + "/m.pt2")).module(), "m.pt2")
+        saved = r.save(folder + "/m.pt2")
+        warns = isa.warn_if_saturates(torch.export.load(saved).module(), "m.pt2", saved_origin(saved))
     results.append({
         "warns_on_load": warns,
         "kernel_error": float((lowered - ref).norm() / ref.norm()),
@@ -112,7 +116,7 @@ def _child(cap: str | None, *modes: str) -> list[dict[str, object]]:
 
 #: Every case, in one child per cap (a child costs seconds to start); the wrong probe patches the
 #: child's module for good, so it runs last.
-_MODES = ("forced-8bit", "default", "mixed", "mixed-7bit", "gauss", "gauss-7bit")
+_MODES = ("forced-8bit", "default", "mixed", "mixed-7bit", "gauss", "gauss-7bit", "depthwise")
 
 
 @functools.cache
@@ -197,6 +201,17 @@ def test_no_vnni_cpu_takes_7bit_weights_where_they_cost_less(cap: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("cap", ["AVX2", "AVX512_CORE"])
+def test_program_measured_8bit_on_saturating_kernels_loads_without_warning(cap: str) -> None:
+    # every layer measured best at 8 bits on these kernels: the file says so, and loading it here is not warned about
+    depthwise, forced = _capped(cap)["depthwise"], _capped(cap)["forced-8bit"]
+    assert depthwise["bits"] == [8] and depthwise["weight_bits"] == [8], depthwise
+    assert depthwise["kernel_error"] < EXACT, depthwise  # type: ignore[operator]  # 8 bits are exact here: no warning due
+    assert not depthwise["warns_on_load"]
+    assert forced["warns_on_load"]  # the same grids, forced rather than measured: warned
+
+
+@pytest.mark.slow
 def test_poor_agreement_retries_with_7bit_activations() -> None:
     # a probe that wrongly says "exact": the held-out verification sees the kernels disagree and retries
     got = _capped("AVX2")["probe-wrong"]
@@ -262,6 +277,33 @@ def test_record_states_each_layers_activation_bits(saved_programs: dict[bool, st
         assert [row["activation_bits"] for row in r.to_dict()["layers"]] == [bits, bits]
         assert r.activations.startswith(words) and r.to_dict()["activations"] == r.activations
         assert r.layer_bits == ()  # forced: nothing measured
+
+
+def test_saved_program_records_where_it_was_quantized(saved_programs: dict[bool, str]) -> None:
+    from convdoctor.quant.result import saved_origin
+
+    for program in saved_programs.values():
+        origin = saved_origin(program)
+        assert origin is not None and origin.saturates == int8_path().saturates
+        assert origin.kernel == int8_path().kernel and not origin.grids_measured  # forced widths: nothing measured
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"int8_path": {"saturates": true, "kernel": "jit_uni_int8:avx2"}, "grids_measured": true}', (True, True)),
+        ('{"int8_path": null, "grids_measured": true}', (None, True)),
+        ('{"int8_path": {"saturates": "yes"}, "grids_measured": 1}', (None, False)),  # wrong types: not believed
+        ("[1, 2]", None),
+        ("not json", None),
+        ('{"int8_path": [true]}', None),
+    ],
+)
+def test_origin_record_is_read_defensively(text: str, expected: tuple[bool | None, bool] | None) -> None:
+    from convdoctor.quant.isa import SavedOrigin
+
+    got = SavedOrigin.parse(text)
+    assert (None if got is None else (got.saturates, got.grids_measured)) == expected
 
 
 def test_saved_program_tells_its_activation_bits(saved_programs: dict[bool, str]) -> None:
