@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,7 +52,19 @@ def _one_line_usage() -> Iterator[None]:
         raise  # `convdoctor` alone prints the help, as asked
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "convdoctor"
-        raise OneLineError(f"{exc.format_message().rstrip('.')}; see '{where} --help'") from None
+        raise OneLineError(f"{_one_sentence(exc.format_message())}; see '{where} --help'") from None
+
+
+#: click's suggestion after its message: ``. Did you mean '--json'?`` or ``. (Did you mean one of: ...?)``
+_SUGGESTION = re.compile(r"^(?P<what>.*?)\.\s+\(?Did you mean (?P<which>.*?\?)\)?$", re.DOTALL)
+
+
+def _one_sentence(message: str) -> str:
+    """click's message as one clause: ``No such option '--jso' (did you mean '--json'?)``."""
+    found = _SUGGESTION.match(message.strip())
+    if found:
+        return f"{found['what']} (did you mean {found['which']})"
+    return message.strip().rstrip(".")
 
 
 class LazyGroup(click.Group):
@@ -72,6 +85,14 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(VERBS)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.NoSuchCommand:  # click suggests from the commands it holds: none are loaded yet
+            raise click.NoSuchCommand(click.utils.make_str(args[0]), possibilities=sorted(VERBS), ctx=ctx) from None
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in VERBS:
