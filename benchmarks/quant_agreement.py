@@ -22,9 +22,10 @@ VNNI) and ``AVX512_CORE`` (``ONEDNN_MAX_CPU_ISA=AVX512_CORE``: Skylake, no VNNI)
 Run: ``.venv/bin/python benchmarks/quant_agreement.py [--models resnet18,mobilenet_v2]
 [--epochs 8] [--caps native,AVX2,AVX512_CORE] [--weights-dir DIR] [--threads 2]``.
 
-8 epochs (the default) bring both models to 93-94% test top-1, what a user quantizes (3-4
-minutes each on 2 cores, once: the weights are kept). ``--epochs 3`` (83.7% / 90.2%) is the
-stress case: many test digits there are near-ties between two classes, which any rounding can flip.
+8 epochs (the default) bring both models to 93-94% test top-1, what a user quantizes (on
+2026-12-07: 20-25 s of training per model, 7 minutes for the whole run on 2 cores; the weights
+are kept). ``--epochs 3`` (83.7% / 90.2%) is the stress case: many test digits there are
+near-ties between two classes, which any rounding can flip.
 """
 
 from __future__ import annotations

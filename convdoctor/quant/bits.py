@@ -9,9 +9,9 @@ channels. Quantizing every activation to 7 bits (``reduce_range=True``) cures th
 doubles the grid step of the others for nothing.
 
 Two grids keep every pair sum within int16: 7-bit activations (0..127 x 128 x 2 = 32,512) and
-7-bit weights (255 x 64 x 2 = 32,640). So each int8 conv and linear runs three times on one
-calibration batch, on the real oneDNN kernel: 8-bit activations and weights, 7-bit activations,
-7-bit weights. The grids come from the layer's own observers: a histogram observer picks its
+7-bit weights (255 x 64 x 2 = 32,640). So each int8 conv and linear runs three times on about
+10^6 input values drawn from every calibration batch, on the real oneDNN kernel: 8-bit
+activations and weights, 7-bit activations, 7-bit weights. The grids come from the layer's own observers: a histogram observer picks its
 clipping range from the data whatever the width, and a min-max weight observer its scale, so
 only the step differs from what calibration would give. Each output is compared with the fp32
 layer (fp32 input, fp32 weights), and the layer keeps the grid with the smallest error, 8-bit on
@@ -19,7 +19,7 @@ a tie.
 
 Measured on mobilenet_v2 trained on the digits under ``ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2`` (docs/quantization.md): the expansion convs, fed by block outputs with no
-ReLU, measure 1.4-21.5% with 8 bits, 1.1-2.1% with 7-bit activations and 0.9-1.5% with 7-bit
+ReLU, measure 1.4-21.4% with 8 bits, 1.1-2.1% with 7-bit activations and 0.9-1.4% with 7-bit
 weights; the stem and the classifier are best with 7-bit activations; the 34 depthwise and
 projection convs keep 8 bits (0.4-0.9%).
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +54,8 @@ _CONVS = {
 _RANK = {torch.ops.aten.conv1d.default: 1, torch.ops.aten.conv2d.default: 2, torch.ops.aten.conv3d.default: 3}
 _LINEAR = torch.ops.aten.linear.default
 _CONV_DEFAULTS = (None, 1, 0, 1, 1)  # bias, stride, padding, dilation, groups
-#: Input elements the measurement runs on: the whole calibration batch of small inputs (64 digits
-#: at 3x32x32 is 196,608), 7 samples at 3x224x224. Each layer still sees ~10^5 values or more, and
+#: Input elements the measurement runs on, drawn from every calibration batch: every sample of small
+#: inputs (3 batches of 64 digits at 3x32x32 are 589,824), 7 samples at 3x224x224. Each layer still sees ~10^5 values or more, and
 #: resnet50 at 224 measures in 2.2 s instead of 12.4 s with 32 samples (2 threads, AVX2 cap).
 MEASURE_INPUT_ELEMENTS = 2**20
 #: At least this many samples, whatever their size.
@@ -212,10 +212,29 @@ def _measure_one(node: torch.fx.Node, x: torch.Tensor, w: torch.Tensor, act: Any
     return {grid: _relative(_on_kernel(node, x, w, act, wobs, grid), exact) for grid in list(Grid)}
 
 
-def measurement_batch(batch: torch.Tensor) -> torch.Tensor:
-    """The first samples of a calibration batch, about :data:`MEASURE_INPUT_ELEMENTS` input values."""
-    per_sample = max(1, batch[0].numel()) if batch.shape[0] else 1
-    return batch[: max(MEASURE_MIN_SAMPLES, -(-MEASURE_INPUT_ELEMENTS // per_sample))]
+def measurement_batch(batches: Sequence[torch.Tensor], size: int | None = None) -> torch.Tensor:
+    """About :data:`MEASURE_INPUT_ELEMENTS` input values, drawn evenly from every calibration batch.
+
+    A calibration loader is often unshuffled (an ``ImageFolder`` sorted by class): the first
+    samples of one batch would be one class. So the measurement takes the first samples of each
+    batch in turn, the same number from each.
+
+    Args:
+        batches: the calibration batches (same sample shape).
+        size: the exact number of samples (a program exported with a static batch size); None
+            chooses it from the sample size (never fewer than :data:`MEASURE_MIN_SAMPLES`).
+    """
+    available = sum(int(b.shape[0]) for b in batches)
+    if size is None:
+        per_sample = max(1, batches[0][0].numel()) if available else 1
+        size = max(MEASURE_MIN_SAMPLES, -(-MEASURE_INPUT_ELEMENTS // per_sample))
+    size = min(size, available)
+    per_batch = -(-size // max(1, len(batches)))
+    taken = [b[:per_batch] for b in batches]
+    while sum(int(t.shape[0]) for t in taken) < size:  # short batches: take more from the others
+        per_batch += 1
+        taken = [b[:per_batch] for b in batches]
+    return torch.cat(taken)[:size] if len(taken) > 1 else taken[0][:size]
 
 
 def measure_layer_bits(prepared: torch.fx.GraphModule, batch: torch.Tensor) -> tuple[LayerBits, ...]:
@@ -224,7 +243,7 @@ def measure_layer_bits(prepared: torch.fx.GraphModule, batch: torch.Tensor) -> t
     Args:
         prepared: the calibrated model from ``prepare_pt2e``. A copy runs the batch, so
             calibration is not disturbed; the observers give the grids.
-        batch: one calibration batch.
+        batch: the samples to measure on (:func:`measurement_batch`).
 
     Returns:
         One row per int8 conv/linear, in graph order.

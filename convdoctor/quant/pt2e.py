@@ -325,7 +325,9 @@ def quantize_int8(
     measured: tuple[LayerBits, ...] = ()
     grids: dict[str, Grid] | None = {} if not reduce_range else None
     if reduce_range is None and path.saturates:
-        grids, measured = _choose_grids(prepared, measurement_batch(batches[0]) if dynamic else batches[0])
+        grids, measured = _choose_grids(
+            prepared, measurement_batch(batches, None if dynamic else int(batches[0].shape[0]))
+        )
     attempts: list[dict[str, Any]] = []
     tried: list[
         tuple[float, torch.fx.GraphModule, nn.Module | None, str, Verification | None, dict[str, tuple[int, int]]]

@@ -144,9 +144,28 @@ def test_layer_takes_the_grid_with_the_smallest_error(errors: dict[Grid, float],
     assert record["grid"] == str(grid) and set(record["errors"]) == {str(g) for g in errors}
 
 
-@pytest.mark.parametrize(("shape", "samples"), [((64, 3, 32, 32), 64), ((32, 3, 224, 224), 7), ((2, 3, 512, 512), 2)])
-def test_measurement_runs_on_about_a_million_input_values(shape: tuple[int, ...], samples: int) -> None:
+@pytest.mark.parametrize(
+    ("shapes", "samples"),
+    [
+        ([(64, 3, 32, 32)] * 3, 192),  # 2**20 / 3,072 = 342 samples wanted: every calibration digit
+        ([(32, 3, 224, 224)] * 4, 7),  # 2**20 / (3 * 224 * 224) = 6.97: seven samples
+        ([(2, 3, 512, 512)], 2),  # never fewer than 4 unless the batches hold fewer
+    ],
+)
+def test_measurement_runs_on_about_a_million_input_values(shapes: list[tuple[int, ...]], samples: int) -> None:
     from convdoctor.quant.bits import measurement_batch
 
-    # 2**20 / (3 * 224 * 224) = 6.97: seven samples; never fewer than 4 unless the batch is smaller
-    assert measurement_batch(torch.zeros(shape)).shape[0] == samples
+    assert measurement_batch([torch.zeros(s) for s in shapes]).shape[0] == samples
+
+
+def test_measurement_draws_from_every_calibration_batch() -> None:
+    # an unshuffled loader (sorted by class): batch i holds class i only; the measurement must see them all
+    from convdoctor.quant.bits import measurement_batch
+
+    batches = [torch.full((32, 3, 224, 224), float(i)) for i in range(4)]
+    got = measurement_batch(batches)
+    assert got.shape[0] == 7 and set(got[:, 0, 0, 0].tolist()) == {0.0, 1.0, 2.0, 3.0}
+    short = [torch.full((1, 3, 224, 224), 0.0), torch.full((32, 3, 224, 224), 1.0)]  # a short batch: the other fills in
+    assert measurement_batch(short)[:, 0, 0, 0].tolist() == [0.0] + [1.0] * 6
+    static = measurement_batch(batches, size=32)  # a static batch size is kept exactly
+    assert static.shape[0] == 32 and static[:, 0, 0, 0].tolist() == [float(i // 8) for i in range(32)]
