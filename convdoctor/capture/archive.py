@@ -292,8 +292,7 @@ def load_exported(
         vet_exported(data, path)
     try:
         with _quiet(f"torch.export.load({path.name})"):
-            # torch fills a non-empty map only: its own ``extra_files or {}`` drops an empty one
-            found: dict[str, str] = {name: "" for name in extra_files or ()} or {"": ""}
+            found: dict[str, str] = {"": ""}  # non-empty: torch swaps an empty map for its own, then fills every entry
             program = torch.export.load(io.BytesIO(data), extra_files=found)
     except Exception as exc:  # noqa: BLE001 - a truncated file, or one from another torch: one line
         raise ModelLoadError(f"cannot load exported program {path}: {one_line(exc)[:200]}") from None

@@ -11,11 +11,11 @@ doubles the grid step of the others for nothing.
 Two grids keep every pair sum within int16: 7-bit activations (0..127 x 128 x 2 = 32,512) and
 7-bit weights (255 x 64 x 2 = 32,640). So each int8 conv and linear runs three times on about
 10^6 input values drawn from every calibration batch, on the real oneDNN kernel: 8-bit
-activations and weights, 7-bit activations, 7-bit weights. The grids come from the layer's own observers: a histogram observer picks its
-clipping range from the data whatever the width, and a min-max weight observer its scale, so
-only the step differs from what calibration would give. Each output is compared with the fp32
-layer (fp32 input, fp32 weights), and the layer keeps the grid with the smallest error, 8-bit on
-a tie.
+activations and weights, 7-bit activations, 7-bit weights. The grids come from the layer's own
+observers: a histogram observer picks its clipping range from the data whatever the width, and
+a min-max weight observer its scale, so only the step differs from what calibration would give.
+Each output is compared with the fp32 layer (fp32 input, fp32 weights), and the layer keeps the
+grid with the smallest error, 8-bit on a tie.
 
 Measured on mobilenet_v2 trained on the digits under ``ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2`` (docs/quantization.md): the expansion convs, fed by block outputs with no
@@ -55,8 +55,9 @@ _RANK = {torch.ops.aten.conv1d.default: 1, torch.ops.aten.conv2d.default: 2, tor
 _LINEAR = torch.ops.aten.linear.default
 _CONV_DEFAULTS = (None, 1, 0, 1, 1)  # bias, stride, padding, dilation, groups
 #: Input elements the measurement runs on, drawn from every calibration batch: every sample of small
-#: inputs (3 batches of 64 digits at 3x32x32 are 589,824), 7 samples at 3x224x224. Each layer still sees ~10^5 values or more, and
-#: resnet50 at 224 measures in 2.2 s instead of 12.4 s with 32 samples (2 threads, AVX2 cap).
+#: inputs (3 batches of 64 digits at 3x32x32 are 589,824), 7 samples at 3x224x224. Each layer still
+#: sees ~10^5 values or more, and resnet50 at 224 measures in 2.2 s instead of 12.4 s with 32
+#: samples (2 threads, AVX2 cap).
 MEASURE_INPUT_ELEMENTS = 2**20
 #: At least this many samples, whatever their size.
 MEASURE_MIN_SAMPLES = 4
@@ -234,7 +235,7 @@ def measurement_batch(batches: Sequence[torch.Tensor], size: int | None = None) 
     while sum(int(t.shape[0]) for t in taken) < size:  # short batches: take more from the others
         per_batch += 1
         taken = [b[:per_batch] for b in batches]
-    return torch.cat(taken)[:size] if len(taken) > 1 else taken[0][:size]
+    return torch.cat(taken)[:size]
 
 
 def measure_layer_bits(prepared: torch.fx.GraphModule, batch: torch.Tensor) -> tuple[LayerBits, ...]:

@@ -105,16 +105,17 @@ class SavedOrigin:
 
     @classmethod
     def parse(cls, text: str) -> SavedOrigin | None:
-        """The record in an entry's text; None for an absent or malformed one (the file is not trusted)."""
+        """The record in an entry's text; None for an empty or malformed one (the file is not trusted)."""
         try:
             data = json.loads(text)
-        except ValueError:
+        except ValueError:  # "" included: the file has no record
             return None
-        path = data.get("int8_path") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or not isinstance(path, (dict, type(None))):
+        path = data.get("int8_path") if isinstance(data, dict) else []
+        if path is None:
+            path = {}  # quantized where the int8 path was not measured
+        if not isinstance(data, dict) or not isinstance(path, dict):
             return None
-        saturates = path.get("saturates") if path else None
-        kernel = path.get("kernel") if path else None
+        saturates, kernel = path.get("saturates"), path.get("kernel")
         return cls(
             saturates=saturates if isinstance(saturates, bool) else None,
             grids_measured=data.get("grids_measured") is True,

@@ -222,7 +222,7 @@ def saved_origin(path: str | Path, *, trusted: bool = False) -> SavedOrigin | No
     """
     extra = {ORIGIN_ENTRY: ""}
     load_exported(path, trusted=trusted, extra_files=extra)
-    return SavedOrigin.parse(extra[ORIGIN_ENTRY]) if extra[ORIGIN_ENTRY] else None
+    return SavedOrigin.parse(extra[ORIGIN_ENTRY])
 
 
 def serving_model(reference: nn.Module, lowered: nn.Module | None, compile: bool) -> nn.Module:
@@ -275,8 +275,7 @@ def load_int8(
         ) from None
     if not lower:
         return reference
-    origin = SavedOrigin.parse(extra[ORIGIN_ENTRY]) if extra[ORIGIN_ENTRY] else None
-    warn_if_saturates(reference, path, origin)
+    warn_if_saturates(reference, path, SavedOrigin.parse(extra[ORIGIN_ENTRY]))
     x = example_input.detach().cpu()
     example = (x if x.shape[0] >= 2 else torch.cat([x, x])[:2],)  # batch 1 would specialise the batch dim
     try:
