@@ -296,6 +296,7 @@ def test_saved_program_records_where_it_was_quantized(saved_programs: dict[bool,
         ('{"int8_path": {"saturates": "yes"}, "grids_measured": 1}', (None, False)),  # wrong types: not believed
         ("[1, 2]", None),
         ("not json", None),
+        ("", None),  # the file has no record (a .pt2 another tool wrote)
         ('{"int8_path": [true]}', None),
     ],
 )
